@@ -1,0 +1,66 @@
+"""Model configuration: everything needed to rebuild a network from its weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CheckpointError
+
+SCHEDULES = ("fixed_linear", "learned")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture, noise schedule and data scaling of a diffusion model.
+
+    Stored inside every checkpoint so that a checkpoint describes itself.
+    """
+
+    name: str = "default"
+    image_channels: int = 3
+    # U-Net width at each resolution level; level i works at 1/2**i of the input size.
+    level_channels: tuple[int, ...] = (32, 64, 128, 128)
+    blocks_per_level: int = 1
+    # The U-Net runs on patch_size x patch_size pixel patches folded into channels
+    # (pixel unshuffle): much cheaper per pixel, still sees every pixel exactly.
+    patch_size: int = 2
+    fourier_exponents: tuple[int, ...] = (7, 8)
+    time_embedding_dim: int = 128
+    schedule: str = "learned"
+    gamma_min: float = -13.3
+    gamma_max: float = 5.0
+    # Extra output channels: a per-coordinate log-scale (used by the progressive coder).
+    scale_head: bool = False
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
+        if not self.gamma_min < self.gamma_max:
+            raise ValueError("gamma_min must be smaller than gamma_max")
+        if not self.level_channels or min(self.level_channels) <= 0:
+            raise ValueError("level_channels must be positive widths")
+        if self.blocks_per_level < 1 or self.image_channels < 1 or self.patch_size < 1:
+            raise ValueError("blocks_per_level, image_channels and patch_size must be at least 1")
+
+    @property
+    def stride(self) -> int:
+        """Input sides are padded to a multiple of this."""
+        return self.patch_size * 2 ** (len(self.level_channels) - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise CheckpointError(f"checkpoint config has unknown fields {sorted(unknown)} (newer diffcodec?)")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint config is invalid: {exc}") from None
+

@@ -1,0 +1,173 @@
+"""The denoising network: a fully convolutional U-Net conditioned on gamma_t.
+
+Design choices, each for the codec's sake:
+
+* Fourier features sin/cos(2^n pi z) of the input expose pixel-level detail (VDM).
+* Normalisation is per pixel over channels, never over space, so the output at a pixel
+  depends only on a bounded neighbourhood: the network behaves the same on a 64x64
+  training crop, a full image, or a tile of one.
+* Inputs of any size are padded (edge replication) to a multiple of the U-Net stride and
+  the output is cropped back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import ModelConfig
+
+
+class FourierFeatures(nn.Module):
+    """Append sin(2^n pi z) and cos(2^n pi z) for each configured exponent n."""
+
+    def __init__(self, exponents: tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer(
+            "frequencies", torch.tensor([math.pi * 2.0**n for n in exponents]), persistent=False
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.frequencies.numel() == 0:
+            return z
+        n, c, h, w = z.shape
+        phases = z.unsqueeze(2) * self.frequencies.view(1, 1, -1, 1, 1)
+        features = torch.cat([phases.sin(), phases.cos()], dim=2).reshape(n, -1, h, w)
+        return torch.cat([z, features], dim=1)
+
+
+class ChannelNorm(nn.Module):
+    """Layer norm over the channels of each pixel (no statistics across space)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).square().mean(1, keepdim=True)
+        x = (x - mean) * torch.rsqrt(var + 1e-6)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def gamma_embedding(gamma: torch.Tensor, dim: int, gamma_min: float, gamma_max: float) -> torch.Tensor:
+    """Sinusoidal embedding of gamma rescaled to [0, 1000], as VDM embeds time."""
+    position = (gamma - gamma_min) / (gamma_max - gamma_min) * 1000.0
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=gamma.device) / max(1, half - 1))
+    angles = position.unsqueeze(1) * freqs.unsqueeze(0)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    """Norm -> SiLU -> conv, FiLM from the time embedding, norm -> SiLU -> conv, + skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int) -> None:
+        super().__init__()
+        self.norm1 = ChannelNorm(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.film = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = ChannelNorm(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
+        return self.skip(x) + h
+
+
+class UNet(nn.Module):
+    """eps-prediction U-Net; optionally also a per-coordinate log-scale (``scale_head``).
+
+    ``forward(z, gamma)`` returns eps_hat, or (eps_hat, log_scale) with a scale head.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.image_channels
+        widths = config.level_channels
+        emb_dim = config.time_embedding_dim
+        self.fourier = FourierFeatures(config.fourier_exponents)
+        in_ch = c * (1 + 2 * len(config.fourier_exponents)) * config.patch_size**2
+        self.embed = nn.Sequential(
+            nn.Linear(emb_dim, 4 * emb_dim), nn.SiLU(), nn.Linear(4 * emb_dim, emb_dim)
+        )
+        self.stem = nn.Conv2d(in_ch, widths[0], 3, padding=1)
+
+        self.down_blocks = nn.ModuleList()
+        self.downsamplers = nn.ModuleList()
+        prev = widths[0]
+        for level, width in enumerate(widths):
+            blocks = nn.ModuleList()
+            for _ in range(config.blocks_per_level):
+                blocks.append(ResBlock(prev, width, emb_dim))
+                prev = width
+            self.down_blocks.append(blocks)
+            if level < len(widths) - 1:
+                self.downsamplers.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
+
+        self.mid = ResBlock(prev, prev, emb_dim)
+
+        self.up_blocks = nn.ModuleList()
+        self.upsamplers = nn.ModuleList()
+        for level in reversed(range(len(widths))):
+            width = widths[level]
+            blocks = nn.ModuleList([ResBlock(prev + width, width, emb_dim)])
+            for _ in range(config.blocks_per_level - 1):
+                blocks.append(ResBlock(width, width, emb_dim))
+            prev = width
+            self.up_blocks.append(blocks)
+            if level > 0:
+                self.upsamplers.append(nn.Conv2d(width, widths[level - 1], 3, padding=1))
+                prev = widths[level - 1]
+
+        self.out_norm = ChannelNorm(prev)
+        out_ch = c * (2 if config.scale_head else 1) * config.patch_size**2
+        self.out = nn.Conv2d(prev, out_ch, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, z: torch.Tensor, gamma: torch.Tensor):
+        n, _, height, width = z.shape
+        stride = self.config.stride
+        pad_h, pad_w = (-height) % stride, (-width) % stride
+        if pad_h or pad_w:
+            z = F.pad(z, (0, pad_w, 0, pad_h), mode="replicate")
+        emb = gamma_embedding(
+            gamma.expand(n).to(z.dtype), self.config.time_embedding_dim,
+            self.config.gamma_min, self.config.gamma_max,
+        )
+        emb = self.embed(emb)
+
+        h = self.stem(F.pixel_unshuffle(self.fourier(z), self.config.patch_size))
+        skips = []
+        for level, blocks in enumerate(self.down_blocks):
+            for block in blocks:
+                h = block(h, emb)
+            skips.append(h)
+            if level < len(self.downsamplers):
+                h = self.downsamplers[level](h)
+        h = self.mid(h, emb)
+        for index, blocks in enumerate(self.up_blocks):
+            h = torch.cat([h, skips.pop()], dim=1)
+            for block in blocks:
+                h = block(h, emb)
+            if index < len(self.upsamplers):
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+                h = self.upsamplers[index](h)
+        out = self.out(F.silu(self.out_norm(h)))
+        out = F.pixel_shuffle(out, self.config.patch_size)[:, :, :height, :width]
+        if self.config.scale_head:
+            eps, log_scale = out.chunk(2, dim=1)
+            return eps, log_scale
+        return out

@@ -1,0 +1,288 @@
+"""Training loop: ELBO objective, Adam with warm-up, clipping, EMA, validation,
+periodic checkpoints, resume, bf16 autocast on CUDA and DistributedDataParallel.
+
+A run directory holds:
+  model.pt       EMA weights of the latest checkpoint (a normal model checkpoint)
+  best.pt        EMA weights with the best validation BPD so far
+  state.pt       everything needed to resume (raw weights, optimiser, EMA, RNG states)
+  curve.jsonl    one JSON line per logging interval / validation
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import atomic_save, read_torch_file, save_model
+from .config import ModelConfig
+from .data import CropSampler, center_crop
+from .errors import CheckpointError, DiffcodecError
+from .evaluation import image_nelbo, mean_report
+from .images import SkipHandler, load_folder_images
+from .model import DiffusionModel
+
+STATE_FORMAT = "diffcodec-train-state"
+
+
+@dataclass
+class TrainOptions:
+    data: list[str]
+    out: str
+    val: str | None = None
+    batch_size: int = 8
+    crop: int = 64
+    lr: float = 5e-4
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    val_every_minutes: float = 10.0
+    checkpoint_every_minutes: float = 5.0
+    log_every_steps: int = 25
+    val_crop: int = 256
+    val_samples: int = 4
+    variance_schedule: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = True  # autocast for the network on CUDA only
+    threads: int | None = None
+    resume: bool = False
+    force: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (buffers copied as they are)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        # Warm-up of the decay so early averages are not dominated by the random init.
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1 - decay)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+
+def learning_rate(step: int, base: float, warmup: int) -> float:
+    return base * min(1.0, (step + 1) / max(1, warmup))
+
+
+def validation_bpd(model: DiffusionModel, images: list[np.ndarray], samples: int, seed: int = 0) -> dict:
+    reports = [image_nelbo(model, image, samples=samples, seed=seed + i) for i, image in enumerate(images)]
+    return mean_report(reports).to_dict()
+
+
+class Trainer:
+    def __init__(self, model_config: ModelConfig, options: TrainOptions,
+                 on_skip: SkipHandler | None = None, log: Callable[[str], None] | None = None) -> None:
+        self.options = options
+        self.log = log or (lambda message: print(message, file=sys.stderr))
+        self.rank, self.world, local_rank = _distributed()
+        self.out = Path(options.out)
+        state_path = self.out / "state.pt"
+        if self.rank == 0 and state_path.exists() and not (options.resume or options.force):
+            raise DiffcodecError(f"{self.out} already holds a training run: pass --resume to "
+                                 "continue it or --force to start over")
+        if options.resume and not state_path.exists():
+            raise DiffcodecError(f"nothing to resume: {state_path} does not exist")
+
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        device = torch.device(options.device)
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise DiffcodecError("--device cuda asked for, but no CUDA GPU is available")
+            if self.world > 1:
+                device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.device = device
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+        train_images = [im for _, im in load_folder_images(options.data, on_skip=on_skip)]
+        self.sampler = CropSampler(train_images, options.crop, seed=options.seed + 1000 * self.rank)
+        self.val_images = []
+        if options.val:
+            self.val_images = [center_crop(im, options.val_crop)
+                               for _, im in load_folder_images(options.val, on_skip=on_skip)]
+        self.log(f"training on {len(train_images)} images"
+                 + (f", validating on {len(self.val_images)}" if self.val_images else "")
+                 + f", device {device}, {self.world} process(es)")
+
+        self.step = 0
+        self.best_val = math.inf
+        self.elapsed = 0.0
+        if options.resume:
+            self._load_state(state_path)
+        else:
+            torch.manual_seed(options.seed)
+            self.model = DiffusionModel(model_config).to(device)
+            self.ema = EMA(self.model, options.ema_decay)
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr)
+        self.model.use_bf16 = options.bf16 and device.type == "cuda"
+        self.train_model: nn.Module = self.model
+        if self.world > 1:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # -- state -------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {
+            "format": STATE_FORMAT,
+            "config": self.model.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "best_val": self.best_val,
+            "sampler": json.dumps(self.sampler.state()),
+            "torch_rng": torch.get_rng_state(),
+            "options": json.dumps(asdict(self.options)),
+        }
+
+    def _load_state(self, path: Path) -> None:
+        state = read_torch_file(path, "training state")
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{path} is not a diffcodec training state")
+        config = ModelConfig.from_dict(state["config"])
+        self.model = DiffusionModel(config).to(self.device)
+        self.model.load_state_dict(state["model"])
+        self.ema = EMA(self.model, self.options.ema_decay)
+        self.ema.model.load_state_dict(state["ema"])
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.options.lr)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.elapsed, self.best_val = state["step"], state["elapsed"], state["best_val"]
+        if self.rank == 0:
+            self.sampler.set_state(json.loads(state["sampler"]))
+        torch.set_rng_state(state["torch_rng"])
+        self.log(f"resumed {path} at step {self.step} ({self.elapsed / 60:.1f} min trained)")
+
+    def _metadata(self) -> dict:
+        return {"step": self.step, "train_minutes": round(self.elapsed / 60, 2),
+                "best_val_bpd": None if math.isinf(self.best_val) else self.best_val,
+                "data": [str(d) for d in self.options.data], **self.options.extra}
+
+    def save(self) -> None:
+        if self.rank != 0:
+            return
+        atomic_save(self._state(), self.out / "state.pt")
+        save_model(self.ema.model, self.out / "model.pt", self._metadata())
+
+    def _append_curve(self, record: dict) -> None:
+        if self.rank == 0:
+            with open(self.out / "curve.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def validate(self) -> dict | None:
+        if self.rank != 0 or not self.val_images:
+            return None
+        result = validation_bpd(self.ema.model, self.val_images, self.options.val_samples)
+        improved = result["total"] < self.best_val
+        if improved:
+            self.best_val = result["total"]
+            save_model(self.ema.model, self.out / "best.pt", self._metadata())
+        self._append_curve({"step": self.step, "minutes": round(self.elapsed / 60, 3),
+                            "val": result, "best": improved})
+        return result
+
+    # -- loop --------------------------------------------------------------------------
+    def train_step(self, generator: torch.Generator) -> float:
+        opts = self.options
+        x = self.sampler.sample(opts.batch_size).to(self.device, non_blocking=True)
+        box = [None] if (opts.variance_schedule and self.model.config.schedule == "learned") else None
+        terms = self.train_model(x, generator=generator, variance_box=box)
+        loss_per_example = terms.total
+        if box is not None:
+            box[0] = 2 * loss_per_example.detach()
+        loss = loss_per_example.mean()
+        if not torch.isfinite(loss):
+            raise DiffcodecError(f"training diverged at step {self.step} (loss {loss.item()}); "
+                                 "lower --lr or resume from the last checkpoint")
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, opts.lr, opts.warmup_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model, self.step)
+        self.step += 1
+        return loss.item()
+
+    def run(self) -> dict:
+        opts = self.options
+        self.out.mkdir(parents=True, exist_ok=True)
+        generator = torch.Generator().manual_seed(opts.seed * 7919 + self.step + 17 * self.rank)
+        bar = None
+        if opts.progress and self.rank == 0:
+            from tqdm import tqdm
+            bar = tqdm(total=opts.max_steps, initial=self.step if opts.max_steps else 0,
+                       desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+        start = time.time() - self.elapsed
+        last_ckpt = last_val = time.time()
+        running, count, t_log, crops = 0.0, 0, time.time(), 0
+        val_result = None
+        try:
+            while True:
+                if opts.max_steps is not None and self.step >= opts.max_steps:
+                    break
+                if opts.max_minutes is not None and (time.time() - start) / 60 >= opts.max_minutes:
+                    break
+                loss = self.train_step(generator)
+                running, count, crops = running + loss, count + 1, crops + opts.batch_size * self.world
+                self.elapsed = time.time() - start
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(bpd=f"{loss:.3f}", refresh=False)
+                if self.step % opts.log_every_steps == 0:
+                    now = time.time()
+                    self._append_curve({"step": self.step, "minutes": round(self.elapsed / 60, 3),
+                                        "train_bpd": running / count,
+                                        "lr": self.optimizer.param_groups[0]["lr"],
+                                        "crops_per_s": crops / (now - t_log)})
+                    running, count, t_log, crops = 0.0, 0, now, 0
+                if (time.time() - last_val) / 60 >= opts.val_every_minutes:
+                    val_result = self.validate() or val_result
+                    if bar is not None and val_result:
+                        bar.write(f"step {self.step}: validation {val_result['total']:.4f} bpd")
+                    last_val = time.time()
+                if (time.time() - last_ckpt) / 60 >= opts.checkpoint_every_minutes:
+                    self.save()
+                    last_ckpt = time.time()
+        finally:
+            if bar is not None:
+                bar.close()
+        val_result = self.validate() or val_result
+        self.save()
+        return {"step": self.step, "minutes": self.elapsed / 60, "val": val_result,
+                "best_val_bpd": None if math.isinf(self.best_val) else self.best_val}
