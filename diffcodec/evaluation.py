@@ -56,10 +56,15 @@ def image_nelbo(
     pixels = x.shape[-1] * x.shape[-2]
     per_batch = max(1, max_batch_pixels // pixels)
     sums = {"prior": 0.0, "reconstruction": 0.0, "diffusion": 0.0}
+    shape = x.shape[1:]
     for start in range(0, samples, per_batch):
         t = times[start : start + per_batch]
+        # Noise is drawn sample by sample so the result does not depend on the batching.
+        draws = [torch.randn((2,) + shape, generator=generator) for _ in range(len(t))]
+        noise = torch.stack([d[0] for d in draws])
+        decoder_noise = torch.stack([d[1] for d in draws])
         batch = x.expand(len(t), -1, -1, -1)
-        terms = model.nelbo(batch, t=t, steps=steps, generator=generator)
+        terms = model.nelbo(batch, t=t, steps=steps, noise=noise, decoder_noise=decoder_noise)
         for name in sums:
             sums[name] += float(getattr(terms, name).double().sum())
     means = {name: value / samples for name, value in sums.items()}

@@ -1,0 +1,85 @@
+"""Checkpoints: self-describing, hashed, verified on load."""
+
+import pytest
+import torch
+
+from diffcodec.checkpoint import load_model, model_hash, save_model
+from diffcodec.errors import CheckpointError
+
+
+def test_save_load_identical_outputs(tiny_model, tmp_path):
+    path = tmp_path / "m.pt"
+    digest = save_model(tiny_model, path, {"note": "test"})
+    loaded = load_model(path)
+    assert loaded.config == tiny_model.config
+    assert loaded.model_hash == digest == model_hash(tiny_model)
+    assert loaded.metadata == {"note": "test"}
+    x = torch.randint(0, 256, (2, 3, 7, 13))
+    with torch.no_grad():
+        a = tiny_model.nelbo(x, generator=torch.Generator().manual_seed(4))
+        b = loaded.nelbo(x, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a.total, b.total)
+
+
+def test_hash_changes_with_weights(tiny_model):
+    before = model_hash(tiny_model)
+    with torch.no_grad():
+        tiny_model.network.stem.bias[0] += 1e-3
+    assert model_hash(tiny_model) != before
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "not a readable model checkpoint"),
+        (b"this is not a checkpoint at all", "not a readable model checkpoint"),
+    ],
+)
+def test_garbage_file_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "nope.pt")
+
+
+def test_foreign_checkpoint(tmp_path):
+    path = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(CheckpointError, match="not a diffcodec model checkpoint"):
+        load_model(path)
+
+
+def test_damaged_weights_detected(tiny_model, tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(tiny_model, path)
+    data = torch.load(path, weights_only=True)
+    data["state_dict"]["network.stem.weight"][0, 0, 0, 0] += 1.0
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_model(path)
+
+
+def test_truncated_file(tiny_model, tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(tiny_model, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError):
+        load_model(path)
+
+
+def test_weights_do_not_fit_config(tiny_model, tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(tiny_model, path)
+    data = torch.load(path, weights_only=True)
+    data["config"]["level_channels"] = [8, 32]
+    from diffcodec.checkpoint import weights_hash
+    from diffcodec.config import ModelConfig
+    data["hash"] = weights_hash(ModelConfig.from_dict(data["config"]), data["state_dict"])
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(path)
