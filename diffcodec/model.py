@@ -39,8 +39,14 @@ class DiffusionModel(nn.Module):
         self.network = UNet(config)
         self.use_bf16 = False  # autocast the network to bf16 (CUDA training only)
 
-    def forward(self, x: torch.Tensor, **kwargs) -> "Nelbo":
-        """The NELBO (see :meth:`nelbo`); ``forward`` so DistributedDataParallel can wrap it."""
+    def forward(self, x: torch.Tensor, objective: str = "elbo", **kwargs):
+        """Training loss per example: the NELBO terms (:meth:`nelbo`) or, with
+        ``objective="uq"``, the progressive code length in bits/dim (progressive.uq_loss).
+        A ``forward`` so that DistributedDataParallel can wrap it."""
+        if objective == "uq":
+            from .progressive import uq_loss
+
+            return uq_loss(self, x, **kwargs)
         return self.nelbo(x, **kwargs)
 
     @property

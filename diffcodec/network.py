@@ -85,10 +85,15 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+# Initial log of the scale head's output (the expected |x - x_hat| in data units).
+SCALE_HEAD_INIT = math.log(0.05)
+
+
 class UNet(nn.Module):
     """eps-prediction U-Net; optionally also a per-coordinate log-scale (``scale_head``).
 
-    ``forward(z, gamma)`` returns eps_hat, or (eps_hat, log_scale) with a scale head.
+    ``forward(z, gamma)`` returns eps_hat, or (eps_hat, log_scale) with a scale head;
+    log_scale is the log of the expected error of the denoised estimate, in data units.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -132,12 +137,19 @@ class UNet(nn.Module):
                 prev = widths[level - 1]
 
         self.out_norm = ChannelNorm(prev)
-        out_ch = c * (2 if config.scale_head else 1) * config.patch_size**2
+        out_ch = c * config.patch_size**2
         self.out = nn.Conv2d(prev, out_ch, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if config.scale_head:
+            # Separate head, so a model trained without it can be extended and the head
+            # trained on its own (the eps-prediction stays exactly as it was).
+            self.scale_out = nn.Conv2d(prev, out_ch, 3, padding=1)
+            nn.init.zeros_(self.scale_out.weight)
+            nn.init.constant_(self.scale_out.bias, SCALE_HEAD_INIT)
 
-    def forward(self, z: torch.Tensor, gamma: torch.Tensor):
+    def features(self, z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """The trunk: last feature map (padded, at patch resolution) both heads read."""
         n, _, height, width = z.shape
         stride = self.config.stride
         pad_h, pad_w = (-height) % stride, (-width) % stride
@@ -165,9 +177,17 @@ class UNet(nn.Module):
             if index < len(self.upsamplers):
                 h = F.interpolate(h, scale_factor=2.0, mode="nearest")
                 h = self.upsamplers[index](h)
-        out = self.out(F.silu(self.out_norm(h)))
-        out = F.pixel_shuffle(out, self.config.patch_size)[:, :, :height, :width]
+        return F.silu(self.out_norm(h))
+
+    def heads(self, h: torch.Tensor, size: tuple[int, int]):
+        """eps_hat (and log_scale with a scale head) cropped to the input ``size``."""
+        height, width = size
+        patch = self.config.patch_size
+        eps = F.pixel_shuffle(self.out(h), patch)[:, :, :height, :width]
         if self.config.scale_head:
-            eps, log_scale = out.chunk(2, dim=1)
+            log_scale = F.pixel_shuffle(self.scale_out(h), patch)[:, :, :height, :width]
             return eps, log_scale
-        return out
+        return eps
+
+    def forward(self, z: torch.Tensor, gamma: torch.Tensor):
+        return self.heads(self.features(z, gamma), z.shape[-2:])

@@ -11,6 +11,7 @@ A run directory holds:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -60,6 +61,9 @@ class TrainOptions:
     threads: int | None = None
     resume: bool = False
     force: bool = False
+    objective: str = "elbo"  # or "uq": progressive code length, trains the scale head
+    init: str | None = None  # start from this checkpoint's weights
+    train_trunk: bool = False  # with "uq": also train the trunk (otherwise only the scale head)
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -100,6 +104,21 @@ def validation_bpd(model: DiffusionModel, images: list[np.ndarray], samples: int
     return mean_report(reports).to_dict()
 
 
+@torch.no_grad()
+def validation_uq_bpd(model: DiffusionModel, images: list[np.ndarray], samples: int, seed: int = 0) -> dict:
+    """Mean progressive code length (bits/dim, random T and step) of the images, fixed seed."""
+    from .evaluation import to_tensor
+    from .progressive import uq_loss
+
+    generator = torch.Generator().manual_seed(seed)
+    total, dims = 0.0, 0
+    for image in images:
+        x = to_tensor(image).to(model.device).expand(samples, -1, -1, -1)
+        total += float(uq_loss(model, x, generator=generator).mean()) * image.size
+        dims += image.size
+    return {"total": total / dims, "num_dims": dims}
+
+
 class Trainer:
     def __init__(self, model_config: ModelConfig, options: TrainOptions,
                  on_skip: SkipHandler | None = None, log: Callable[[str], None] | None = None) -> None:
@@ -111,6 +130,9 @@ class Trainer:
         if self.rank == 0 and state_path.exists() and not (options.resume or options.force):
             raise DiffcodecError(f"{self.out} already holds a training run: pass --resume to "
                                  "continue it or --force to start over")
+        if options.objective == "uq" and not (options.train_trunk or options.init or options.resume):
+            raise DiffcodecError("--objective uq trains only the scale head, which needs a trained network: "
+                                 "pass --init CHECKPOINT (or --train-trunk to train everything)")
         if options.resume and not state_path.exists():
             raise DiffcodecError(f"nothing to resume: {state_path} does not exist")
 
@@ -146,14 +168,39 @@ class Trainer:
             self._load_state(state_path)
         else:
             torch.manual_seed(options.seed)
-            self.model = DiffusionModel(model_config).to(device)
+            self.model = self._initial_model(model_config).to(device)
             self.ema = EMA(self.model, options.ema_decay)
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr)
+            self.optimizer = torch.optim.Adam(self._trained_parameters(), lr=options.lr)
         self.model.use_bf16 = options.bf16 and device.type == "cuda"
         self.train_model: nn.Module = self.model
         if self.world > 1:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def _initial_model(self, config: ModelConfig) -> DiffusionModel:
+        """A fresh model, or one started from --init (gaining a scale head if the objective needs it)."""
+        if not self.options.init:
+            return DiffusionModel(config)
+        from .checkpoint import load_model
+
+        base = load_model(self.options.init)
+        wanted = dataclasses.replace(base.config, scale_head=base.config.scale_head or self.options.objective == "uq")
+        model = DiffusionModel(wanted)
+        missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+        if unexpected or any(not name.startswith("network.scale_out.") for name in missing):
+            raise CheckpointError(f"{self.options.init} does not fit the model being trained")
+        self.log(f"initialised from {self.options.init}" + (" (new scale head)" if missing else ""))
+        return model
+
+    def _trained_parameters(self) -> list:
+        """With the progressive objective and a frozen trunk, only the scale head trains."""
+        if self.options.objective == "uq" and not self.options.train_trunk:
+            head = list(self.model.network.scale_out.parameters())
+            ids = {id(p) for p in head}
+            for p in self.model.parameters():
+                p.requires_grad_(id(p) in ids)
+            return head
+        return list(self.model.parameters())
 
     # -- state -------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -180,7 +227,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.ema = EMA(self.model, self.options.ema_decay)
         self.ema.model.load_state_dict(state["ema"])
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.options.lr)
+        self.optimizer = torch.optim.Adam(self._trained_parameters(), lr=self.options.lr)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.elapsed, self.best_val = state["step"], state["elapsed"], state["best_val"]
         if self.rank == 0:
@@ -207,7 +254,10 @@ class Trainer:
     def validate(self) -> dict | None:
         if self.rank != 0 or not self.val_images:
             return None
-        result = validation_bpd(self.ema.model, self.val_images, self.options.val_samples)
+        if self.options.objective == "uq":
+            result = validation_uq_bpd(self.ema.model, self.val_images, self.options.val_samples)
+        else:
+            result = validation_bpd(self.ema.model, self.val_images, self.options.val_samples)
         improved = result["total"] < self.best_val
         if improved:
             self.best_val = result["total"]
@@ -220,9 +270,13 @@ class Trainer:
     def train_step(self, generator: torch.Generator) -> float:
         opts = self.options
         x = self.sampler.sample(opts.batch_size).to(self.device, non_blocking=True)
-        box = [None] if (opts.variance_schedule and self.model.config.schedule == "learned") else None
-        terms = self.train_model(x, generator=generator, variance_box=box)
-        loss_per_example = terms.total
+        if opts.objective == "uq":
+            box = None
+            loss_per_example = self.train_model(x, objective="uq", generator=generator,
+                                                train_trunk=opts.train_trunk)
+        else:
+            box = [None] if (opts.variance_schedule and self.model.config.schedule == "learned") else None
+            loss_per_example = self.train_model(x, generator=generator, variance_box=box).total
         if box is not None:
             box[0] = 2 * loss_per_example.detach()
         loss = loss_per_example.mean()
@@ -233,7 +287,7 @@ class Trainer:
             group["lr"] = learning_rate(self.step, opts.lr, opts.warmup_steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), opts.grad_clip)
+        nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], opts.grad_clip)
         self.optimizer.step()
         self.ema.update(self.model, self.step)
         self.step += 1

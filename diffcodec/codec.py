@@ -1,0 +1,296 @@
+"""Progressive image coding with a diffusion model: one layer per reverse step.
+
+Layer j (j = 0..T-1) carries the universally quantized reverse step from t = (T-j)/T to
+s = (T-j-1)/T (see progressive.py); layer T carries the pixels under p(x | z_0), after
+which the image is exact. z_1 comes from the seed at zero bits.
+
+Determinism: the entropy model of every symbol is built from the seeded dither and an
+integer scale index only, and encoder and decoder run the very same float64 recursion
+z_s = mu_P + (k - u) Delta on the same network outputs (same tiling, same code path), so
+the decoder reproduces the encoder's latents exactly; each layer carries a CRC of its
+symbols so a platform that computes the network differently is told, not fooled.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from . import entropy, randomness
+from .checkpoint import model_hash
+from .container import DfcFile, Header, LayerInfo, pack_file, parse_file
+from .errors import DiffcodecError
+from .imagetypes import PreparedImage, prepare, restore
+from .model import DiffusionModel
+from .network import SCALE_HEAD_INIT
+from .progressive import step_coefficients
+
+DEFAULT_STEPS = 8
+DEFAULT_TILE = 1024
+TILE_HALO = 32
+MAX_STEPS = 1024
+
+
+def _progress(iterable, enabled: bool, total: int, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="layer", leave=False, dynamic_ncols=True)
+
+
+class ModelRunner:
+    """What the coder needs from a model, computed the same way on both sides:
+    gamma on a time grid (float64) and tiled network predictions (returned in float64)."""
+
+    def __init__(self, model: DiffusionModel) -> None:
+        self.model = model.eval()
+        self.device = model.device
+        self.stride = model.config.stride
+        self.schedule64 = copy.deepcopy(model.schedule).double().cpu()
+
+    @torch.no_grad()
+    def gammas(self, times: np.ndarray) -> np.ndarray:
+        return self.schedule64(torch.from_numpy(np.asarray(times, dtype=np.float64)))[0].numpy()
+
+    @torch.no_grad()
+    def predict(self, z: np.ndarray, gamma: float, tile: int) -> tuple[np.ndarray, np.ndarray]:
+        """Denoised estimate x_hat (clipped to [-1, 1]) and log scale of its error, (H, W, 3)."""
+        height, width, _ = z.shape
+        x_hat = np.empty_like(z)
+        log_scale = np.empty_like(z)
+        alpha, sigma = math.sqrt(1 / (1 + math.exp(gamma))), math.sqrt(1 / (1 + math.exp(-gamma)))
+        gamma_t = torch.tensor([gamma], dtype=torch.float32, device=self.device)
+        halo = TILE_HALO if (height > tile or width > tile) else 0
+        for top in range(0, height, tile):
+            for left in range(0, width, tile):
+                y0, x0 = max(0, top - halo), max(0, left - halo)
+                y1, x1 = min(height, top + tile + halo), min(width, left + tile + halo)
+                window = torch.from_numpy(np.ascontiguousarray(z[y0:y1, x0:x1].transpose(2, 0, 1)))
+                out = self.model.network(window.float().unsqueeze(0).to(self.device), gamma_t)
+                eps, scale = out if isinstance(out, tuple) else (out, None)
+                inner = (slice(top - y0, top - y0 + min(tile, height - top)),
+                         slice(left - x0, left - x0 + min(tile, width - left)))
+                dest = (slice(top, top + tile), slice(left, left + tile))
+                eps = eps[0].float().cpu().numpy().transpose(1, 2, 0).astype(np.float64)
+                x_hat[dest] = (z[dest] - sigma * eps[inner]) / alpha
+                if scale is None:
+                    log_scale[dest] = SCALE_HEAD_INIT
+                else:
+                    log_scale[dest] = scale[0].float().cpu().numpy().transpose(1, 2, 0)[inner]
+        np.clip(x_hat, -1.0, 1.0, out=x_hat)
+        return x_hat, log_scale
+
+
+def _to_pixels(x_scaled: np.ndarray) -> np.ndarray:
+    """Nearest 8-bit level of model-space values."""
+    return np.clip(np.rint((x_scaled + 1.0) * 128.0 - 0.5), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class _Step:
+    """Everything about one UQ step that both sides derive identically."""
+
+    mu_p: np.ndarray
+    x_hat: np.ndarray  # denoised estimate at the step's start time
+    dither: np.ndarray
+    delta: float
+    sigma_q: float
+    stds: np.ndarray  # entropy-model scale of every symbol (from the integer table)
+
+
+class Codec:
+    """A loaded model, ready to encode and decode .dfc files.
+
+    ``model`` is a registered name (``"default"``), a checkpoint path or a DiffusionModel.
+    """
+
+    def __init__(self, model: str | DiffusionModel | None = None, device: str = "cpu",
+                 tile: int = DEFAULT_TILE) -> None:
+        if not isinstance(model, DiffusionModel):
+            from .models import load_named_model
+
+            model = load_named_model(model or "default", device)
+        self.model = model
+        self.runner = ModelRunner(model)
+        self.hash_hex = getattr(model, "model_hash", None) or model_hash(model)
+        self.hash = bytes.fromhex(self.hash_hex)[:16]
+        self.tile = tile
+
+    # -- shared step ---------------------------------------------------------------------
+    def _step(self, z: np.ndarray, header: Header, gammas: np.ndarray, layer: int) -> _Step:
+        i = header.steps - layer
+        coef = step_coefficients(float(gammas[i]), float(gammas[i - 1]))
+        x_hat, log_scale = self.runner.predict(z, float(gammas[i]), header.tile)
+        delta = coef.delta
+        stds = entropy.SCALE_TABLE[entropy.scale_index(coef.c * np.exp(log_scale) / delta)]
+        dither = randomness.shared_uniform(header.seed, randomness.DITHER, layer, z.size).reshape(z.shape)
+        return _Step(coef.b * z + coef.c * x_hat, x_hat, dither, delta, coef.sigma_q, stds)
+
+    @staticmethod
+    def _start(header: Header) -> np.ndarray:
+        count = header.height * header.width * 3
+        return randomness.shared_normal(header.seed, randomness.START, 0, count).reshape(header.height, header.width, 3)
+
+    @staticmethod
+    def _pixel_model(z0: np.ndarray, gamma_0: float) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std, in 8-bit level units, of p(x | z_0) as a quantized Gaussian."""
+        alpha0 = math.sqrt(1 / (1 + math.exp(gamma_0)))
+        means = ((z0 / alpha0 + 1.0) * 128.0 - 0.5).reshape(-1)
+        return means, np.full(means.shape, 128.0 * math.exp(0.5 * gamma_0))
+
+    # -- encoding ------------------------------------------------------------------------
+    def encode(self, image, steps: int = DEFAULT_STEPS, seed: int = 0, progress: bool = False) -> bytes:
+        """Encode an image (PIL, array or tensor) into a progressive .dfc file."""
+        if not 1 <= steps <= MAX_STEPS:
+            raise DiffcodecError(f"steps must be between 1 and {MAX_STEPS}")
+        prepared: PreparedImage = prepare(image)
+        height, width, _ = prepared.rgb.shape
+        header = Header(mode="progressive", model_name=self.model.config.name, model_hash=self.hash,
+                        height=height, width=width, channels=prepared.channels, steps=steps,
+                        seed=seed & (2**64 - 1), tile=self.tile, alpha_kind=prepared.alpha_kind,
+                        alpha=prepared.alpha)
+        gammas = self.runner.gammas(np.arange(steps + 1, dtype=np.float64) / steps)
+        x = (prepared.rgb.astype(np.float64) + 0.5) / 128.0 - 1.0
+        z = self._start(header)
+        layers, infos = [], []
+        for layer in _progress(range(steps), progress, steps + 1, "encode"):
+            step = self._step(z, header, gammas, layer)
+            i = steps - layer
+            coef = step_coefficients(float(gammas[i]), float(gammas[i - 1]))
+            mu_q = coef.b * z + coef.c * x
+            k = np.rint((mu_q - step.mu_p) / step.delta + step.dither).astype(np.int32)
+            symbols, means, stds = k.reshape(-1), step.dither.reshape(-1), step.stds.reshape(-1)
+            low, high = entropy.symbol_range(symbols)
+            layers.append(entropy.encode_chunks(symbols, means, stds, low, high))
+            infos.append(LayerInfo(low, high, entropy.checksum(symbols),
+                                   round(entropy.gaussian_bin_bits(symbols, means, stds))))
+            z = step.mu_p + (k - step.dither) * step.delta
+        symbols = prepared.rgb.reshape(-1).astype(np.int32)
+        means, stds = self._pixel_model(z, float(gammas[0]))
+        layers.append(entropy.encode_chunks(symbols, means, stds, 0, 255))
+        infos.append(LayerInfo(0, 255, entropy.checksum(symbols),
+                               round(entropy.gaussian_bin_bits(symbols, means, stds))))
+        header.layers = infos
+        return pack_file(header, layers)
+
+    # -- decoding ------------------------------------------------------------------------
+    def _check_model(self, header: Header) -> None:
+        if header.model_hash != self.hash:
+            raise DiffcodecError(
+                f"this file was encoded with model '{header.model_name}' ({header.model_hash.hex()[:12]}), "
+                f"not the loaded model '{self.model.config.name}' ({self.hash_hex[:12]}): pass the right --model")
+
+    def _completion(self, z: np.ndarray, t: float, steps: int, header: Header) -> np.ndarray:
+        """Finish the image by ancestral sampling from time t to 0 in ``steps`` steps."""
+        times = t * (1.0 - np.arange(steps + 1, dtype=np.float64) / steps)
+        gammas = self.runner.gammas(times)
+        for n in range(steps):
+            coef = step_coefficients(float(gammas[n]), float(gammas[n + 1]))
+            x_hat, _ = self.runner.predict(z, float(gammas[n]), header.tile)
+            noise = randomness.shared_normal(header.seed, randomness.COMPLETION, n, z.size).reshape(z.shape)
+            z = coef.b * z + coef.c * x_hat + coef.sigma_q * noise
+        return self._pixel_mode(z, float(gammas[-1]))
+
+    @staticmethod
+    def _pixel_mode(z0: np.ndarray, gamma_0: float) -> np.ndarray:
+        alpha0 = math.sqrt(1 / (1 + math.exp(gamma_0)))
+        return _to_pixels(z0 / alpha0)
+
+    def _decode_layer(self, f: DfcFile, layer: int, means, stds) -> tuple[np.ndarray, bool]:
+        """Symbols of the chunks present of one layer, and whether the layer is complete."""
+        info = f.header.layers[layer]
+        chunks = f.chunks[layer]
+        symbols = entropy.decode_chunks(chunks, means.size, means, stds, info.low, info.high)
+        complete = len(chunks) == len(info.chunk_lengths)
+        if complete and entropy.checksum(symbols) != info.crc:
+            raise DiffcodecError(
+                f"layer {layer + 1} failed its checksum: the file is damaged, or this machine computes "
+                "the model differently from the one that encoded it")
+        return symbols, complete
+
+    def _images(self, f: DfcFile, max_layers: int, completion_steps: int, every_layer: bool,
+                progress: bool) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (layers used, RGB image); with ``every_layer`` after each layer, else once at the end."""
+        header = f.header
+        steps = header.steps
+        if len(header.layers) != steps + 1:
+            raise DiffcodecError("damaged file: the layer count does not match the step count")
+        self._check_model(header)
+        gammas = self.runner.gammas(np.arange(steps + 1, dtype=np.float64) / steps)
+
+        def show(z, x_hat, i):
+            if i == 0:
+                return self._pixel_mode(z, float(gammas[0]))
+            if completion_steps > 0:
+                return self._completion(z, i / steps, completion_steps, header)
+            return _to_pixels(x_hat)
+
+        z = self._start(header)
+        for layer in _progress(range(steps), progress, steps + 1, "decode"):
+            i = steps - layer
+            step = self._step(z, header, gammas, layer)
+            if every_layer:
+                yield layer, show(z, step.x_hat, i)
+            if layer >= max_layers or not f.chunks[layer]:
+                if not every_layer:
+                    yield layer, show(z, step.x_hat, i)
+                return
+            symbols, complete = self._decode_layer(f, layer, step.dither.reshape(-1), step.stds.reshape(-1))
+            if not complete:  # use what arrived; the rest falls back to the model's prediction
+                received = np.zeros(z.size, dtype=bool)
+                received[: symbols.size] = True
+                k = np.zeros(z.size)
+                k[: symbols.size] = symbols
+                z_new = step.mu_p + (k.reshape(z.shape) - step.dither) * step.delta
+                if completion_steps > 0:
+                    noise = randomness.shared_normal(header.seed, randomness.COMPLETION, 10**6, z.size)
+                    fallback = step.mu_p + step.sigma_q * noise.reshape(z.shape)
+                    z_new = np.where(received.reshape(z.shape), z_new, fallback)
+                    yield layer + 1, self._completion(z_new, (i - 1) / steps, completion_steps, header)
+                    return
+                if i - 1 == 0:
+                    new = self._pixel_mode(z_new, float(gammas[0]))
+                else:
+                    new = _to_pixels(self.runner.predict(z_new, float(gammas[i - 1]), header.tile)[0])
+                yield layer + 1, np.where(received.reshape(z.shape), new, _to_pixels(step.x_hat))
+                return
+            z = step.mu_p + (symbols.reshape(z.shape) - step.dither) * step.delta
+        # Final layer: the pixels themselves under p(x | z_0).
+        fallback = self._pixel_mode(z, float(gammas[0]))
+        if every_layer or max_layers <= steps or not f.chunks[steps]:
+            yield steps, fallback
+        if max_layers <= steps or not f.chunks[steps]:
+            return
+        means, stds = self._pixel_model(z, float(gammas[0]))
+        symbols, complete = self._decode_layer(f, steps, means, stds)
+        pixels = fallback.reshape(-1).copy()
+        pixels[: symbols.size] = symbols
+        yield steps + 1, pixels.reshape(z.shape)
+
+    def decode(self, data: bytes, layers: int | None = None, max_bytes: int | None = None,
+               completion_steps: int = 0, progress: bool = False) -> np.ndarray:
+        """Decode a .dfc file or any prefix of one.
+
+        ``layers``: use at most this many complete layers (default: everything present,
+        including the complete chunks of a cut layer). ``max_bytes``: use only the first
+        bytes of ``data``. ``completion_steps``: reverse diffusion steps run after the last
+        layer used (0 = the denoised estimate). Returns (H, W[, C]) uint8.
+        """
+        f = parse_file(data[:max_bytes] if max_bytes is not None else data)
+        limit = len(f.header.layers) if layers is None else layers
+        if layers is not None:  # whole layers only
+            f.chunks = [c if n < layers else [] for n, c in enumerate(f.chunks)]
+        (_, rgb), = self._images(f, limit, completion_steps, every_layer=False, progress=progress)
+        return restore(rgb, f.header.channels, f.header.alpha_kind, f.header.alpha)
+
+    def decode_every_layer(self, data: bytes, completion_steps: int = 0) -> list[np.ndarray]:
+        """The image after 0, 1, ..., L complete layers, in one pass over the chain."""
+        f = parse_file(data)
+        images = [rgb for _, rgb in self._images(f, len(f.header.layers), completion_steps, True, False)]
+        return [restore(rgb, f.header.channels, f.header.alpha_kind, f.header.alpha) for rgb in images]

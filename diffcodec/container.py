@@ -1,0 +1,230 @@
+"""The .dfc container: a checksummed header, then the layers as independent streams.
+
+Layout (integers little-endian; "varint" = LEB128, signed values zigzag-encoded):
+
+    magic b"\\x89DFC" | version u8 | header length u32 | header body | header CRC32 u32 | layers
+
+Header body: mode u8, model name (u8 length + UTF-8), model hash (16 bytes), height u32,
+width u32, channels u8, steps u16, schedule u8, tile u16, seed u64, alpha (u8 kind +
+varint length + zlib bytes), layer count u16, then per layer: low, high (signed varints),
+CRC32 of its symbols u32, the encoder's model estimate of its size in bits (varint), chunk
+count (varint) and each chunk's byte length (varint).
+
+Every byte of a file after the header belongs to some layer chunk, so any prefix that
+holds the header decodes: complete layers, plus the complete chunks of the next one.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import DiffcodecError
+
+MAGIC = b"\x89DFC"
+VERSION = 1
+MODES = {0: "progressive", 1: "lossless"}
+MODE_IDS = {name: code for code, name in MODES.items()}
+SCHEDULES = {0: "uniform"}
+ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2
+_PREFIX = struct.Struct("<4sBI")
+
+
+class ContainerError(DiffcodecError):
+    """The bytes are not a readable .dfc file."""
+
+
+@dataclass
+class LayerInfo:
+    low: int
+    high: int
+    crc: int
+    estimated_bits: int
+    chunk_lengths: list[int] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(self.chunk_lengths)
+
+
+@dataclass
+class Header:
+    mode: str
+    model_name: str
+    model_hash: bytes  # first 16 bytes of the model's SHA-256
+    height: int
+    width: int
+    channels: int
+    steps: int
+    seed: int
+    tile: int
+    schedule: str = "uniform"
+    alpha_kind: int = ALPHA_NONE
+    alpha: bytes = b""
+    layers: list[LayerInfo] = field(default_factory=list)
+
+
+@dataclass
+class DfcFile:
+    """A parsed file: header, header size, and the chunks present of each layer."""
+
+    header: Header
+    header_size: int
+    chunks: list[list[bytes]]  # per layer, the complete chunks present
+    total_size: int
+
+    def complete_layers(self) -> int:
+        count = 0
+        for info, present in zip(self.header.layers, self.chunks):
+            if len(present) < len(info.chunk_lengths):
+                break
+            count += 1
+        return count
+
+
+# -- varints --------------------------------------------------------------------------
+def _put_varint(out: bytearray, value: int) -> None:
+    if value < 0:
+        raise ValueError("varint must be non-negative")
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return
+
+
+def _zigzag(value: int) -> int:
+    return value * 2 if value >= 0 else -value * 2 - 1
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ContainerError("damaged file: header ends early")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt: str):
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, self.take(size))
+
+    def varint(self) -> int:
+        value, shift = 0, 0
+        while True:
+            (byte,) = self.take(1)
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise ContainerError("damaged file: malformed header number")
+
+    def signed(self) -> int:
+        value = self.varint()
+        return value // 2 if value % 2 == 0 else -(value + 1) // 2
+
+
+# -- writing --------------------------------------------------------------------------
+def pack_header(header: Header) -> bytes:
+    body = bytearray()
+    name = header.model_name.encode()[:255]
+    body += struct.pack("<B", MODE_IDS[header.mode])
+    body += struct.pack("<B", len(name)) + name
+    body += header.model_hash[:16].ljust(16, b"\0")
+    body += struct.pack("<IIBHBHQ", header.height, header.width, header.channels, header.steps,
+                        0, header.tile, header.seed)
+    body += struct.pack("<B", header.alpha_kind)
+    _put_varint(body, len(header.alpha))
+    body += header.alpha
+    body += struct.pack("<H", len(header.layers))
+    for layer in header.layers:
+        _put_varint(body, _zigzag(layer.low))
+        _put_varint(body, _zigzag(layer.high))
+        body += struct.pack("<I", layer.crc)
+        _put_varint(body, max(0, int(round(layer.estimated_bits))))
+        _put_varint(body, len(layer.chunk_lengths))
+        for length in layer.chunk_lengths:
+            _put_varint(body, length)
+    body = bytes(body)
+    return _PREFIX.pack(MAGIC, VERSION, len(body)) + body + struct.pack("<I", zlib.crc32(body))
+
+
+def pack_file(header: Header, layer_chunks: list[list[bytes]]) -> bytes:
+    """Header plus layers; the header's chunk lengths are filled in from ``layer_chunks``."""
+    for info, chunks in zip(header.layers, layer_chunks):
+        info.chunk_lengths = [len(c) for c in chunks]
+    return pack_header(header) + b"".join(b"".join(chunks) for chunks in layer_chunks)
+
+
+# -- reading --------------------------------------------------------------------------
+def parse_header(data: bytes) -> tuple[Header, int]:
+    """The header and its size in bytes; clear errors for foreign, truncated or damaged data."""
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise ContainerError("not a .dfc file (wrong magic bytes)")
+    if len(data) < _PREFIX.size:
+        raise ContainerError("truncated file: the header is incomplete")
+    _, version, body_size = _PREFIX.unpack_from(data)
+    if version != VERSION:
+        raise ContainerError(f"unsupported .dfc version {version} (this diffcodec reads version {VERSION})")
+    end = _PREFIX.size + body_size + 4
+    if len(data) < end:
+        raise ContainerError("truncated file: the header is incomplete")
+    body = data[_PREFIX.size : _PREFIX.size + body_size]
+    (stored_crc,) = struct.unpack_from("<I", data, _PREFIX.size + body_size)
+    if zlib.crc32(body) != stored_crc:
+        raise ContainerError("damaged file: header checksum mismatch")
+    r = _Reader(body)
+    (mode_id,) = r.unpack("<B")
+    if mode_id not in MODES:
+        raise ContainerError(f"damaged file: unknown mode {mode_id}")
+    (name_len,) = r.unpack("<B")
+    name = r.take(name_len).decode("utf-8", errors="replace")
+    model_hash = r.take(16)
+    height, width, channels, steps, schedule, tile, seed = r.unpack("<IIBHBHQ")
+    if schedule not in SCHEDULES:
+        raise ContainerError(f"damaged file: unknown schedule {schedule}")
+    if not (height and width and channels in (1, 2, 3, 4)):
+        raise ContainerError("damaged file: invalid image size or channel count")
+    (alpha_kind,) = r.unpack("<B")
+    alpha = r.take(r.varint())
+    (layer_count,) = r.unpack("<H")
+    layers = []
+    for _ in range(layer_count):
+        low, high = r.signed(), r.signed()
+        (crc,) = r.unpack("<I")
+        estimated = r.varint()
+        lengths = [r.varint() for _ in range(r.varint())]
+        layers.append(LayerInfo(low, high, crc, estimated, lengths))
+    if r.pos != len(body):
+        raise ContainerError("damaged file: unexpected bytes in the header")
+    header = Header(MODES[mode_id], name, model_hash, height, width, channels, steps, seed, tile,
+                    SCHEDULES[schedule], alpha_kind, alpha, layers)
+    return header, end
+
+
+def parse_file(data: bytes) -> DfcFile:
+    """Parse a whole file or any prefix of one that holds the header."""
+    header, header_size = parse_header(data)
+    offset = header_size
+    expected = offset + sum(layer.size for layer in header.layers)
+    if len(data) > expected:
+        raise ContainerError("damaged file: more bytes than its header describes")
+    chunks: list[list[bytes]] = []
+    for layer in header.layers:
+        present = []
+        for length in layer.chunk_lengths:
+            if offset + length > len(data):
+                break
+            present.append(data[offset : offset + length])
+            offset += length
+        chunks.append(present)
+        if len(present) < len(layer.chunk_lengths):
+            chunks.extend([] for _ in range(len(header.layers) - len(chunks)))
+            break
+    return DfcFile(header, header_size=header_size, chunks=chunks, total_size=len(data))
