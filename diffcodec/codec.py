@@ -6,13 +6,15 @@ which the image is exact. z_1 comes from the seed at zero bits.
 
 Determinism: the entropy model of every symbol is built from the seeded dither and an
 integer scale index only, and encoder and decoder run the very same float64 recursion
-z_s = mu_P + (k - u) Delta on the same network outputs (same tiling, same code path), so
-the decoder reproduces the encoder's latents exactly; each layer carries a CRC of its
-symbols so a platform that computes the network differently is told, not fooled.
+z_s = mu_P + (k - u) Delta on the same network outputs (same tiling, same code path, and
+the same number of CPU threads, stored in the header: BLAS splits its sums by thread
+count), so the decoder reproduces the encoder's latents exactly; each layer carries a CRC
+of its symbols so a platform that computes the network differently is told, not fooled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from .network import SCALE_HEAD_INIT
 from .progressive import step_coefficients
 
 DEFAULT_STEPS = 8
+MAX_CODING_THREADS = 16
 DEFAULT_TILE = 1024
 TILE_HALO = 32
 MAX_STEPS = 1024
@@ -53,6 +56,9 @@ class ModelRunner:
         self.device = model.device
         self.stride = model.config.stride
         self.schedule64 = copy.deepcopy(model.schedule).double().cpu()
+        if self.device.type == "cuda":  # same kernels on both sides
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
 
     @torch.no_grad()
     def gammas(self, times: np.ndarray) -> np.ndarray:
@@ -87,6 +93,17 @@ class ModelRunner:
         return x_hat, log_scale
 
 
+@contextlib.contextmanager
+def network_threads(count: int):
+    """Run the network with exactly ``count`` CPU threads (the encoder's count)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _to_pixels(x_scaled: np.ndarray) -> np.ndarray:
     """Nearest 8-bit level of model-space values."""
     return np.clip(np.rint((x_scaled + 1.0) * 128.0 - 0.5), 0, 255).astype(np.uint8)
@@ -111,7 +128,7 @@ class Codec:
     """
 
     def __init__(self, model: str | DiffusionModel | None = None, device: str = "cpu",
-                 tile: int = DEFAULT_TILE) -> None:
+                 tile: int = DEFAULT_TILE, chunk_symbols: int = entropy.CHUNK_SYMBOLS) -> None:
         if not isinstance(model, DiffusionModel):
             from .models import load_named_model
 
@@ -120,13 +137,17 @@ class Codec:
         self.runner = ModelRunner(model)
         self.hash_hex = getattr(model, "model_hash", None) or model_hash(model)
         self.hash = bytes.fromhex(self.hash_hex)[:16]
+        if tile % self.model.config.stride or not 0 < tile < 2**16:
+            raise DiffcodecError(f"tile must be a multiple of {self.model.config.stride} below 65536")
         self.tile = tile
+        self.chunk_symbols = chunk_symbols
 
     # -- shared step ---------------------------------------------------------------------
     def _step(self, z: np.ndarray, header: Header, gammas: np.ndarray, layer: int) -> _Step:
         i = header.steps - layer
         coef = step_coefficients(float(gammas[i]), float(gammas[i - 1]))
-        x_hat, log_scale = self.runner.predict(z, float(gammas[i]), header.tile)
+        with network_threads(header.threads):
+            x_hat, log_scale = self.runner.predict(z, float(gammas[i]), header.tile)
         delta = coef.delta
         stds = entropy.SCALE_TABLE[entropy.scale_index(coef.c * np.exp(log_scale) / delta)]
         dither = randomness.shared_uniform(header.seed, randomness.DITHER, layer, z.size).reshape(z.shape)
@@ -153,7 +174,9 @@ class Codec:
         height, width, _ = prepared.rgb.shape
         header = Header(mode="progressive", model_name=self.model.config.name, model_hash=self.hash,
                         height=height, width=width, channels=prepared.channels, steps=steps,
-                        seed=seed & (2**64 - 1), tile=self.tile, alpha_kind=prepared.alpha_kind,
+                        seed=seed & (2**64 - 1), tile=self.tile, chunk_symbols=self.chunk_symbols,
+                        threads=min(torch.get_num_threads(), MAX_CODING_THREADS),
+                        alpha_kind=prepared.alpha_kind,
                         alpha=prepared.alpha)
         gammas = self.runner.gammas(np.arange(steps + 1, dtype=np.float64) / steps)
         x = (prepared.rgb.astype(np.float64) + 0.5) / 128.0 - 1.0
@@ -167,15 +190,15 @@ class Codec:
             k = np.rint((mu_q - step.mu_p) / step.delta + step.dither).astype(np.int32)
             symbols, means, stds = k.reshape(-1), step.dither.reshape(-1), step.stds.reshape(-1)
             low, high = entropy.symbol_range(symbols)
-            layers.append(entropy.encode_chunks(symbols, means, stds, low, high))
+            layers.append(entropy.encode_chunks(symbols, means, stds, low, high, self.chunk_symbols))
             infos.append(LayerInfo(low, high, entropy.checksum(symbols),
-                                   round(entropy.gaussian_bin_bits(symbols, means, stds))))
+                                   round(entropy.ideal_bits(symbols, means, stds, low, high))))
             z = step.mu_p + (k - step.dither) * step.delta
         symbols = prepared.rgb.reshape(-1).astype(np.int32)
         means, stds = self._pixel_model(z, float(gammas[0]))
-        layers.append(entropy.encode_chunks(symbols, means, stds, 0, 255))
+        layers.append(entropy.encode_chunks(symbols, means, stds, 0, 255, self.chunk_symbols))
         infos.append(LayerInfo(0, 255, entropy.checksum(symbols),
-                               round(entropy.gaussian_bin_bits(symbols, means, stds))))
+                               round(entropy.ideal_bits(symbols, means, stds, 0, 255))))
         header.layers = infos
         return pack_file(header, layers)
 
@@ -206,7 +229,8 @@ class Codec:
         """Symbols of the chunks present of one layer, and whether the layer is complete."""
         info = f.header.layers[layer]
         chunks = f.chunks[layer]
-        symbols = entropy.decode_chunks(chunks, means.size, means, stds, info.low, info.high)
+        symbols = entropy.decode_chunks(chunks, means.size, means, stds, info.low, info.high,
+                                        f.header.chunk_symbols)
         complete = len(chunks) == len(info.chunk_lengths)
         if complete and entropy.checksum(symbols) != info.crc:
             raise DiffcodecError(

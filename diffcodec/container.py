@@ -5,7 +5,7 @@ Layout (integers little-endian; "varint" = LEB128, signed values zigzag-encoded)
     magic b"\\x89DFC" | version u8 | header length u32 | header body | header CRC32 u32 | layers
 
 Header body: mode u8, model name (u8 length + UTF-8), model hash (16 bytes), height u32,
-width u32, channels u8, steps u16, schedule u8, tile u16, seed u64, alpha (u8 kind +
+width u32, channels u8, steps u16, schedule u8, tile u16, seed u64, symbols per chunk u32, network threads u8, alpha (u8 kind +
 varint length + zlib bytes), layer count u16, then per layer: low, high (signed varints),
 CRC32 of its symbols u32, the encoder's model estimate of its size in bits (varint), chunk
 count (varint) and each chunk's byte length (varint).
@@ -59,6 +59,8 @@ class Header:
     steps: int
     seed: int
     tile: int
+    chunk_symbols: int = 1 << 18
+    threads: int = 1  # CPU threads the encoder ran the network with; the decoder does the same
     schedule: str = "uniform"
     alpha_kind: int = ALPHA_NONE
     alpha: bytes = b""
@@ -139,6 +141,7 @@ def pack_header(header: Header) -> bytes:
     body += header.model_hash[:16].ljust(16, b"\0")
     body += struct.pack("<IIBHBHQ", header.height, header.width, header.channels, header.steps,
                         0, header.tile, header.seed)
+    body += struct.pack("<IB", header.chunk_symbols, header.threads)
     body += struct.pack("<B", header.alpha_kind)
     _put_varint(body, len(header.alpha))
     body += header.alpha
@@ -187,10 +190,11 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     name = r.take(name_len).decode("utf-8", errors="replace")
     model_hash = r.take(16)
     height, width, channels, steps, schedule, tile, seed = r.unpack("<IIBHBHQ")
+    chunk_symbols, threads = r.unpack("<IB")
     if schedule not in SCHEDULES:
         raise ContainerError(f"damaged file: unknown schedule {schedule}")
-    if not (height and width and channels in (1, 2, 3, 4)):
-        raise ContainerError("damaged file: invalid image size or channel count")
+    if not (height and width and channels in (1, 2, 3, 4) and steps and tile and chunk_symbols and threads):
+        raise ContainerError("damaged file: invalid image size, channel, step, tile or chunk count")
     (alpha_kind,) = r.unpack("<B")
     alpha = r.take(r.varint())
     (layer_count,) = r.unpack("<H")
@@ -204,7 +208,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     if r.pos != len(body):
         raise ContainerError("damaged file: unexpected bytes in the header")
     header = Header(MODES[mode_id], name, model_hash, height, width, channels, steps, seed, tile,
-                    SCHEDULES[schedule], alpha_kind, alpha, layers)
+                    chunk_symbols, threads, SCHEDULES[schedule], alpha_kind, alpha, layers)
     return header, end
 
 

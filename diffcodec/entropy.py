@@ -23,6 +23,9 @@ _RangeEncoder = constriction.stream.queue.RangeEncoder
 _RangeDecoder = constriction.stream.queue.RangeDecoder
 
 CHUNK_SYMBOLS = 1 << 18
+# constriction's range coder represents probabilities with 24 bits and gives every symbol
+# in range at least one unit, so no symbol costs more than about 24 bits.
+PROBABILITY_BITS = 24
 
 # Scale table: r = 2^(i/8) for i = -64..64, built from exact constants with ldexp so that
 # it is the same on every platform (no libm pow/exp involved).
@@ -103,13 +106,19 @@ def checksum(symbols: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes())
 
 
-def gaussian_bin_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray) -> float:
-    """Information content (bits) of symbols under the unquantised Gaussian-bin model:
-    the model's own estimate of a layer's size."""
+def ideal_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: int, high: int) -> float:
+    """Ideal code length (bits) of symbols under the model the coder uses: the Gaussian
+    integrated over unit bins, the tails beyond [low, high] folded into the two edge bins
+    and every probability at least 2^-24 (as constriction's QuantizedGaussian does). The
+    model's estimate of a layer's size; the coder's rounding of probabilities is all that
+    separates it from the real size."""
     k = torch.from_numpy(np.asarray(symbols, dtype=np.float64))
     m = torch.from_numpy(np.asarray(means, dtype=np.float64))
     s = torch.from_numpy(np.asarray(stds, dtype=np.float64))
-    return float(-log_bin_probability((k - m - 0.5) / s, (k - m + 0.5) / s).sum() / math.log(2))
+    lower = torch.where(k <= low, -torch.inf, (k - m - 0.5) / s)
+    upper = torch.where(k >= high, torch.inf, (k - m + 0.5) / s)
+    bits = -log_bin_probability(lower, upper) / math.log(2)
+    return float(torch.clamp(bits, max=PROBABILITY_BITS).sum())
 
 
 def log_bin_probability(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:

@@ -48,10 +48,11 @@ class ChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).square().mean(1, keepdim=True)
-        x = (x - mean) * torch.rsqrt(var + 1e-6)
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        # layer_norm over a channels-last view: each pixel's statistics are reduced within
+        # one row, so the result does not depend on the number of CPU threads (a mean over
+        # dim 1 does), which the coder needs: encoder and decoder must agree bit for bit.
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, eps=1e-6)
+        return y.permute(0, 3, 1, 2)
 
 
 def gamma_embedding(gamma: torch.Tensor, dim: int, gamma_min: float, gamma_max: float) -> torch.Tensor:

@@ -61,3 +61,25 @@ def image_folder(tmp_path: Path) -> Path:
     for i, (kind, h, w) in enumerate([("gradient", 40, 48), ("shapes", 36, 36), ("shapes", 48, 40), ("gradient", 33, 65)]):
         Image.fromarray(synthetic_image(h, w, kind, seed=i)).save(folder / f"img{i}.png")
     return folder
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model(tmp_path_factory):
+    """A tiny model trained briefly on generated images: ELBO first, then its scale head on the
+    progressive (UQ) objective, as the default model is made. A few seconds on a CPU."""
+    from diffcodec.checkpoint import load_model
+    from diffcodec.training import Trainer, TrainOptions
+
+    root = tmp_path_factory.mktemp("trained")
+    folder = root / "images"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(synthetic_image(48, 48, "shapes" if i % 2 else "gradient", seed=i)).save(folder / f"{i}.png")
+    common = dict(data=[str(folder)], batch_size=8, crop=24, lr=2e-3, warmup_steps=20, progress=False,
+                  val_every_minutes=1e9, checkpoint_every_minutes=1e9)
+    Trainer(tiny_config(), TrainOptions(out=str(root / "elbo"), max_steps=150, **common),
+            log=lambda m: None).run()
+    Trainer(tiny_config(), TrainOptions(out=str(root / "uq"), max_steps=150, objective="uq",
+                                        init=str(root / "elbo" / "model.pt"), **common),
+            log=lambda m: None).run()
+    return load_model(root / "uq" / "model.pt")

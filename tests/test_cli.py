@@ -89,3 +89,103 @@ def test_real_process_has_no_traceback(tmp_path):
                              str(tmp_path / "none.pt"), str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: model checkpoint not found: {tmp_path / 'none.pt'}"]
+
+
+@pytest.fixture
+def coding_setup(trained_tiny_model, tmp_path):
+    from PIL import Image
+
+    from conftest import synthetic_image
+
+    model_path = tmp_path / "model.pt"
+    save_model(trained_tiny_model, model_path)
+    image = synthetic_image(21, 34, "shapes", seed=9)
+    source = tmp_path / "in.png"
+    Image.fromarray(image).save(source)
+    return model_path, image, source
+
+
+def test_encode_decode_info_truncate(coding_setup, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    model_path, image, source = coding_setup
+    dfc = tmp_path / "a.dfc"
+    assert run("encode", source, "-o", dfc, "--model", model_path, "--steps", "4", "-q").exit_code == 0
+    out = tmp_path / "out.png"
+    result = run("decode", dfc, "-o", out, "--model", model_path, "-q")
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.asarray(Image.open(out)), image)
+
+    result = run("info", dfc)
+    assert result.exit_code == 0 and "pixels" in result.output and "complete" in result.output
+    report = json.loads(run("info", dfc, "--json").output)
+    assert len(report["layers"]) == 5 and report["file_bytes"] == dfc.stat().st_size
+
+    small = tmp_path / "small.dfc"
+    assert run("truncate", dfc, "-o", small, "--layers", "2").exit_code == 0
+    assert json.loads(run("info", small, "--json").output)["complete_layers"] == 2
+    for flag in (["--layers", "1"], ["--bytes", "300"], ["--bpp", "2.5"], ["--steps", "2"]):
+        target = tmp_path / f"p{flag[0]}.png"
+        result = run("decode", small, "-o", target, "--model", model_path, "-q", *flag)
+        assert result.exit_code == 0, result.output
+        assert np.asarray(Image.open(target)).shape == image.shape
+
+
+def test_never_overwrites_without_force(coding_setup, tmp_path):
+    model_path, _, source = coding_setup
+    dfc = tmp_path / "a.dfc"
+    dfc.write_bytes(b"precious")
+    assert_one_line_error(run("encode", source, "-o", dfc, "--model", model_path), "already exists")
+    assert dfc.read_bytes() == b"precious"
+    assert run("encode", source, "-o", dfc, "--model", model_path, "--force", "-q").exit_code == 0
+    out = tmp_path / "out.png"
+    out.write_bytes(b"precious")
+    assert_one_line_error(run("decode", dfc, "-o", out, "--model", model_path), "already exists")
+    assert_one_line_error(run("truncate", dfc, "-o", out, "--layers", "1"), "already exists")
+    assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    ("header_cut", "header is incomplete"), ("magic", "not a .dfc file"),
+    ("layers", "damaged"), ("missing", "file not found"),
+])
+def test_decode_damaged_files(coding_setup, tmp_path, damage, fragment):
+    model_path, _, source = coding_setup
+    dfc = tmp_path / "a.dfc"
+    run("encode", source, "-o", dfc, "--model", model_path, "-q")
+    data = bytearray(dfc.read_bytes())
+    if damage == "header_cut":
+        dfc.write_bytes(data[:20])
+    elif damage == "magic":
+        data[1] ^= 0xFF
+        dfc.write_bytes(data)
+    elif damage == "layers":
+        for offset in range(len(data) // 2, len(data), 5):
+            data[offset] ^= 0xA5
+        dfc.write_bytes(data)
+    else:
+        dfc.unlink()
+    assert_one_line_error(run("decode", dfc, "-o", tmp_path / "x.png", "--model", model_path), fragment)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_decode_with_the_wrong_model(coding_setup, tiny_model, tmp_path):
+    model_path, _, source = coding_setup
+    dfc = tmp_path / "a.dfc"
+    run("encode", source, "-o", dfc, "--model", model_path, "-q")
+    other = tmp_path / "other.pt"
+    save_model(tiny_model, other)
+    assert_one_line_error(run("decode", dfc, "-o", tmp_path / "x.png", "--model", other), "encoded with model")
+
+
+def test_encode_bad_inputs(coding_setup, tmp_path):
+    model_path, _, _ = coding_setup
+    assert_one_line_error(run("encode", tmp_path / "nope.png", "-o", tmp_path / "a.dfc", "--model", model_path),
+                          "file not found")
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x89PNG not really")
+    assert_one_line_error(run("encode", junk, "-o", tmp_path / "a.dfc", "--model", model_path), "cannot read")
+    assert_one_line_error(run("encode", junk, "-o", tmp_path / "a.dfc", "--model", tmp_path / "none.pt"),
+                          "cannot read")
+    assert_one_line_error(run("info", junk), "not a .dfc file")

@@ -1,0 +1,168 @@
+"""The progressive codec: exact round trips, decodable prefixes, honest sizes, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import diffcodec
+from diffcodec.codec import Codec
+from diffcodec.container import parse_file
+from diffcodec.errors import DiffcodecError
+from diffcodec.inspect import describe, truncation_point
+
+from conftest import synthetic_image
+
+
+@pytest.fixture(scope="module")
+def codec(trained_tiny_model):
+    return Codec(trained_tiny_model, tile=64, chunk_symbols=512)
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+@pytest.mark.parametrize("shape, kind", [
+    ((24, 24), "noise"), ((24, 30), "gradient"), ((40, 36), "shapes"),
+    ((1, 1), "noise"), ((7, 13), "shapes"), ((33, 65), "shapes"),
+])
+def test_exact_round_trip(codec, shape, kind):
+    image = synthetic_image(*shape, kind, seed=sum(shape))
+    data = codec.encode(image, steps=4)
+    assert np.array_equal(codec.decode(data), image)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "1"])
+def test_other_image_modes(codec, mode):
+    rgba = synthetic_image(9, 11, "shapes", channels=4)
+    rgba[..., 3] = np.arange(99).reshape(9, 11)  # a real alpha channel
+    image = Image.fromarray(rgba, "RGBA").convert(mode)
+    expected = np.asarray(image.convert("RGB" if mode in ("P", "1") else ("L" if mode == "1" else mode)))
+    if mode == "1":
+        expected = np.asarray(image.convert("L"))
+    out = codec.decode(codec.encode(image, steps=3))
+    assert out.shape == expected.shape and np.array_equal(out, expected)
+
+
+def test_sixteen_bit_images_are_refused(codec):
+    image = Image.fromarray(np.full((4, 4), 1000, dtype=np.uint16))
+    with pytest.raises(DiffcodecError, match="16-bit"):
+        codec.encode(image)
+
+
+def test_tiled_image_round_trip(codec):
+    """An image larger than the tile size (64 here) is processed in tiles, still exact."""
+    image = synthetic_image(70, 150, "shapes", seed=3)
+    assert np.array_equal(codec.decode(codec.encode(image, steps=3)), image)
+
+
+def test_every_prefix_decodes(codec):
+    image = synthetic_image(30, 34, "shapes", seed=5)
+    data = codec.encode(image, steps=4)
+    parsed = parse_file(data)
+    assert any(len(layer.chunk_lengths) > 1 for layer in parsed.header.layers)  # cuts inside layers happen
+    for cut in range(parsed.header_size, len(data) + 1, 97):
+        out = codec.decode(data[:cut])
+        assert out.shape == image.shape
+    for layers in range(len(parsed.header.layers) + 1):
+        assert codec.decode(data, layers=layers).shape == image.shape
+    assert np.array_equal(codec.decode(data, layers=len(parsed.header.layers)), image)
+
+
+def test_cut_inside_a_layer_uses_its_complete_chunks(codec):
+    image = synthetic_image(32, 32, "shapes", seed=8)
+    data = codec.encode(image, steps=4)
+    header = parse_file(data).header
+    last = header.layers[-1]
+    cut = len(data) - last.chunk_lengths[-1]  # everything but the last chunk of the pixel layer
+    out = codec.decode(data[:cut])
+    exact_pixels = (len(last.chunk_lengths) - 1) * header.chunk_symbols
+    assert np.array_equal(out.reshape(-1)[:exact_pixels], image.reshape(-1)[:exact_pixels])
+
+
+def test_psnr_never_decreases_on_a_natural_image(trained_tiny_model):
+    codec = Codec(trained_tiny_model)
+    image = synthetic_image(48, 48, "shapes", seed=11)
+    images = codec.decode_every_layer(codec.encode(image, steps=6))
+    values = [psnr(out, image) for out in images]
+    assert len(values) == 8
+    assert all(b >= a - 1e-9 for a, b in zip(values, values[1:])), values
+    assert values[-1] == float("inf")
+
+
+def test_layer_sizes_match_the_model_estimate(trained_tiny_model):
+    codec = Codec(trained_tiny_model)
+    image = synthetic_image(96, 96, "shapes", seed=2)
+    data = codec.encode(image, steps=6)
+    header = parse_file(data).header
+    for layer in header.layers:
+        estimate = layer.estimated_bits / 8
+        framing = 8 * len(layer.chunk_lengths)  # range coder flush: at most two words per chunk
+        assert abs(layer.size - estimate) <= 0.01 * estimate + framing, (layer.size, estimate)
+    report = describe(data)
+    assert report["file_bytes"] == len(data)
+    assert report["layers"][-1]["cumulative_bpp"] == pytest.approx(8 * len(data) / 96**2)
+
+
+def test_generative_completion_and_truncation_points(codec):
+    image = synthetic_image(20, 20, "gradient")
+    data = codec.encode(image, steps=4)
+    out = codec.decode(data, layers=2, completion_steps=3)
+    assert out.shape == image.shape
+    header_size = parse_file(data).header_size
+    assert truncation_point(data, layers=0) == header_size
+    assert truncation_point(data) == len(data)
+    cut = truncation_point(data, max_bytes=header_size + 200)
+    assert header_size <= cut <= header_size + 200
+    with pytest.raises(DiffcodecError, match="smaller than the header"):
+        truncation_point(data, max_bytes=10)
+
+
+def test_decoding_does_not_depend_on_thread_count(codec):
+    image = synthetic_image(40, 40, "shapes", seed=4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        data = codec.encode(image, steps=4)
+        torch.set_num_threads(1)
+        assert np.array_equal(codec.decode(data), image)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("damage", ["header_cut", "magic", "flip_layer", "flip_header", "extra_bytes"])
+def test_damaged_files_are_clear_errors(codec, damage):
+    image = synthetic_image(24, 24, "shapes")
+    data = bytearray(codec.encode(image, steps=3))
+    header_size = parse_file(bytes(data)).header_size
+    if damage == "header_cut":
+        data = data[: header_size - 3]
+    elif damage == "magic":
+        data[0] ^= 0xFF
+    elif damage == "flip_layer":
+        for offset in range(header_size, len(data), 37):
+            data[offset] ^= 0x5A
+    elif damage == "flip_header":
+        data[header_size // 2] ^= 0x01
+    else:
+        data += b"junk"
+    with pytest.raises(DiffcodecError):
+        codec.decode(bytes(data))
+
+
+def test_file_from_another_model(codec, tiny_model):
+    data = codec.encode(synthetic_image(8, 8, "noise"), steps=2)
+    with pytest.raises(DiffcodecError, match="encoded with model"):
+        Codec(tiny_model).decode(data)
+
+
+def test_library_accepts_pil_numpy_and_tensors(trained_tiny_model):
+    image = synthetic_image(10, 12, "shapes")
+    for given in (image, Image.fromarray(image), torch.from_numpy(image).permute(2, 0, 1)):
+        data = diffcodec.encode(given, steps=2, model=trained_tiny_model)
+        assert np.array_equal(diffcodec.decode(data, model=trained_tiny_model), image)
+    as_tensor = diffcodec.decode(data, model=trained_tiny_model, output="tensor")
+    assert torch.equal(as_tensor, torch.from_numpy(image).permute(2, 0, 1))
+    assert diffcodec.decode(data, model=trained_tiny_model, output="pil").size == (12, 10)
