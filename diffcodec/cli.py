@@ -207,8 +207,10 @@ _quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress ba
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="The .dfc file to write.")
-@click.option("--mode", type=click.Choice(["progressive"]), default="progressive", show_default=True)
-@click.option("--steps", default=None, type=click.IntRange(1, 1024), help="Reverse steps = lossy layers [default: 8].")
+@click.option("--mode", type=click.Choice(["progressive", "lossless"]), default="progressive", show_default=True,
+              help="progressive: truncatable layers; lossless: bits-back, smallest file, not truncatable.")
+@click.option("--steps", default=None, type=click.IntRange(1, 1024),
+              help="Diffusion steps: layers in progressive mode [default: 8], chain length in lossless mode [default: 32].")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**64 - 1), help="Seed of the shared dither.")
 @_model_option
 @_device_option
@@ -238,13 +240,14 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
         raise DiffcodecError(f"cannot read {source} as an image: {exc}") from None
     codec = _codec(model, device)
     start = time.perf_counter()
-    data = codec.encode(array, steps=steps or DEFAULT_STEPS, seed=seed, progress=not quiet)
+    data = codec.encode(array, steps=steps, seed=seed, mode=mode, progress=not quiet)
     seconds = time.perf_counter() - start
     _write_output(output, data, force)
     if not quiet:
         h, w = array.shape[:2]
-        click.echo(f"{output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp, "
-                   f"{(steps or DEFAULT_STEPS) + 1} layers, {seconds:.2f} s", err=True)
+        shape = f"{(steps or DEFAULT_STEPS) + 1} layers" if mode == "progressive" else "lossless"
+        click.echo(f"{output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp "
+                   f"({8 * len(data) / array.size:.4f} bits/dim), {shape}, {seconds:.2f} s", err=True)
 
 
 def _byte_budget(data: bytes, max_bytes: int | None, bpp: float | None) -> int | None:

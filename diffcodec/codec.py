@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from . import entropy, randomness
+from . import entropy, lossless, randomness
 from .checkpoint import model_hash
 from .container import DfcFile, Header, LayerInfo, pack_file, parse_file
 from .errors import DiffcodecError
@@ -33,6 +33,7 @@ from .network import SCALE_HEAD_INIT
 from .progressive import step_coefficients
 
 DEFAULT_STEPS = 8
+DEFAULT_LOSSLESS_STEPS = 32
 MAX_CODING_THREADS = 16
 DEFAULT_TILE = 1024
 TILE_HALO = 32
@@ -45,6 +46,14 @@ def _progress(iterable, enabled: bool, total: int, desc: str):
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit="layer", leave=False, dynamic_ncols=True)
+
+
+def _row_bar(enabled: bool, total: int, initial: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="row", leave=False, dynamic_ncols=True)
 
 
 class ModelRunner:
@@ -166,18 +175,28 @@ class Codec:
         return means, np.full(means.shape, 128.0 * math.exp(0.5 * gamma_0))
 
     # -- encoding ------------------------------------------------------------------------
-    def encode(self, image, steps: int = DEFAULT_STEPS, seed: int = 0, progress: bool = False) -> bytes:
-        """Encode an image (PIL, array or tensor) into a progressive .dfc file."""
+    def encode(self, image, steps: int | None = None, seed: int = 0, mode: str = "progressive",
+               progress: bool = False) -> bytes:
+        """Encode an image (PIL, array or tensor) into a .dfc file.
+
+        ``mode="progressive"``: one truncatable layer per reverse step (``steps``, default 8).
+        ``mode="lossless"``: bits-back coding over a ``steps``-step chain (default 32).
+        """
+        if mode not in ("progressive", "lossless"):
+            raise DiffcodecError(f"unknown mode {mode!r}: progressive or lossless")
+        steps = steps or (DEFAULT_STEPS if mode == "progressive" else DEFAULT_LOSSLESS_STEPS)
         if not 1 <= steps <= MAX_STEPS:
             raise DiffcodecError(f"steps must be between 1 and {MAX_STEPS}")
         prepared: PreparedImage = prepare(image)
         height, width, _ = prepared.rgb.shape
-        header = Header(mode="progressive", model_name=self.model.config.name, model_hash=self.hash,
+        header = Header(mode=mode, model_name=self.model.config.name, model_hash=self.hash,
                         height=height, width=width, channels=prepared.channels, steps=steps,
                         seed=seed & (2**64 - 1), tile=self.tile, chunk_symbols=self.chunk_symbols,
                         threads=min(torch.get_num_threads(), MAX_CODING_THREADS),
                         alpha_kind=prepared.alpha_kind,
                         alpha=prepared.alpha)
+        if mode == "lossless":
+            return self._encode_lossless(prepared.rgb, header, progress)
         gammas = self.runner.gammas(np.arange(steps + 1, dtype=np.float64) / steps)
         x = (prepared.rgb.astype(np.float64) + 0.5) / 128.0 - 1.0
         z = self._start(header)
@@ -201,6 +220,84 @@ class Codec:
                                round(entropy.ideal_bits(symbols, means, stds, 0, 255))))
         header.layers = infos
         return pack_file(header, layers)
+
+    # -- lossless ------------------------------------------------------------------------
+    def _chain_predictor(self, header: Header, grid: lossless.ChainGrid, below: np.ndarray, band: int):
+        """x_hat for a band at step i, the network seeing ``below`` (pixels of the rows under
+        the band, known to both sides) noised to step i with shared noise as context."""
+        below_scaled = (below.astype(np.float64) + 0.5) / 128.0 - 1.0
+        noise = randomness.shared_normal(header.seed, randomness.CONTEXT, band, below.size).reshape(below.shape)
+
+        def predict(z: np.ndarray, i: int) -> np.ndarray:
+            if below.size:
+                z = np.concatenate([z, grid.alpha[i] * below_scaled + grid.sigma[i] * noise], axis=0)
+            with network_threads(header.threads):
+                x_hat = self.runner.predict(z, grid.gammas[i], header.tile)[0]
+            return x_hat[: z.shape[0] - below.shape[0]]
+
+        return predict
+
+    def _lossless_grid(self, steps: int) -> lossless.ChainGrid:
+        return lossless.ChainGrid(self.runner.gammas(np.arange(steps + 1, dtype=np.float64) / steps))
+
+    def _encode_lossless(self, rgb: np.ndarray, header: Header, progress: bool) -> bytes:
+        grid = self._lossless_grid(header.steps)
+        height, width = header.height, header.width
+        stack = lossless._Stack()
+        bands = [min(height, lossless.DIRECT_ROWS)]
+        lossless.encode_direct(stack, rgb[: bands[0]])
+        done = bands[0]
+        bar = _row_bar(progress, height, done, "encode")
+        while done < height:
+            rows = lossless.next_band_rows(stack.coder.num_bits(), width, height - done)
+            below = rgb[done + rows : done + rows + lossless.CONTEXT_ROWS]
+            predict = self._chain_predictor(header, grid, below, len(bands))
+            lossless.encode_band(stack, grid, rgb[done : done + rows], predict)
+            bands.append(rows)
+            done += rows
+            if bar is not None:
+                bar.update(rows)
+        if bar is not None:
+            bar.close()
+        header.bands = bands
+        payload = stack.words().astype("<u4").tobytes()
+        header.layers = [LayerInfo(0, 255, entropy.checksum(rgb.reshape(-1)), 8 * len(payload))]
+        return pack_file(header, [[payload]])
+
+    def _decode_lossless(self, f: DfcFile, progress: bool) -> np.ndarray:
+        header = f.header
+        if len(header.layers) != 1:
+            raise DiffcodecError("damaged file: a lossless file has exactly one layer")
+        if len(f.chunks[0]) != len(header.layers[0].chunk_lengths):
+            raise DiffcodecError("truncated file: a lossless file only decodes when complete")
+        self._check_model(header)
+        data = b"".join(f.chunks[0])
+        if len(data) % 4:
+            raise DiffcodecError("damaged file: the lossless stream is not a whole number of words")
+        grid = self._lossless_grid(header.steps)
+        bands = header.bands
+        if not bands or sum(bands) != header.height or min(bands) < 1:
+            raise DiffcodecError("damaged file: the band plan does not match the image height")
+        stack = lossless._Stack(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        decoded: list = [None] * len(bands)
+        try:
+            for k in _progress(range(len(bands) - 1, 0, -1), progress, len(bands) - 1, "decode"):
+                below = np.concatenate(decoded[k + 1 :], axis=0)[: lossless.CONTEXT_ROWS] \
+                    if k + 1 < len(bands) else np.zeros((0, header.width, 3), np.uint8)
+                predict = self._chain_predictor(header, grid, below, k)
+                decoded[k] = lossless.decode_band(stack, grid, (bands[k], header.width, 3), predict)
+            decoded[0] = lossless.decode_direct(stack, (bands[0], header.width, 3))
+        except DiffcodecError:
+            raise
+        except BaseException as exc:  # constriction rejects inconsistent data
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise DiffcodecError("damaged file: the lossless stream cannot be decoded") from None
+        rgb = np.concatenate(decoded, axis=0)
+        if not stack.coder.is_empty() or entropy.checksum(rgb.reshape(-1)) != header.layers[0].crc:
+            raise DiffcodecError("image checksum mismatch: the lossless file is damaged, or was encoded "
+                                 "on a machine that computes the model differently")
+        return rgb
 
     # -- decoding ------------------------------------------------------------------------
     def _check_model(self, header: Header) -> None:
@@ -307,6 +404,9 @@ class Codec:
         layer used (0 = the denoised estimate). Returns (H, W[, C]) uint8.
         """
         f = parse_file(data[:max_bytes] if max_bytes is not None else data)
+        if f.header.mode == "lossless":
+            rgb = self._decode_lossless(f, progress)
+            return restore(rgb, f.header.channels, f.header.alpha_kind, f.header.alpha)
         limit = len(f.header.layers) if layers is None else layers
         if layers is not None:  # whole layers only
             f.chunks = [c if n < layers else [] for n, c in enumerate(f.chunks)]
@@ -316,5 +416,7 @@ class Codec:
     def decode_every_layer(self, data: bytes, completion_steps: int = 0) -> list[np.ndarray]:
         """The image after 0, 1, ..., L complete layers, in one pass over the chain."""
         f = parse_file(data)
+        if f.header.mode != "progressive":
+            raise DiffcodecError("only progressive files have layers to show")
         images = [rgb for _, rgb in self._images(f, len(f.header.layers), completion_steps, True, False)]
         return [restore(rgb, f.header.channels, f.header.alpha_kind, f.header.alpha) for rgb in images]

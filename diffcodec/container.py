@@ -8,7 +8,8 @@ Header body: mode u8, model name (u8 length + UTF-8), model hash (16 bytes), hei
 width u32, channels u8, steps u16, schedule u8, tile u16, seed u64, symbols per chunk u32, network threads u8, alpha (u8 kind +
 varint length + zlib bytes), layer count u16, then per layer: low, high (signed varints),
 CRC32 of its symbols u32, the encoder's model estimate of its size in bits (varint), chunk
-count (varint) and each chunk's byte length (varint).
+count (varint) and each chunk's byte length (varint); last, the band count and each
+band's rows (varints; lossless mode).
 
 Every byte of a file after the header belongs to some layer chunk, so any prefix that
 holds the header decodes: complete layers, plus the complete chunks of the next one.
@@ -65,6 +66,7 @@ class Header:
     alpha_kind: int = ALPHA_NONE
     alpha: bytes = b""
     layers: list[LayerInfo] = field(default_factory=list)
+    bands: list[int] = field(default_factory=list)  # lossless mode: rows of each band
 
 
 @dataclass
@@ -154,6 +156,9 @@ def pack_header(header: Header) -> bytes:
         _put_varint(body, len(layer.chunk_lengths))
         for length in layer.chunk_lengths:
             _put_varint(body, length)
+    _put_varint(body, len(header.bands))
+    for rows in header.bands:
+        _put_varint(body, rows)
     body = bytes(body)
     return _PREFIX.pack(MAGIC, VERSION, len(body)) + body + struct.pack("<I", zlib.crc32(body))
 
@@ -205,10 +210,11 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         estimated = r.varint()
         lengths = [r.varint() for _ in range(r.varint())]
         layers.append(LayerInfo(low, high, crc, estimated, lengths))
+    bands = [r.varint() for _ in range(r.varint())]
     if r.pos != len(body):
         raise ContainerError("damaged file: unexpected bytes in the header")
     header = Header(MODES[mode_id], name, model_hash, height, width, channels, steps, seed, tile,
-                    chunk_symbols, threads, SCHEDULES[schedule], alpha_kind, alpha, layers)
+                    chunk_symbols, threads, SCHEDULES[schedule], alpha_kind, alpha, layers, bands)
     return header, end
 
 

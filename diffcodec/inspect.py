@@ -16,7 +16,9 @@ def describe(data: bytes) -> dict:
     for index, (info, present) in enumerate(zip(h.layers, f.chunks)):
         size = sum(len(c) for c in present)
         cumulative += size
-        if index < h.steps:
+        if h.mode == "lossless":
+            step = f"bits-back, {h.steps} steps, {len(h.bands)} bands"
+        elif index < h.steps:
             step = f"{(h.steps - index) / h.steps:.3f}->{(h.steps - index - 1) / h.steps:.3f}"
         else:
             step = "pixels"
@@ -33,7 +35,8 @@ def describe(data: bytes) -> dict:
         "height": h.height, "width": h.width, "channels": h.channels, "steps": h.steps,
         "seed": h.seed, "tile": h.tile, "alpha": "zlib" if h.alpha_kind == ALPHA_ZLIB else None,
         "header_bytes": f.header_size, "file_bytes": len(data), "file_bpp": 8 * len(data) / pixels,
-        "complete_layers": f.complete_layers(), "layers": layers,
+        "complete_layers": f.complete_layers(), "layers": layers, "bands": h.bands,
+        "bits_per_dim": 8 * len(data) / (pixels * h.channels),
     }
 
 

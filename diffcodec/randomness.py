@@ -15,6 +15,7 @@ import numpy as np
 DITHER = 1
 START = 2
 COMPLETION = 3
+CONTEXT = 4
 
 
 def _raw(seed: int, purpose: int, index: int, count: int) -> np.ndarray:

@@ -287,7 +287,10 @@ class Trainer:
             group["lr"] = learning_rate(self.step, opts.lr, opts.warmup_steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], opts.grad_clip)
+        # Clip the network and the schedule separately: the schedule's variance gradient
+        # (d E[L^2]) is on another scale and must not shrink the network's step.
+        for params in (self.model.network.parameters(), self.model.schedule.parameters()):
+            nn.utils.clip_grad_norm_([p for p in params if p.requires_grad], opts.grad_clip)
         self.optimizer.step()
         self.ema.update(self.model, self.step)
         self.step += 1

@@ -1,0 +1,143 @@
+"""The benchmark scripts: metric and BD-rate helpers, and a --quick smoke run of each script."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import randomize_output, synthetic_image, tiny_config
+from diffcodec.checkpoint import save_model
+from diffcodec.model import DiffusionModel
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import bd_rate, classical_codecs, ms_ssim, ms_ssim_scales, psnr  # noqa: E402
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+def test_psnr_known_values_and_identical_images():
+    a = synthetic_image(40, 48, "shapes")
+    assert psnr(a, a) == math.inf
+    b = a.astype(np.int16)
+    b = np.where(b < 255, b + 1, b - 1).astype(np.uint8)  # every value off by exactly one
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2), abs=1e-9)
+    with pytest.raises(ValueError):
+        psnr(a, a[:-1])
+
+
+@pytest.mark.parametrize("size", [(40, 48), (200, 180)])
+def test_ms_ssim_identical_is_one_and_drops_with_distortion(size):
+    a = synthetic_image(*size, "shapes", seed=1)
+    assert ms_ssim(a, a) == pytest.approx(1.0, abs=1e-9)
+    noisy = np.clip(a + np.random.default_rng(0).normal(0, 20, a.shape), 0, 255).astype(np.uint8)
+    assert 0 < ms_ssim(a, noisy) < 0.99
+    assert ms_ssim(a, np.full_like(a, 128)) < ms_ssim(a, noisy)
+
+
+def test_ms_ssim_scales_shrink_for_small_images():
+    assert ms_ssim_scales(512, 768) == 5
+    assert ms_ssim_scales(176, 176) == 5
+    assert ms_ssim_scales(64, 64) == 3
+    assert ms_ssim_scales(40, 48) == 2
+    assert ms_ssim_scales(12, 12) == 1
+    tiny = synthetic_image(8, 9, "gradient")  # smaller than the window: shrunk window, plain SSIM
+    assert ms_ssim(tiny, tiny) == pytest.approx(1.0)
+
+
+def test_bd_rate():
+    bpp = np.array([0.1, 0.25, 0.5, 1.0, 2.0])
+    quality = np.array([26.0, 29.0, 32.0, 35.5, 39.0])
+    assert bd_rate(bpp, quality, bpp, quality) == pytest.approx(0.0, abs=1e-9)
+    assert bd_rate(bpp, quality, 0.9 * bpp, quality) == pytest.approx(-10.0, abs=1e-6)
+    assert bd_rate(bpp, quality, bpp, quality + 20) is None  # PSNR ranges do not overlap
+    assert bd_rate(bpp[:1], quality[:1], bpp, quality) is None  # a single point is no curve
+    # a dominated point (more rate, less quality) and a lossless one (inf) are ignored
+    worse_bpp, worse_quality = np.append(bpp, [0.6, 3.0]), np.append(quality, [27.0, np.inf])
+    assert bd_rate(worse_bpp, worse_quality, 0.9 * bpp, quality) == pytest.approx(-10.0, abs=1e-6)
+
+
+# -- scripts -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bench_inputs(tmp_path_factory):
+    """Two small generated images and a tiny saved model with a scale head."""
+    root = tmp_path_factory.mktemp("bench")
+    folder = root / "images"
+    folder.mkdir()
+    Image.fromarray(synthetic_image(40, 48, "gradient", seed=0)).save(folder / "a.png")
+    Image.fromarray(synthetic_image(48, 40, "shapes", seed=1)).save(folder / "b.png")
+    torch.manual_seed(0)
+    model_path = root / "tiny.pt"
+    save_model(randomize_output(DiffusionModel(tiny_config(scale_head=True))), model_path)
+    return root, folder, model_path
+
+
+def run_script(name: str, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *map(str, args)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_rate_distortion_quick(bench_inputs):
+    root, folder, model_path = bench_inputs
+    out = root / "rd"
+    result = run_script("rate_distortion.py", folder, "--model", model_path, "--quick", "--steps", "3",
+                        "--completion-steps", "0,2", "--chunk-symbols", "512", "--out", out)
+    documents = {d["name"]: d for d in (json.loads(p.read_text()) for p in out.glob("*.json")) if "results" in d}
+    classical, _ = classical_codecs()
+    expected = {"diffcodec (denoised)", "diffcodec (completion 2)", "diffcodec budget (denoised)",
+                "diffcodec budget (completion 2)"} | {c.name for c in classical}
+    assert {"JPEG", "WebP", "AVIF", "JPEG 2000"} <= expected
+    assert set(documents) == expected
+    for name, doc in documents.items():
+        results = doc["results"]
+        lengths = {len(results[key]) for key in ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")}
+        assert len(lengths) == 1 and lengths.pop() >= 1, name
+        values = np.array([results[key] for key in ("bpp", "psnr-rgb", "ms-ssim-rgb")], dtype=float)
+        assert np.isfinite(values).all() and (values[0] > 0).all(), name
+        assert isinstance(doc["description"], str) and doc["description"]
+        if doc["kind"] == "classical":
+            assert doc["round_trip_decoded"] is True, name
+        else:
+            assert doc["lossless_round_trip"] is True and doc["bpd"] > 0
+    layer_points = documents["diffcodec (denoised)"]["results"]["bpp"]
+    assert layer_points == sorted(layer_points)  # prefixes only grow
+
+    raw = json.loads((out / "rd_raw.json").read_text())
+    assert [image["name"] for image in raw["images"]] == ["a.png", "b.png"]
+    for image in raw["images"]:
+        for codec in classical:
+            assert all(p["round_trip_decoded"] for p in image["methods"][codec.name])
+    for plot in ("rd_psnr.png", "rd_msssim.png"):
+        assert (out / plot).stat().st_size > 1000
+    table = (out / "rd_table.md").read_text()
+    assert "BD-rate" in table and "| JPEG |" in table and table in result.stdout
+
+
+def test_speed_quick(bench_inputs):
+    root, folder, model_path = bench_inputs
+    out = root / "speed"
+    run_script("speed.py", folder, "--model", model_path, "--quick", "--steps", "1,2", "--out", out)
+    data = json.loads((out / "speed.json").read_text())
+    assert set(data["results"]) == {"1", "2"}
+    for summary in data["results"].values():
+        assert summary["all_lossless"] is True
+        for side in ("encode", "decode"):
+            total = summary[f"{side}_seconds"]
+            assert total > 0 and summary[f"{side}_megapixels_per_s"] > 0
+            assert summary[f"{side}_network_seconds"] + summary[f"{side}_coding_seconds"] == pytest.approx(total)
+            assert 0 < summary[f"{side}_network_seconds"] < total
+    assert "| steps |" in (out / "speed_table.md").read_text()
