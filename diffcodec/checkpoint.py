@@ -80,6 +80,13 @@ def read_torch_file(path: str | Path, what: str) -> Any:
                               f"{first_line[:200]}") from None
 
 
+def update_metadata(path: str | Path, updates: dict[str, Any], out: str | Path | None = None) -> None:
+    """Add measured facts (BPD, timings, data) to a checkpoint's metadata; weights and hash
+    are untouched (the hash covers config and weights only)."""
+    model = load_model(path)
+    save_model(model, out or path, {**model.metadata, **updates})
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> DiffusionModel:
     """Load a checkpoint, verify its hash, and return the model in eval mode."""
     data = read_torch_file(path, "model checkpoint")

@@ -144,10 +144,12 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out.bias)
         if config.scale_head:
             # Separate head, so a model trained without it can be extended and the head
-            # trained on its own (the eps-prediction stays exactly as it was).
-            self.scale_out = nn.Conv2d(prev, out_ch, 3, padding=1)
-            nn.init.zeros_(self.scale_out.weight)
-            nn.init.constant_(self.scale_out.bias, SCALE_HEAD_INIT)
+            # trained on its own (the eps-prediction stays exactly as it was); two layers,
+            # since it is usually trained on top of a frozen trunk.
+            last = nn.Conv2d(prev, out_ch, 3, padding=1)
+            nn.init.zeros_(last.weight)
+            nn.init.constant_(last.bias, SCALE_HEAD_INIT)
+            self.scale_out = nn.Sequential(nn.Conv2d(prev, prev, 3, padding=1), nn.SiLU(), last)
 
     def features(self, z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """The trunk: last feature map (padded, at patch resolution) both heads read."""

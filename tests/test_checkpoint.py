@@ -83,3 +83,28 @@ def test_weights_do_not_fit_config(tiny_model, tmp_path):
     torch.save(data, path)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(path)
+
+
+def test_update_metadata_keeps_the_hash(tiny_model, tmp_path):
+    from diffcodec.checkpoint import update_metadata
+
+    path = tmp_path / "m.pt"
+    digest = save_model(tiny_model, path, {"step": 3})
+    update_metadata(path, {"kodak_bpd": 3.1})
+    loaded = load_model(path)
+    assert loaded.model_hash == digest
+    assert loaded.metadata == {"step": 3, "kodak_bpd": 3.1}
+
+
+def test_model_registry(tiny_model, tmp_path, monkeypatch):
+    from diffcodec import models
+
+    path = tmp_path / "named.pt"
+    save_model(tiny_model, path, {"data": "generated"})
+    monkeypatch.setitem(models.REGISTRY, "tiny", path)
+    assert models.resolve_model("tiny") == path
+    assert models.load_named_model("tiny").model_hash == model_hash(tiny_model)
+    rows = {row["name"]: row for row in models.list_models()}
+    assert rows["tiny"]["metadata"] == {"data": "generated"} and rows["tiny"]["parameters"] > 0
+    with pytest.raises(CheckpointError, match="unknown model"):
+        models.resolve_model("no-such-model")
