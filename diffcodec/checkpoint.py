@@ -25,9 +25,10 @@ CHECKPOINT_FORMAT = "diffcodec-model"
 CHECKPOINT_VERSION = 1
 
 
-def weights_hash(config: ModelConfig, state_dict: dict[str, torch.Tensor]) -> str:
+def weights_hash(config: ModelConfig | dict, state_dict: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the config (as canonical JSON) and every tensor's name, dtype, shape, bytes."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    config_dict = config.to_dict() if isinstance(config, ModelConfig) else config
+    digest = hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode())
     for name in sorted(state_dict):
         tensor = state_dict[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
@@ -95,11 +96,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Diffusio
     if data.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path} has checkpoint version {data.get('version')}, "
                               f"this diffcodec reads version {CHECKPOINT_VERSION}")
-    config = ModelConfig.from_dict(data.get("config") or {})
+    stored_config = data.get("config")
+    if not isinstance(stored_config, dict):
+        raise CheckpointError(f"{path} holds no model configuration")
+    config = ModelConfig.from_dict(stored_config)
     state = data.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds no weights")
-    if weights_hash(config, state) != data.get("hash"):
+    if weights_hash(stored_config, state) != data.get("hash"):  # the config as stored
         raise CheckpointError(f"{path} is damaged: its weights do not match the stored hash")
     model = DiffusionModel(config)
     try:

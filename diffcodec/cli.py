@@ -78,9 +78,9 @@ def main() -> None:
 @click.option("--patch", default=2, show_default=True, type=click.IntRange(min=1), help="Pixel-unshuffle patch size.")
 @click.option("--name", default="default", show_default=True, help="Model name stored in the checkpoint.")
 @click.option("--objective", type=click.Choice(["elbo", "uq"]), default="elbo", show_default=True,
-              help="elbo: Gaussian NELBO (lossless); uq: progressive layers (trains the scale head).")
+              help="elbo: Gaussian NELBO (lossless); uq: progressive layers (trains the progressive heads).")
 @click.option("--init", "init", type=click.Path(path_type=Path), help="Start from this checkpoint's weights.")
-@click.option("--train-trunk", is_flag=True, help="With --objective uq: train the whole network, not only the scale head.")
+@click.option("--train-trunk", is_flag=True, help="With --objective uq: train the whole network, not only the progressive heads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def train(data, val, out, resume, force, max_steps, max_minutes, batch_size, crop, lr, warmup_steps,
@@ -94,7 +94,8 @@ def train(data, val, out, resume, force, max_steps, max_minutes, batch_size, cro
     try:
         widths = tuple(int(c) for c in channels.split(","))
         config = ModelConfig(name=name, level_channels=widths, blocks_per_level=blocks,
-                             patch_size=patch, schedule=schedule, scale_head=objective == "uq")
+                             patch_size=patch, schedule=schedule,
+                             progressive_heads=objective == "uq")
     except ValueError as exc:
         raise DiffcodecError(f"invalid model options: {exc}") from None
     options = TrainOptions(

@@ -29,7 +29,6 @@ from .container import DfcFile, Header, LayerInfo, pack_file, parse_file
 from .errors import DiffcodecError
 from .imagetypes import PreparedImage, prepare, restore
 from .model import DiffusionModel
-from .network import SCALE_HEAD_INIT
 from .progressive import step_coefficients
 
 DEFAULT_STEPS = 8
@@ -74,12 +73,15 @@ class ModelRunner:
         return self.schedule64(torch.from_numpy(np.asarray(times, dtype=np.float64)))[0].numpy()
 
     @torch.no_grad()
-    def predict(self, z: np.ndarray, gamma: float, tile: int) -> tuple[np.ndarray, np.ndarray]:
-        """Denoised estimate x_hat (clipped to [-1, 1]) and log scale of its error, (H, W, 3)."""
+    def predict(self, z: np.ndarray, gamma: float, tile: int,
+                progressive: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Denoised estimate x_hat in [-1, 1] and the log scale of its error, (H, W, 3).
+
+        ``progressive``: the progressive heads' estimate (DiffusionModel.progressive_prediction);
+        otherwise the eps-based estimate of the lossless model (log scale unused)."""
         height, width, _ = z.shape
         x_hat = np.empty_like(z)
         log_scale = np.empty_like(z)
-        alpha, sigma = math.sqrt(1 / (1 + math.exp(gamma))), math.sqrt(1 / (1 + math.exp(-gamma)))
         gamma_t = torch.tensor([gamma], dtype=torch.float32, device=self.device)
         halo = TILE_HALO if (height > tile or width > tile) else 0
         for top in range(0, height, tile):
@@ -87,18 +89,17 @@ class ModelRunner:
                 y0, x0 = max(0, top - halo), max(0, left - halo)
                 y1, x1 = min(height, top + tile + halo), min(width, left + tile + halo)
                 window = torch.from_numpy(np.ascontiguousarray(z[y0:y1, x0:x1].transpose(2, 0, 1)))
-                out = self.model.network(window.float().unsqueeze(0).to(self.device), gamma_t)
-                eps, scale = out if isinstance(out, tuple) else (out, None)
+                window = window.float().unsqueeze(0).to(self.device)
+                if progressive:
+                    estimate, scale = self.model.progressive_prediction(window, gamma_t)
+                else:
+                    estimate = self.model.predict_image(window, gamma_t).clamp(-1.0, 1.0)
+                    scale = estimate
                 inner = (slice(top - y0, top - y0 + min(tile, height - top)),
                          slice(left - x0, left - x0 + min(tile, width - left)))
                 dest = (slice(top, top + tile), slice(left, left + tile))
-                eps = eps[0].float().cpu().numpy().transpose(1, 2, 0).astype(np.float64)
-                x_hat[dest] = (z[dest] - sigma * eps[inner]) / alpha
-                if scale is None:
-                    log_scale[dest] = SCALE_HEAD_INIT
-                else:
-                    log_scale[dest] = scale[0].float().cpu().numpy().transpose(1, 2, 0)[inner]
-        np.clip(x_hat, -1.0, 1.0, out=x_hat)
+                x_hat[dest] = estimate[0].cpu().numpy().transpose(1, 2, 0)[inner]
+                log_scale[dest] = scale[0].cpu().numpy().transpose(1, 2, 0)[inner]
         return x_hat, log_scale
 
 
@@ -232,7 +233,7 @@ class Codec:
             if below.size:
                 z = np.concatenate([z, grid.alpha[i] * below_scaled + grid.sigma[i] * noise], axis=0)
             with network_threads(header.threads):
-                x_hat = self.runner.predict(z, grid.gammas[i], header.tile)[0]
+                x_hat = self.runner.predict(z, grid.gammas[i], header.tile, progressive=False)[0]
             return x_hat[: z.shape[0] - below.shape[0]]
 
         return predict

@@ -31,8 +31,9 @@ class ModelConfig:
     schedule: str = "learned"
     gamma_min: float = -13.3
     gamma_max: float = 5.0
-    # Extra output channels: a per-coordinate log-scale (used by the progressive coder).
-    scale_head: bool = False
+    # Heads for the progressive coder on the same trunk: a direct image estimate (well
+    # conditioned at high noise, where eps-prediction is not) and the log-scale of its error.
+    progressive_heads: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -55,6 +56,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         known = {f.name: f for f in dataclasses.fields(cls)}
+        data = dict(data)
+        if data.pop("scale_head", False):  # early development checkpoints; False changed nothing
+            raise CheckpointError("checkpoint uses an early scale-head layout that is no longer supported")
         unknown = set(data) - set(known)
         if unknown:
             raise CheckpointError(f"checkpoint config has unknown fields {sorted(unknown)} (newer diffcodec?)")

@@ -63,6 +63,29 @@ class DiffusionModel(nn.Module):
         eps = out[0] if isinstance(out, tuple) else out
         return eps.float()
 
+    def progressive_prediction(self, z: torch.Tensor, gamma: torch.Tensor, features=None):
+        """The progressive coder's denoised estimate and the log-scale of its error.
+
+        x_hat = alpha^2 x_eps + (1 - alpha^2) x_direct, clipped to [-1, 1]: the eps-based
+        estimate where the noise is low (it is excellent there), the direct head where the
+        noise is high (dividing by a small alpha makes eps-prediction useless there).
+        Without progressive heads: the clipped eps-based estimate and a fixed scale.
+        """
+        from .network import SCALE_HEAD_INIT
+
+        if features is None:
+            features = self.network.features(z, gamma)
+        out = self.network.heads(features, z.shape[-2:])
+        alpha, sigma = dm.alpha_sigma(gamma.reshape(-1, 1, 1, 1).to(z.dtype))
+        if not isinstance(out, tuple):
+            x_eps = (z - sigma * out.to(z.dtype)) / alpha
+            return torch.clamp(x_eps, -1.0, 1.0), torch.full_like(z, SCALE_HEAD_INIT)
+        eps, x_direct, log_scale = (o.to(z.dtype) for o in out)
+        x_eps = (z - sigma * eps) / alpha
+        weight = alpha.square()
+        x_hat = weight * torch.clamp(x_eps, -1.0, 1.0) + (1 - weight) * torch.clamp(x_direct, -1.0, 1.0)
+        return x_hat, log_scale
+
     def predict_image(self, z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """Denoised estimate x_hat = (z_t - sigma_t eps_hat) / alpha_t in model space."""
         alpha, sigma = dm.alpha_sigma(gamma.reshape(-1, 1, 1, 1))

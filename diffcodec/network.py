@@ -90,11 +90,20 @@ class ResBlock(nn.Module):
 SCALE_HEAD_INIT = math.log(0.05)
 
 
-class UNet(nn.Module):
-    """eps-prediction U-Net; optionally also a per-coordinate log-scale (``scale_head``).
+def _head(width: int, out_ch: int, bias: float) -> nn.Sequential:
+    """Two conv layers on the trunk's last features; starts out predicting ``bias``."""
+    last = nn.Conv2d(width, out_ch, 3, padding=1)
+    nn.init.zeros_(last.weight)
+    nn.init.constant_(last.bias, bias)
+    return nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.SiLU(), last)
 
-    ``forward(z, gamma)`` returns eps_hat, or (eps_hat, log_scale) with a scale head;
-    log_scale is the log of the expected error of the denoised estimate, in data units.
+
+class UNet(nn.Module):
+    """eps-prediction U-Net; optionally with the progressive heads.
+
+    ``forward(z, gamma)`` returns eps_hat, or with ``progressive_heads`` the triple
+    (eps_hat, x_direct, log_scale): a direct estimate of the image and the log of the
+    expected error of the progressive coder's denoised estimate, in data units.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -142,14 +151,11 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(prev, out_ch, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        if config.scale_head:
-            # Separate head, so a model trained without it can be extended and the head
-            # trained on its own (the eps-prediction stays exactly as it was); two layers,
-            # since it is usually trained on top of a frozen trunk.
-            last = nn.Conv2d(prev, out_ch, 3, padding=1)
-            nn.init.zeros_(last.weight)
-            nn.init.constant_(last.bias, SCALE_HEAD_INIT)
-            self.scale_out = nn.Sequential(nn.Conv2d(prev, prev, 3, padding=1), nn.SiLU(), last)
+        if config.progressive_heads:
+            # Separate heads, so a model trained without them can be extended and the heads
+            # trained on their own (the eps-prediction, the lossless model, stays as it was).
+            self.image_out = _head(prev, out_ch, 0.0)
+            self.scale_out = _head(prev, out_ch, SCALE_HEAD_INIT)
 
     def features(self, z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """The trunk: last feature map (padded, at patch resolution) both heads read."""
@@ -183,13 +189,16 @@ class UNet(nn.Module):
         return F.silu(self.out_norm(h))
 
     def heads(self, h: torch.Tensor, size: tuple[int, int]):
-        """eps_hat (and log_scale with a scale head) cropped to the input ``size``."""
+        """eps_hat (and x_direct, log_scale with the progressive heads), cropped to ``size``."""
         height, width = size
         patch = self.config.patch_size
-        eps = F.pixel_shuffle(self.out(h), patch)[:, :, :height, :width]
-        if self.config.scale_head:
-            log_scale = F.pixel_shuffle(self.scale_out(h), patch)[:, :, :height, :width]
-            return eps, log_scale
+
+        def crop(out: torch.Tensor) -> torch.Tensor:
+            return F.pixel_shuffle(out, patch)[:, :, :height, :width]
+
+        eps = crop(self.out(h))
+        if self.config.progressive_heads:
+            return eps, crop(self.image_out(h)), crop(self.scale_out(h))
         return eps
 
     def forward(self, z: torch.Tensor, gamma: torch.Tensor):

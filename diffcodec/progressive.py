@@ -2,8 +2,9 @@
 
 A reverse step s < t sends z_s ~ U(mu_Q +- Delta/2), the uniform with the Gaussian
 posterior's mean and variance (Delta = sqrt(12) sigma_Q). The model's step is
-g * U(+-Delta/2) centred on mu_P = b z_t + c x_hat, with g Gaussian of scale
-sigma_g = c * s_x, s_x the scale head's prediction of |x - x_hat|. With a shared dither u
+g * U(+-Delta/2) centred on mu_P = b z_t + c x_hat (x_hat: DiffusionModel.
+progressive_prediction), with g Gaussian of scale sigma_g = c * s_x, s_x the scale
+head's prediction of |x - x_hat|. With a shared dither u
 the encoder sends k = round((mu_Q - mu_P)/Delta + u), the decoder sets
 z_s = mu_P + (k - u) Delta, an exact sample of the posterior; k costs
 -log P(k | u), P(k | u) = Phi((k - u + 1/2)/r) - Phi((k - u - 1/2)/r), r = sigma_g / Delta.
@@ -71,8 +72,8 @@ def uq_loss(model, x: torch.Tensor, steps_choices: tuple[int, ...] = (4, 6, 8, 1
     For each example a step count T and a step i are drawn; z_t comes from the Gaussian
     marginal q(z_t | x) (which the UQ chain matches in mean and variance) and the loss is
     T times that step's UQ KL, so it estimates the sum over the chain. Training on several
-    T makes the scale head usable at any step count. With ``train_trunk=False`` only the
-    scale head gets gradients, and the eps-prediction stays the lossless model's.
+    T makes the heads usable at any step count. With ``train_trunk=False`` only the
+    progressive heads get gradients, and the eps-prediction stays the lossless model's.
     """
     n, device = x.shape[0], x.device
     x_scaled = dm.scale_pixels(x)
@@ -87,9 +88,7 @@ def uq_loss(model, x: torch.Tensor, steps_choices: tuple[int, ...] = (4, 6, 8, 1
     z_t = dm.diffuse(x_scaled, gamma_t, noise)
     with torch.set_grad_enabled(train_trunk and torch.is_grad_enabled()):
         features = model.network.features(z_t, gamma_t)
-    eps_hat, log_scale = model.network.heads(features, z_t.shape[-2:])
-    alpha_t, sigma_t = dm.alpha_sigma(gamma_t.view(-1, 1, 1, 1))
-    x_hat = torch.clamp((z_t - sigma_t * eps_hat.float()) / alpha_t, -1.0, 1.0)
+    x_hat, log_scale = model.progressive_prediction(z_t, gamma_t, features)
     coef = step_coefficients(gamma_t.view(-1, 1, 1, 1).double(), gamma_s.view(-1, 1, 1, 1).double())
     c_over_delta = (coef.c / coef.delta).float()
     offset = c_over_delta * (x_scaled - x_hat)

@@ -34,6 +34,7 @@ from .images import SkipHandler, load_folder_images
 from .model import DiffusionModel
 
 STATE_FORMAT = "diffcodec-train-state"
+HEAD_PREFIXES = ("network.image_out.", "network.scale_out.")
 
 
 @dataclass
@@ -131,7 +132,7 @@ class Trainer:
             raise DiffcodecError(f"{self.out} already holds a training run: pass --resume to "
                                  "continue it or --force to start over")
         if options.objective == "uq" and not (options.train_trunk or options.init or options.resume):
-            raise DiffcodecError("--objective uq trains only the scale head, which needs a trained network: "
+            raise DiffcodecError("--objective uq trains only the progressive heads, which need a trained network: "
                                  "pass --init CHECKPOINT (or --train-trunk to train everything)")
         if options.resume and not state_path.exists():
             raise DiffcodecError(f"nothing to resume: {state_path} does not exist")
@@ -184,18 +185,19 @@ class Trainer:
         from .checkpoint import load_model
 
         base = load_model(self.options.init)
-        wanted = dataclasses.replace(base.config, scale_head=base.config.scale_head or self.options.objective == "uq")
+        wanted = dataclasses.replace(
+            base.config, progressive_heads=base.config.progressive_heads or self.options.objective == "uq")
         model = DiffusionModel(wanted)
         missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
-        if unexpected or any(not name.startswith("network.scale_out.") for name in missing):
+        if unexpected or any(not name.startswith(HEAD_PREFIXES) for name in missing):
             raise CheckpointError(f"{self.options.init} does not fit the model being trained")
-        self.log(f"initialised from {self.options.init}" + (" (new scale head)" if missing else ""))
+        self.log(f"initialised from {self.options.init}" + (" (new progressive heads)" if missing else ""))
         return model
 
     def _trained_parameters(self) -> list:
-        """With the progressive objective and a frozen trunk, only the scale head trains."""
+        """With the progressive objective and a frozen trunk, only the progressive heads train."""
         if self.options.objective == "uq" and not self.options.train_trunk:
-            head = list(self.model.network.scale_out.parameters())
+            head = [p for name, p in self.model.named_parameters() if name.startswith(HEAD_PREFIXES)]
             ids = {id(p) for p in head}
             for p in self.model.parameters():
                 p.requires_grad_(id(p) in ids)

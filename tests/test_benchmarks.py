@@ -79,7 +79,7 @@ def bench_inputs(tmp_path_factory):
     Image.fromarray(synthetic_image(48, 40, "shapes", seed=1)).save(folder / "b.png")
     torch.manual_seed(0)
     model_path = root / "tiny.pt"
-    save_model(randomize_output(DiffusionModel(tiny_config(scale_head=True))), model_path)
+    save_model(randomize_output(DiffusionModel(tiny_config(progressive_heads=True))), model_path)
     return root, folder, model_path
 
 
