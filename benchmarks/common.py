@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from diffcodec.data import center_crop  # noqa: E402,F401  (re-exported for the scripts)
 from diffcodec.codec import Codec  # noqa: E402
 from diffcodec.images import list_images, read_image  # noqa: E402
 
@@ -36,14 +37,6 @@ QUICK_CROP = 64
 # --------------------------------------------------------------------------------------
 # Images and command lines
 # --------------------------------------------------------------------------------------
-
-
-def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """The central ``size`` x ``size`` window (or less along a shorter side)."""
-    height, width = image.shape[:2]
-    h, w = min(size, height), min(size, width)
-    top, left = (height - h) // 2, (width - w) // 2
-    return np.ascontiguousarray(image[top : top + h, left : left + w])
 
 
 def load_images(folder: str | Path, limit: int | None = None, quick: bool = False) -> list[tuple[str, np.ndarray]]:

@@ -55,4 +55,4 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
         return image
     h, w = image.shape[:2]
     top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return image[top : top + size, left : left + size]
+    return np.ascontiguousarray(image[top : top + size, left : left + size])

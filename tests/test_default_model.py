@@ -1,0 +1,31 @@
+"""The shipped default model: installed with the package, usable offline by name."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from diffcodec.cli import main
+from diffcodec.codec import Codec
+from diffcodec.models import REGISTRY
+
+from conftest import synthetic_image
+
+pytestmark = pytest.mark.skipif(not REGISTRY["default"].is_file(), reason="default weights not installed")
+
+
+def test_default_model_is_small_and_described():
+    assert REGISTRY["default"].stat().st_size <= 25 * 2**20
+    result = CliRunner().invoke(main, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = [r for r in json.loads(result.output) if r["name"] == "default"]
+    assert row["installed"] and row["config"]["progressive_heads"]
+    assert "CID22" in row["metadata"]["training_data"]
+
+
+@pytest.mark.parametrize("mode, steps", [("progressive", 4), ("lossless", 4)])
+def test_default_model_round_trip(mode, steps):
+    codec = Codec("default")
+    image = synthetic_image(40, 56, "shapes", seed=7)
+    assert np.array_equal(codec.decode(codec.encode(image, steps=steps, mode=mode)), image)
