@@ -113,7 +113,7 @@ def train(data, val, out, resume, force, max_steps, max_minutes, batch_size, cro
 
 
 @main.command(name="eval")
-@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="Model checkpoint.")
+@click.option("--model", "model_path", default="default", show_default=True, help="Model name or checkpoint path.")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(min=1), help="(t, eps) draws per image.")
 @click.option("--steps", type=click.IntRange(min=1), help="T-step NELBO instead of continuous time.")
@@ -123,11 +123,11 @@ def train(data, val, out, resume, force, max_steps, max_minutes, batch_size, cro
 @friendly_errors
 def evaluate(model_path, folder, samples, steps, seed, device, json_path):
     """Per-image and mean NELBO (bits/dim) of the images in FOLDER."""
-    from .checkpoint import load_model
     from .evaluation import image_nelbo, mean_report
     from .images import iter_folder_images
+    from .models import load_named_model
 
-    model = load_model(model_path, device)
+    model = load_named_model(model_path, device)
     click.echo(f"{'image':40s} {'total':>8s} {'prior':>8s} {'recon':>8s} {'diffusion':>9s}")
     rows, reports = [], []
     for path, image in iter_folder_images(folder, on_skip=_warn_skip):

@@ -88,7 +88,8 @@ def test_real_process_has_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "bin" / "diffcodec"), "eval", "--model",
                              str(tmp_path / "none.pt"), str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"error: model checkpoint not found: {tmp_path / 'none.pt'}"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: unknown model '{tmp_path / 'none.pt'}': not a registered name (default) nor an existing file"]
 
 
 @pytest.fixture

@@ -29,3 +29,12 @@ def test_default_model_round_trip(mode, steps):
     codec = Codec("default")
     image = synthetic_image(40, 56, "shapes", seed=7)
     assert np.array_equal(codec.decode(codec.encode(image, steps=steps, mode=mode)), image)
+
+
+def test_eval_with_the_default_model(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(synthetic_image(32, 32, "shapes")).save(tmp_path / "a.png")
+    result = CliRunner().invoke(main, ["eval", str(tmp_path), "--samples", "2"])
+    assert result.exit_code == 0, result.output
+    assert "mean (1 images)" in result.output
