@@ -224,17 +224,18 @@ class Codec:
 
     # -- lossless ------------------------------------------------------------------------
     def _chain_predictor(self, header: Header, grid: lossless.ChainGrid, below: np.ndarray, band: int):
-        """x_hat for a band at step i, the network seeing ``below`` (pixels of the rows under
-        the band, known to both sides) noised to step i with shared noise as context."""
+        """(x_hat, log_scale) for a band at step i, the network seeing ``below`` (pixels of the
+        rows under the band, known to both sides) noised to step i with shared noise as context."""
         below_scaled = (below.astype(np.float64) + 0.5) / 128.0 - 1.0
         noise = randomness.shared_normal(header.seed, randomness.CONTEXT, band, below.size).reshape(below.shape)
 
-        def predict(z: np.ndarray, i: int) -> np.ndarray:
+        def predict(z: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = z.shape[0]
             if below.size:
                 z = np.concatenate([z, grid.alpha[i] * below_scaled + grid.sigma[i] * noise], axis=0)
             with network_threads(header.threads):
-                x_hat = self.runner.predict(z, grid.gammas[i], header.tile, progressive=False)[0]
-            return x_hat[: z.shape[0] - below.shape[0]]
+                x_hat, log_scale = self.runner.predict(z, grid.gammas[i], header.tile)
+            return x_hat[:rows], log_scale[:rows]
 
         return predict
 
