@@ -73,12 +73,9 @@ class ModelRunner:
         return self.schedule64(torch.from_numpy(np.asarray(times, dtype=np.float64)))[0].numpy()
 
     @torch.no_grad()
-    def predict(self, z: np.ndarray, gamma: float, tile: int,
-                progressive: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Denoised estimate x_hat in [-1, 1] and the log scale of its error, (H, W, 3).
-
-        ``progressive``: the progressive heads' estimate (DiffusionModel.progressive_prediction);
-        otherwise the eps-based estimate of the lossless model (log scale unused)."""
+    def predict(self, z: np.ndarray, gamma: float, tile: int) -> tuple[np.ndarray, np.ndarray]:
+        """Denoised estimate x_hat in [-1, 1] and the log scale of its error, (H, W, 3)
+        (DiffusionModel.progressive_prediction), computed tile by tile."""
         height, width, _ = z.shape
         x_hat = np.empty_like(z)
         log_scale = np.empty_like(z)
@@ -90,11 +87,7 @@ class ModelRunner:
                 y1, x1 = min(height, top + tile + halo), min(width, left + tile + halo)
                 window = torch.from_numpy(np.ascontiguousarray(z[y0:y1, x0:x1].transpose(2, 0, 1)))
                 window = window.float().unsqueeze(0).to(self.device)
-                if progressive:
-                    estimate, scale = self.model.progressive_prediction(window, gamma_t)
-                else:
-                    estimate = self.model.predict_image(window, gamma_t).clamp(-1.0, 1.0)
-                    scale = estimate
+                estimate, scale = self.model.progressive_prediction(window, gamma_t)
                 inner = (slice(top - y0, top - y0 + min(tile, height - top)),
                          slice(left - x0, left - x0 + min(tile, width - left)))
                 dest = (slice(top, top + tile), slice(left, left + tile))
@@ -245,7 +238,7 @@ class Codec:
     def _encode_lossless(self, rgb: np.ndarray, header: Header, progress: bool) -> bytes:
         grid = self._lossless_grid(header.steps)
         height, width = header.height, header.width
-        stack = lossless._Stack()
+        stack = lossless.AnsStack()
         bands = [min(height, lossless.DIRECT_ROWS)]
         lossless.encode_direct(stack, rgb[: bands[0]])
         done = bands[0]
@@ -280,7 +273,7 @@ class Codec:
         bands = header.bands
         if not bands or sum(bands) != header.height or min(bands) < 1:
             raise DiffcodecError("damaged file: the band plan does not match the image height")
-        stack = lossless._Stack(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        stack = lossless.AnsStack(np.frombuffer(data, dtype="<u4").astype(np.uint32))
         decoded: list = [None] * len(bands)
         try:
             for k in _progress(range(len(bands) - 1, 0, -1), progress, len(bands) - 1, "decode"):

@@ -62,7 +62,7 @@ def _bins(std, delta: float, count: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(np.asarray(std, dtype=np.float64) / delta, (count,)))
 
 
-class _Stack:
+class AnsStack:
     """An ANS stack with the push/pop forms the chain needs, on whole arrays."""
 
     def __init__(self, words: np.ndarray | None = None) -> None:
@@ -177,7 +177,7 @@ def reverse_step(grid: ChainGrid, z: np.ndarray, i: int, predict) -> tuple[np.nd
     return mean, std
 
 
-def encode_band(stack: _Stack, grid: ChainGrid, x: np.ndarray, predict) -> None:
+def encode_band(stack: AnsStack, grid: ChainGrid, x: np.ndarray, predict) -> None:
     """Bit-Swap encode one band ``x`` (h, w, 3 uint8); ``predict(z, i)`` -> (x_hat, log_scale)
     at time t_i."""
     shape = x.shape
@@ -194,7 +194,7 @@ def encode_band(stack: _Stack, grid: ChainGrid, x: np.ndarray, predict) -> None:
     stack.push_latent(n, np.zeros(n.size), 1.0, grid.delta[grid.steps], escape=True)
 
 
-def decode_band(stack: _Stack, grid: ChainGrid, shape: tuple, predict) -> np.ndarray:
+def decode_band(stack: AnsStack, grid: ChainGrid, shape: tuple, predict) -> np.ndarray:
     """Mirror of :func:`encode_band`: returns the band's pixels (h, w, 3 uint8)."""
     count = int(np.prod(shape))
     n = stack.pop_latent(np.zeros(count), 1.0, grid.delta[grid.steps], escape=True)
@@ -212,14 +212,14 @@ def decode_band(stack: _Stack, grid: ChainGrid, shape: tuple, predict) -> np.nda
     return x.astype(np.uint8).reshape(shape)
 
 
-def encode_direct(stack: _Stack, x: np.ndarray) -> None:
+def encode_direct(stack: AnsStack, x: np.ndarray) -> None:
     """Push the direct band row by row (last row first, so the decoder pops row 0 first)."""
     rows = list(x)
     for row in range(x.shape[0] - 1, -1, -1):
         stack.push_pixels(x[row].reshape(-1), *_direct_model(rows[:row], x.shape[1]))
 
 
-def decode_direct(stack: _Stack, shape: tuple) -> np.ndarray:
+def decode_direct(stack: AnsStack, shape: tuple) -> np.ndarray:
     rows: list[np.ndarray] = []
     for _ in range(shape[0]):
         rows.append(stack.pop_pixels(*_direct_model(rows, shape[1])).astype(np.uint8).reshape(shape[1:]))
