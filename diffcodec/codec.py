@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from . import diffusion as dm
 from . import entropy, lossless, randomness
 from .checkpoint import model_hash
 from .container import DfcFile, Header, LayerInfo, pack_file, parse_file
@@ -116,6 +116,7 @@ def _to_pixels(x_scaled: np.ndarray) -> np.ndarray:
 class _Step:
     """Everything about one UQ step that both sides derive identically."""
 
+    coef: object  # StepCoefficients of the step
     mu_p: np.ndarray
     x_hat: np.ndarray  # denoised estimate at the step's start time
     dither: np.ndarray
@@ -154,19 +155,13 @@ class Codec:
         delta = coef.delta
         stds = entropy.SCALE_TABLE[entropy.scale_index(coef.c * np.exp(log_scale) / delta)]
         dither = randomness.shared_uniform(header.seed, randomness.DITHER, layer, z.size).reshape(z.shape)
-        return _Step(coef.b * z + coef.c * x_hat, x_hat, dither, delta, coef.sigma_q, stds)
+        return _Step(coef, coef.b * z + coef.c * x_hat, x_hat, dither, delta, coef.sigma_q, stds)
 
     @staticmethod
     def _start(header: Header) -> np.ndarray:
         count = header.height * header.width * 3
         return randomness.shared_normal(header.seed, randomness.START, 0, count).reshape(header.height, header.width, 3)
 
-    @staticmethod
-    def _pixel_model(z0: np.ndarray, gamma_0: float) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std, in 8-bit level units, of p(x | z_0) as a quantized Gaussian."""
-        alpha0 = math.sqrt(1 / (1 + math.exp(gamma_0)))
-        means = ((z0 / alpha0 + 1.0) * 128.0 - 0.5).reshape(-1)
-        return means, np.full(means.shape, 128.0 * math.exp(0.5 * gamma_0))
 
     # -- encoding ------------------------------------------------------------------------
     def encode(self, image, steps: int | None = None, seed: int = 0, mode: str = "progressive",
@@ -192,14 +187,12 @@ class Codec:
         if mode == "lossless":
             return self._encode_lossless(prepared.rgb, header, progress)
         gammas = self.runner.gammas(np.arange(steps + 1, dtype=np.float64) / steps)
-        x = (prepared.rgb.astype(np.float64) + 0.5) / 128.0 - 1.0
+        x = dm.scale_pixels_array(prepared.rgb)
         z = self._start(header)
         layers, infos = [], []
         for layer in _progress(range(steps), progress, steps + 1, "encode"):
             step = self._step(z, header, gammas, layer)
-            i = steps - layer
-            coef = step_coefficients(float(gammas[i]), float(gammas[i - 1]))
-            mu_q = coef.b * z + coef.c * x
+            mu_q = step.coef.b * z + step.coef.c * x
             k = np.rint((mu_q - step.mu_p) / step.delta + step.dither).astype(np.int32)
             symbols, means, stds = k.reshape(-1), step.dither.reshape(-1), step.stds.reshape(-1)
             low, high = entropy.symbol_range(symbols)
@@ -208,7 +201,7 @@ class Codec:
                                    round(entropy.ideal_bits(symbols, means, stds, low, high))))
             z = step.mu_p + (k - step.dither) * step.delta
         symbols = prepared.rgb.reshape(-1).astype(np.int32)
-        means, stds = self._pixel_model(z, float(gammas[0]))
+        means, stds = dm.pixel_coding_model(z, float(gammas[0]))
         layers.append(entropy.encode_chunks(symbols, means, stds, 0, 255, self.chunk_symbols))
         infos.append(LayerInfo(0, 255, entropy.checksum(symbols),
                                round(entropy.ideal_bits(symbols, means, stds, 0, 255))))
@@ -219,7 +212,7 @@ class Codec:
     def _chain_predictor(self, header: Header, grid: lossless.ChainGrid, below: np.ndarray, band: int):
         """(x_hat, log_scale) for a band at step i, the network seeing ``below`` (pixels of the
         rows under the band, known to both sides) noised to step i with shared noise as context."""
-        below_scaled = (below.astype(np.float64) + 0.5) / 128.0 - 1.0
+        below_scaled = dm.scale_pixels_array(below)
         noise = randomness.shared_normal(header.seed, randomness.CONTEXT, band, below.size).reshape(below.shape)
 
         def predict(z: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -277,8 +270,10 @@ class Codec:
         decoded: list = [None] * len(bands)
         try:
             for k in _progress(range(len(bands) - 1, 0, -1), progress, len(bands) - 1, "decode"):
-                below = np.concatenate(decoded[k + 1 :], axis=0)[: lossless.CONTEXT_ROWS] \
-                    if k + 1 < len(bands) else np.zeros((0, header.width, 3), np.uint8)
+                # every band has at least one row: CONTEXT_ROWS bands always cover the context
+                later = decoded[k + 1 : k + 1 + lossless.CONTEXT_ROWS]
+                below = np.concatenate(later, axis=0)[: lossless.CONTEXT_ROWS] \
+                    if later else np.zeros((0, header.width, 3), np.uint8)
                 predict = self._chain_predictor(header, grid, below, k)
                 decoded[k] = lossless.decode_band(stack, grid, (bands[k], header.width, 3), predict)
             decoded[0] = lossless.decode_direct(stack, (bands[0], header.width, 3))
@@ -310,12 +305,7 @@ class Codec:
             x_hat, _ = self.runner.predict(z, float(gammas[n]), header.tile)
             noise = randomness.shared_normal(header.seed, randomness.COMPLETION, n, z.size).reshape(z.shape)
             z = coef.b * z + coef.c * x_hat + coef.sigma_q * noise
-        return self._pixel_mode(z, float(gammas[-1]))
-
-    @staticmethod
-    def _pixel_mode(z0: np.ndarray, gamma_0: float) -> np.ndarray:
-        alpha0 = math.sqrt(1 / (1 + math.exp(gamma_0)))
-        return _to_pixels(z0 / alpha0)
+        return dm.pixel_mode(z, float(gammas[-1]))
 
     def _decode_layer(self, f: DfcFile, layer: int, means, stds) -> tuple[np.ndarray, bool]:
         """Symbols of the chunks present of one layer, and whether the layer is complete."""
@@ -342,7 +332,7 @@ class Codec:
 
         def show(z, x_hat, i):
             if i == 0:
-                return self._pixel_mode(z, float(gammas[0]))
+                return dm.pixel_mode(z, float(gammas[0]))
             if completion_steps > 0:
                 return self._completion(z, i / steps, completion_steps, header)
             return _to_pixels(x_hat)
@@ -371,19 +361,19 @@ class Codec:
                     yield layer + 1, self._completion(z_new, (i - 1) / steps, completion_steps, header)
                     return
                 if i - 1 == 0:
-                    new = self._pixel_mode(z_new, float(gammas[0]))
+                    new = dm.pixel_mode(z_new, float(gammas[0]))
                 else:
                     new = _to_pixels(self.runner.predict(z_new, float(gammas[i - 1]), header.tile)[0])
                 yield layer + 1, np.where(received.reshape(z.shape), new, _to_pixels(step.x_hat))
                 return
             z = step.mu_p + (symbols.reshape(z.shape) - step.dither) * step.delta
         # Final layer: the pixels themselves under p(x | z_0).
-        fallback = self._pixel_mode(z, float(gammas[0]))
+        fallback = dm.pixel_mode(z, float(gammas[0]))
         if every_layer or max_layers <= steps or not f.chunks[steps]:
             yield steps, fallback
         if max_layers <= steps or not f.chunks[steps]:
             return
-        means, stds = self._pixel_model(z, float(gammas[0]))
+        means, stds = dm.pixel_coding_model(z, float(gammas[0]))
         symbols, complete = self._decode_layer(f, steps, means, stds)
         pixels = fallback.reshape(-1).copy()
         pixels[: symbols.size] = symbols

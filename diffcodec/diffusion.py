@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 NUM_LEVELS = 256
@@ -17,6 +18,25 @@ _LN2 = math.log(2.0)
 def scale_pixels(x: torch.Tensor) -> torch.Tensor:
     """Map 8-bit integers 0..255 to bin centres in [-1, 1]: (x + 0.5) / 128 - 1."""
     return (x.to(torch.float32) + 0.5) / 128.0 - 1.0
+
+
+def scale_pixels_array(x: np.ndarray) -> np.ndarray:
+    """:func:`scale_pixels` for the coders, in float64 numpy."""
+    return (np.asarray(x).astype(np.float64) + 0.5) / 128.0 - 1.0
+
+
+def pixel_coding_model(z0: np.ndarray, gamma_0: float) -> tuple[np.ndarray, np.ndarray]:
+    """p(x | z_0) as a quantized Gaussian for the coders: flat means and stds in 8-bit level
+    units (the discrete decoder centred on z_0 / alpha_0, scale exp(gamma_0 / 2))."""
+    alpha0 = math.sqrt(1 / (1 + math.exp(gamma_0)))
+    means = ((z0 / alpha0 + 1.0) * 128.0 - 0.5).reshape(-1)
+    return means, np.full(means.shape, 128.0 * math.exp(0.5 * gamma_0))
+
+
+def pixel_mode(z0: np.ndarray, gamma_0: float) -> np.ndarray:
+    """The most likely 8-bit image under p(x | z_0)."""
+    alpha0 = math.sqrt(1 / (1 + math.exp(gamma_0)))
+    return np.clip(np.rint((z0 / alpha0 + 1.0) * 128.0 - 0.5), 0, 255).astype(np.uint8)
 
 
 def pixel_levels(device: torch.device | str = "cpu") -> torch.Tensor:

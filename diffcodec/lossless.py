@@ -29,7 +29,7 @@ import math
 import constriction
 import numpy as np
 
-from .diffusion import NUM_LEVELS
+from .diffusion import NUM_LEVELS, pixel_coding_model, scale_pixels_array
 from .errors import DiffcodecError
 from .progressive import step_coefficients
 
@@ -157,8 +157,7 @@ class ChainGrid:
         self.p_std = p_std
 
     def pixel_model(self, z0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        means = ((z0 / self.alpha[0] + 1.0) * 128.0 - 0.5).reshape(-1)
-        return means, np.full(means.shape, 128.0 * math.exp(0.5 * self.gammas[0]))
+        return pixel_coding_model(z0, self.gammas[0])
 
 
 def reverse_step(grid: ChainGrid, z: np.ndarray, i: int, predict) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +180,7 @@ def encode_band(stack: AnsStack, grid: ChainGrid, x: np.ndarray, predict) -> Non
     """Bit-Swap encode one band ``x`` (h, w, 3 uint8); ``predict(z, i)`` -> (x_hat, log_scale)
     at time t_i."""
     shape = x.shape
-    x_scaled = ((x.astype(np.float64) + 0.5) / 128.0 - 1.0).reshape(-1)
+    x_scaled = scale_pixels_array(x).reshape(-1)
     n = stack.pop_latent(grid.alpha[0] * x_scaled, grid.sigma[0], grid.delta[0], escape=False)
     z = n * grid.delta[0]
     stack.push_pixels(x.reshape(-1), *grid.pixel_model(z))
@@ -207,7 +206,7 @@ def decode_band(stack: AnsStack, grid: ChainGrid, shape: tuple, predict) -> np.n
         n = n_prev
     z = n * grid.delta[0]
     x = stack.pop_pixels(*grid.pixel_model(z))
-    x_scaled = (x.astype(np.float64) + 0.5) / 128.0 - 1.0
+    x_scaled = scale_pixels_array(x)
     stack.push_latent(n, grid.alpha[0] * x_scaled, grid.sigma[0], grid.delta[0], escape=False)
     return x.astype(np.uint8).reshape(shape)
 
