@@ -225,11 +225,57 @@ class Codec:
 
         return predict
 
-    def _lossless_grid(self, steps: int) -> lossless.ChainGrid:
-        return lossless.ChainGrid(self.runner.gammas(np.arange(steps + 1, dtype=np.float64) / steps))
+    def _lossless_grid(self, steps: int, scale_indices: list[int] | None = None) -> lossless.ChainGrid:
+        gammas = self.runner.gammas(np.arange(steps + 1, dtype=np.float64) / steps)
+        return lossless.ChainGrid(gammas, scale_indices)
+
+    def _noised_predictions(self, rgb: np.ndarray, grid: lossless.ChainGrid, i: int, seed: int,
+                            purpose: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """x_scaled - x_hat and log_scale at step i for z_i ~ q(z_i | x), flat (encoder side only:
+        calibration and the bound; the noise comes from a shared stream for reproducibility)."""
+        x_scaled = dm.scale_pixels_array(rgb)
+        noise = randomness.shared_normal(seed, purpose, index, rgb.size).reshape(rgb.shape)
+        x_hat, log_scale = self.runner.predict(grid.alpha[i] * x_scaled + grid.sigma[i] * noise,
+                                               grid.gammas[i], self.tile)
+        return (x_scaled - x_hat).reshape(-1), log_scale.reshape(-1)
+
+    def _calibrate_chain(self, rgb: np.ndarray, grid: lossless.ChainGrid, seed: int) -> list[int]:
+        """Per-step scale indices of the reverse steps (lossless.fit_scale_index), fitted on
+        pilot crops noised to each step; they go into the header."""
+        crops = lossless.pilot_crops(rgb)
+        indices = []
+        for i in range(1, grid.steps + 1):
+            pairs = [self._noised_predictions(crop, grid, i, seed, randomness.PILOT, i * len(crops) + k)
+                     for k, crop in enumerate(crops)]
+            indices.append(lossless.fit_scale_index(grid.reverse[i].c, grid.p_std[i - 1],
+                                                    np.concatenate([e for e, _ in pairs]),
+                                                    np.concatenate([s for _, s in pairs])))
+        return indices
+
+    def lossless_bound(self, image, steps: int | None = None, seed: int = 0) -> dict:
+        """The T-step NELBO of the model the lossless coder uses (calibrated reverse steps, the
+        coder's x_hat), in bits per dimension: the rate ``encode(mode="lossless")`` aims at.
+        Prior and diffusion terms are exact Gaussian KLs, one noise sample per step; the
+        reconstruction term uses one sample of z_0."""
+        steps = steps or DEFAULT_LOSSLESS_STEPS
+        rgb = prepare(image).rgb
+        grid = self._lossless_grid(steps)
+        grid = self._lossless_grid(steps, self._calibrate_chain(rgb, grid, seed))
+        x_scaled = dm.scale_pixels_array(rgb).reshape(-1)
+        diffusion = []
+        for i in range(1, steps + 1):
+            error, log_scale = self._noised_predictions(rgb, grid, i, seed, randomness.BOUND, i)
+            diffusion.append(lossless.step_kl_bits(grid, i, error, log_scale))
+        z0 = grid.alpha[0] * x_scaled + grid.sigma[0] * randomness.shared_normal(seed, randomness.BOUND, 0, rgb.size)
+        reconstruction = entropy.ideal_bits(rgb.reshape(-1), *grid.pixel_model(z0), 0, dm.NUM_LEVELS - 1)
+        terms = dict(prior=lossless.prior_kl_bits(grid, x_scaled), reconstruction=reconstruction,
+                     diffusion=float(sum(diffusion)))
+        per_dim = {name: bits / rgb.size for name, bits in terms.items()}
+        return dict(total=sum(per_dim.values()), **per_dim, per_step=[b / rgb.size for b in diffusion])
 
     def _encode_lossless(self, rgb: np.ndarray, header: Header, progress: bool) -> bytes:
-        grid = self._lossless_grid(header.steps)
+        header.chain_scales = self._calibrate_chain(rgb, self._lossless_grid(header.steps), header.seed)
+        grid = self._lossless_grid(header.steps, header.chain_scales)
         height, width = header.height, header.width
         stack = lossless.AnsStack()
         bands = [min(height, lossless.DIRECT_ROWS)]
@@ -237,7 +283,7 @@ class Codec:
         done = bands[0]
         bar = _row_bar(progress, height, done, "encode")
         while done < height:
-            rows = lossless.next_band_rows(stack.coder.num_bits(), width, height - done)
+            rows = lossless.next_band_rows(stack.coder.num_bits(), width, height - done, grid.peak_bits)
             below = rgb[done + rows : done + rows + lossless.CONTEXT_ROWS]
             predict = self._chain_predictor(header, grid, below, len(bands))
             lossless.encode_band(stack, grid, rgb[done : done + rows], predict)
@@ -262,7 +308,7 @@ class Codec:
         data = b"".join(f.chunks[0])
         if len(data) % 4:
             raise DiffcodecError("damaged file: the lossless stream is not a whole number of words")
-        grid = self._lossless_grid(header.steps)
+        grid = self._lossless_grid(header.steps, header.chain_scales)
         bands = header.bands
         if not bands or sum(bands) != header.height or min(bands) < 1:
             raise DiffcodecError("damaged file: the band plan does not match the image height")

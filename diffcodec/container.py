@@ -8,8 +8,9 @@ Header body: mode u8, model name (u8 length + UTF-8), model hash (16 bytes), hei
 width u32, channels u8, steps u16, schedule u8, tile u16, seed u64, symbols per chunk u32, network threads u8, alpha (u8 kind +
 varint length + zlib bytes), layer count u16, then per layer: low, high (signed varints),
 CRC32 of its symbols u32, the encoder's model estimate of its size in bits (varint), chunk
-count (varint) and each chunk's byte length (varint); last, the band count and each
-band's rows (varints; lossless mode).
+count (varint) and each chunk's byte length (varint); then the band count and each
+band's rows (varints; lossless mode); last, the count of chain scale indices and each
+index (signed varints; lossless mode: the variance calibration of each reverse step).
 
 Every byte of a file after the header belongs to some layer chunk, so any prefix that
 holds the header decodes: complete layers, plus the complete chunks of the next one.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from .errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
-VERSION = 1
+VERSION = 2  # 2: lossless chain scale indices; pops in a strided order
 MODES = {0: "progressive", 1: "lossless"}
 MODE_IDS = {name: code for code, name in MODES.items()}
 SCHEDULES = {0: "uniform"}
@@ -67,6 +68,7 @@ class Header:
     alpha: bytes = b""
     layers: list[LayerInfo] = field(default_factory=list)
     bands: list[int] = field(default_factory=list)  # lossless mode: rows of each band
+    chain_scales: list[int] = field(default_factory=list)  # lossless mode: per-step scale index
 
 
 @dataclass
@@ -159,6 +161,9 @@ def pack_header(header: Header) -> bytes:
     _put_varint(body, len(header.bands))
     for rows in header.bands:
         _put_varint(body, rows)
+    _put_varint(body, len(header.chain_scales))
+    for index in header.chain_scales:
+        _put_varint(body, _zigzag(index))
     body = bytes(body)
     return _PREFIX.pack(MAGIC, VERSION, len(body)) + body + struct.pack("<I", zlib.crc32(body))
 
@@ -211,10 +216,12 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         lengths = [r.varint() for _ in range(r.varint())]
         layers.append(LayerInfo(low, high, crc, estimated, lengths))
     bands = [r.varint() for _ in range(r.varint())]
+    chain_scales = [r.signed() for _ in range(r.varint())]
     if r.pos != len(body):
         raise ContainerError("damaged file: unexpected bytes in the header")
     header = Header(MODES[mode_id], name, model_hash, height, width, channels, steps, seed, tile,
-                    chunk_symbols, threads, SCHEDULES[schedule], alpha_kind, alpha, layers, bands)
+                    chunk_symbols, threads, SCHEDULES[schedule], alpha_kind, alpha, layers, bands,
+                    chain_scales)
     return header, end
 
 

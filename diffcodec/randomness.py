@@ -16,6 +16,8 @@ DITHER = 1
 START = 2
 COMPLETION = 3
 CONTEXT = 4
+PILOT = 5
+BOUND = 6
 
 
 def _raw(seed: int, purpose: int, index: int, count: int) -> np.ndarray:

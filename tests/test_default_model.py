@@ -38,3 +38,21 @@ def test_eval_with_the_default_model(tmp_path):
     result = CliRunner().invoke(main, ["eval", str(tmp_path), "--samples", "2"])
     assert result.exit_code == 0, result.output
     assert "mean (1 images)" in result.output
+
+
+def test_lossless_rate_is_at_the_coders_bound():
+    """One bits-back band (initial bits given) costs the calibrated T-step NELBO within
+    noise; the whole file, initial bits and header included, stays close to it."""
+    from diffcodec import lossless
+
+    codec = Codec("default")
+    image = synthetic_image(96, 96, "shapes", seed=3)
+    bound = codec.lossless_bound(image, 8)["total"]
+    grid = codec._lossless_grid(8, codec._calibrate_chain(image, codec._lossless_grid(8), 0))
+    stack = lossless.AnsStack(np.random.default_rng(1).integers(0, 2**32, 10**5, dtype=np.uint64).astype(np.uint32))
+    before = stack.coder.num_bits()
+    header = type("Header", (), {"seed": 0, "threads": 1, "tile": 1024})()
+    lossless.encode_band(stack, grid, image, codec._chain_predictor(header, grid, image[:0], 1))
+    assert abs((stack.coder.num_bits() - before) / image.size / bound - 1) < 0.01
+    file_bpd = 8 * len(codec.encode(image, steps=8, mode="lossless")) / image.size
+    assert file_bpd / bound < 1.03

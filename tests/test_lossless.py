@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from diffcodec import lossless
 from diffcodec.codec import Codec
-from diffcodec.container import parse_file
+from diffcodec.container import pack_header, parse_file
 from diffcodec.errors import DiffcodecError
 
 from conftest import synthetic_image
@@ -66,3 +67,41 @@ def test_lossless_from_another_model(codec, tiny_model):
     data = codec.encode(synthetic_image(16, 16, "noise"), steps=2, mode="lossless")
     with pytest.raises(DiffcodecError, match="encoded with model"):
         Codec(tiny_model).decode(data)
+
+
+def test_scale_fit_recovers_the_error_scale():
+    rng = np.random.default_rng(0)
+    log_scale = rng.normal(-2.0, 0.5, 20000)
+    error = 0.4 * np.exp(log_scale) * rng.standard_normal(20000)
+    index = lossless.fit_scale_index(0.5, 1e-3, error, log_scale)
+    assert abs(lossless.scale_factor(index) - 0.4) < 0.03
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 10, 1000, 3 * 768])
+def test_pop_order_is_a_permutation(count):
+    for step in (0, 1, 17):
+        order = lossless.pop_order(count, step)
+        assert np.array_equal(np.sort(order), np.arange(count))
+        assert np.array_equal(order, lossless.pop_order(count, step))
+
+
+def test_q_samples_outside_their_range_are_damage():
+    with pytest.raises(DiffcodecError, match="left its range"):
+        lossless.AnsStack().push_sample(np.array([100]), np.zeros(1), 1.0, 0.5)
+
+
+def test_pilot_crops_cover_small_images_whole_and_sample_large_ones():
+    small = np.zeros((100, 120, 3), np.uint8)
+    assert [c.shape for c in lossless.pilot_crops(small)] == [small.shape]
+    crops = lossless.pilot_crops(np.zeros((512, 768, 3), np.uint8))
+    assert sum(c.shape[0] * c.shape[1] for c in crops) <= lossless.PILOT_PIXELS and len(crops) >= 3
+
+
+def test_calibration_is_stored_and_checked(codec):
+    image = synthetic_image(40, 32, "shapes", seed=5)
+    data = codec.encode(image, steps=4, mode="lossless")
+    parsed = parse_file(data)
+    assert len(parsed.header.chain_scales) == 4
+    parsed.header.chain_scales = [10_000] * 4
+    with pytest.raises(DiffcodecError, match="damaged file"):
+        codec.decode(pack_header(parsed.header) + data[parsed.header_size:])

@@ -52,6 +52,7 @@ def test_lossless_quick(tmp_path, trained_tiny_model):
             assert facts["encode_seconds"] > 0 and facts["decode_seconds"] > 0
             assert math.isfinite(facts["ratio"]) and facts["ratio"] > 0
             assert facts["ratio"] == facts["bpd"] / facts["nelbo_bpd"] and sum(facts["bands"]) == 48
+            assert facts["bound_ratio"] == facts["bpd"] / facts["bound_bpd"] and facts["bound_bpd"] > 0
         assert math.isfinite(ours["continuous_nelbo_bpd"]) and ours["continuous_nelbo_bpd"] > 0
         assert ours["progressive"]["round_trip"] is True and ours["progressive"]["steps"] == 3
         assert ours["progressive"]["bpd"] > 0
@@ -63,6 +64,7 @@ def test_lossless_quick(tmp_path, trained_tiny_model):
     means = data["means"]
     for steps, summary in means["lossless"].items():
         assert math.isfinite(summary["ratio"]) and summary["ratio"] == summary["bpd"] / summary["nelbo_bpd"]
+        assert summary["bound_ratio"] == summary["bpd"] / summary["bound_bpd"]
         assert means["methods"][f"diffcodec lossless T={steps}"]["round_trips"] == 2
     assert all(means["methods"][name]["round_trips"] == 2 for name in expected)
     assert means["methods"]["diffcodec progressive (3 steps, full)"]["round_trips"] == 2
