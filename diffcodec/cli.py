@@ -320,6 +320,9 @@ def info(source, as_json):
                f"{report['steps']} steps, seed {report['seed']}")
     click.echo(f"model {report['model_name']} ({report['model_hash']}), header {report['header_bytes']} bytes, "
                f"file {report['file_bytes']} bytes ({report['file_bpp']:.4f} bpp)")
+    if report["mode"] == "lossless":
+        click.echo(f"bands (rows) {' '.join(map(str, report['bands']))}; "
+                   f"step scale indices {' '.join(map(str, report['chain_scales']))}")
     click.echo(f"{'layer':>5} {'step':>13} {'bytes':>9} {'bpp':>8} {'cum. bpp':>9} {'model est.':>10} "
                f"{'diff':>7} {'crc32':>8}  state")
     for row in report["layers"]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -73,12 +74,14 @@ class ModelRunner:
         return self.schedule64(torch.from_numpy(np.asarray(times, dtype=np.float64)))[0].numpy()
 
     @torch.no_grad()
-    def predict(self, z: np.ndarray, gamma: float, tile: int) -> tuple[np.ndarray, np.ndarray]:
-        """Denoised estimate x_hat in [-1, 1] and the log scale of its error, (H, W, 3)
-        (DiffusionModel.progressive_prediction), computed tile by tile."""
+    def predict(self, z: np.ndarray, gamma: float, tile: int, chain: bool = False) -> tuple[np.ndarray, ...]:
+        """Network estimates for z (H, W, 3), computed tile by tile, as float64 (H, W, 3)
+        arrays: DiffusionModel.progressive_prediction (x_hat in [-1, 1], log-scale of its
+        error), or with ``chain`` DiffusionModel.chain_prediction (x_eps, x_progressive,
+        log-scale)."""
         height, width, _ = z.shape
-        x_hat = np.empty_like(z)
-        log_scale = np.empty_like(z)
+        prediction = self.model.chain_prediction if chain else self.model.progressive_prediction
+        outputs: list[np.ndarray] = []
         gamma_t = torch.tensor([gamma], dtype=torch.float32, device=self.device)
         halo = TILE_HALO if (height > tile or width > tile) else 0
         for top in range(0, height, tile):
@@ -87,13 +90,15 @@ class ModelRunner:
                 y1, x1 = min(height, top + tile + halo), min(width, left + tile + halo)
                 window = torch.from_numpy(np.ascontiguousarray(z[y0:y1, x0:x1].transpose(2, 0, 1)))
                 window = window.float().unsqueeze(0).to(self.device)
-                estimate, scale = self.model.progressive_prediction(window, gamma_t)
+                results = prediction(window, gamma_t)
+                if not outputs:
+                    outputs = [np.empty_like(z) for _ in results]
                 inner = (slice(top - y0, top - y0 + min(tile, height - top)),
                          slice(left - x0, left - x0 + min(tile, width - left)))
                 dest = (slice(top, top + tile), slice(left, left + tile))
-                x_hat[dest] = estimate[0].cpu().numpy().transpose(1, 2, 0)[inner]
-                log_scale[dest] = scale[0].cpu().numpy().transpose(1, 2, 0)[inner]
-        return x_hat, log_scale
+                for output, result in zip(outputs, results):
+                    output[dest] = result[0].cpu().numpy().transpose(1, 2, 0)[inner]
+        return tuple(outputs)
 
 
 @contextlib.contextmanager
@@ -165,11 +170,13 @@ class Codec:
 
     # -- encoding ------------------------------------------------------------------------
     def encode(self, image, steps: int | None = None, seed: int = 0, mode: str = "progressive",
-               progress: bool = False) -> bytes:
+               progress: bool = False, stored_fallback: bool = True) -> bytes:
         """Encode an image (PIL, array or tensor) into a .dfc file.
 
         ``mode="progressive"``: one truncatable layer per reverse step (``steps``, default 8).
-        ``mode="lossless"``: bits-back coding over a ``steps``-step chain (default 32).
+        ``mode="lossless"``: bits-back coding over a ``steps``-step chain (default 32); where
+        zlib does better (noise, images far from the training data) the file stores the
+        zlib-compressed pixels instead (mode "stored"), unless ``stored_fallback`` is False.
         """
         if mode not in ("progressive", "lossless"):
             raise DiffcodecError(f"unknown mode {mode!r}: progressive or lossless")
@@ -185,7 +192,7 @@ class Codec:
                         alpha_kind=prepared.alpha_kind,
                         alpha=prepared.alpha)
         if mode == "lossless":
-            return self._encode_lossless(prepared.rgb, header, progress)
+            return self._encode_lossless(prepared.rgb, header, progress, stored_fallback)
         gammas = self.runner.gammas(np.arange(steps + 1, dtype=np.float64) / steps)
         x = dm.scale_pixels_array(prepared.rgb)
         z = self._start(header)
@@ -220,8 +227,8 @@ class Codec:
             if below.size:
                 z = np.concatenate([z, grid.alpha[i] * below_scaled + grid.sigma[i] * noise], axis=0)
             with network_threads(header.threads):
-                x_hat, log_scale = self.runner.predict(z, grid.gammas[i], header.tile)
-            return x_hat[:rows], log_scale[:rows]
+                x_eps, x_progressive, log_scale = self.runner.predict(z, grid.gammas[i], header.tile, chain=True)
+            return lossless.band_estimate(x_eps[:rows], x_progressive[:rows]), log_scale[:rows]
 
         return predict
 
@@ -235,8 +242,8 @@ class Codec:
         calibration and the bound; the noise comes from a shared stream for reproducibility)."""
         x_scaled = dm.scale_pixels_array(rgb)
         noise = randomness.shared_normal(seed, purpose, index, rgb.size).reshape(rgb.shape)
-        x_hat, log_scale = self.runner.predict(grid.alpha[i] * x_scaled + grid.sigma[i] * noise,
-                                               grid.gammas[i], self.tile)
+        x_hat, _, log_scale = self.runner.predict(grid.alpha[i] * x_scaled + grid.sigma[i] * noise,
+                                                  grid.gammas[i], self.tile, chain=True)
         return (x_scaled - x_hat).reshape(-1), log_scale.reshape(-1)
 
     def _calibrate_chain(self, rgb: np.ndarray, grid: lossless.ChainGrid, seed: int) -> list[int]:
@@ -267,13 +274,15 @@ class Codec:
             error, log_scale = self._noised_predictions(rgb, grid, i, seed, randomness.BOUND, i)
             diffusion.append(lossless.step_kl_bits(grid, i, error, log_scale))
         z0 = grid.alpha[0] * x_scaled + grid.sigma[0] * randomness.shared_normal(seed, randomness.BOUND, 0, rgb.size)
-        reconstruction = entropy.ideal_bits(rgb.reshape(-1), *grid.pixel_model(z0), 0, dm.NUM_LEVELS - 1)
+        first, probabilities = grid.pixel_model(z0)
+        chosen = probabilities[np.arange(first.size), rgb.reshape(-1) - first]
+        reconstruction = float(-np.log2(chosen / probabilities.sum(axis=1)).sum())
         terms = dict(prior=lossless.prior_kl_bits(grid, x_scaled), reconstruction=reconstruction,
                      diffusion=float(sum(diffusion)))
         per_dim = {name: bits / rgb.size for name, bits in terms.items()}
         return dict(total=sum(per_dim.values()), **per_dim, per_step=[b / rgb.size for b in diffusion])
 
-    def _encode_lossless(self, rgb: np.ndarray, header: Header, progress: bool) -> bytes:
+    def _encode_lossless(self, rgb: np.ndarray, header: Header, progress: bool, stored_fallback: bool) -> bytes:
         header.chain_scales = self._calibrate_chain(rgb, self._lossless_grid(header.steps), header.seed)
         grid = self._lossless_grid(header.steps, header.chain_scales)
         height, width = header.height, header.width
@@ -295,8 +304,29 @@ class Codec:
             bar.close()
         header.bands = bands
         payload = stack.words().astype("<u4").tobytes()
+        stored = zlib.compress(rgb.tobytes(), 9) if stored_fallback else payload
+        if len(stored) < len(payload):
+            # the model does worse than deflate on this image (noise, graphics far from its
+            # training data): never expand it, keep it as zlib-compressed pixels
+            header.mode, header.bands, header.chain_scales, payload = "stored", [], [], stored
         header.layers = [LayerInfo(0, 255, entropy.checksum(rgb.reshape(-1)), 8 * len(payload))]
         return pack_file(header, [[payload]])
+
+    def _decode_stored(self, f: DfcFile) -> np.ndarray:
+        header = f.header
+        if len(header.layers) != 1 or len(f.chunks[0]) != len(header.layers[0].chunk_lengths):
+            raise DiffcodecError("truncated or damaged file: a stored file only decodes when complete")
+        size = header.height * header.width * 3
+        try:
+            pixels = zlib.decompressobj().decompress(b"".join(f.chunks[0]), size + 1)
+        except zlib.error:
+            raise DiffcodecError("damaged file: the stored pixels cannot be decompressed") from None
+        if len(pixels) != size:
+            raise DiffcodecError("damaged file: the stored pixels do not match the image size")
+        rgb = np.frombuffer(pixels, dtype=np.uint8).reshape(header.height, header.width, 3).copy()
+        if entropy.checksum(rgb.reshape(-1)) != header.layers[0].crc:
+            raise DiffcodecError("image checksum mismatch: the stored file is damaged")
+        return rgb
 
     def _decode_lossless(self, f: DfcFile, progress: bool) -> np.ndarray:
         header = f.header
@@ -435,8 +465,8 @@ class Codec:
         layer used (0 = the denoised estimate). Returns (H, W[, C]) uint8.
         """
         f = parse_file(data[:max_bytes] if max_bytes is not None else data)
-        if f.header.mode == "lossless":
-            rgb = self._decode_lossless(f, progress)
+        if f.header.mode in ("lossless", "stored"):
+            rgb = self._decode_lossless(f, progress) if f.header.mode == "lossless" else self._decode_stored(f)
             return restore(rgb, f.header.channels, f.header.alpha_kind, f.header.alpha)
         limit = len(f.header.layers) if layers is None else layers
         if layers is not None:  # whole layers only

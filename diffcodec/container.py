@@ -26,7 +26,7 @@ from .errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
 VERSION = 2  # 2: lossless chain scale indices; pops in a strided order
-MODES = {0: "progressive", 1: "lossless"}
+MODES = {0: "progressive", 1: "lossless", 2: "stored"}  # stored: zlib, when the model loses
 MODE_IDS = {name: code for code, name in MODES.items()}
 SCHEDULES = {0: "uniform"}
 ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2

@@ -18,6 +18,8 @@ def describe(data: bytes) -> dict:
         cumulative += size
         if h.mode == "lossless":
             step = f"bits-back, {h.steps} steps, {len(h.bands)} bands"
+        elif h.mode == "stored":
+            step = "zlib pixels"
         elif index < h.steps:
             step = f"{(h.steps - index) / h.steps:.3f}->{(h.steps - index - 1) / h.steps:.3f}"
         else:
@@ -36,6 +38,7 @@ def describe(data: bytes) -> dict:
         "seed": h.seed, "tile": h.tile, "alpha": "zlib" if h.alpha_kind == ALPHA_ZLIB else None,
         "header_bytes": f.header_size, "file_bytes": len(data), "file_bpp": 8 * len(data) / pixels,
         "complete_layers": f.complete_layers(), "layers": layers, "bands": h.bands,
+        "chain_scales": h.chain_scales,
         "bits_per_dim": 8 * len(data) / (pixels * h.channels),
     }
 

@@ -190,3 +190,24 @@ def test_encode_bad_inputs(coding_setup, tmp_path):
     assert_one_line_error(run("encode", junk, "-o", tmp_path / "a.dfc", "--model", tmp_path / "none.pt"),
                           "cannot read")
     assert_one_line_error(run("info", junk), "not a .dfc file")
+
+
+def test_lossless_encode_decode_and_info(coding_setup, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    model_path, image, source = coding_setup
+    dfc = tmp_path / "l.dfc"
+    result = run("encode", source, "-o", dfc, "--model", model_path, "--mode", "lossless", "--steps", "3", "-q")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "l.png"
+    assert run("decode", dfc, "-o", out, "--model", model_path, "-q").exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(out)), image)
+    result = run("info", dfc)
+    report = json.loads(run("info", dfc, "--json").output)
+    assert result.exit_code == 0 and report["mode"] in ("lossless", "stored")
+    if report["mode"] == "lossless":  # the tiny model may lose to zlib: then the file stores pixels
+        assert "bands (rows)" in result.output and "step scale indices" in result.output
+        assert len(report["chain_scales"]) == 3 and sum(report["bands"]) == 21
+    else:
+        assert "zlib pixels" in result.output

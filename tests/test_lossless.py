@@ -24,13 +24,13 @@ def codec(trained_tiny_model):
 ])
 def test_exact_round_trip(codec, shape, kind, steps):
     image = synthetic_image(*shape, kind, seed=sum(shape))
-    data = codec.encode(image, steps=steps, mode="lossless")
+    data = codec.encode(image, steps=steps, mode="lossless", stored_fallback=False)
     assert np.array_equal(codec.decode(data), image)
 
 
 def test_bits_back_bands_are_used(codec):
     image = synthetic_image(64, 40, "shapes", seed=1)
-    data = codec.encode(image, steps=4, mode="lossless")
+    data = codec.encode(image, steps=4, mode="lossless", stored_fallback=False)
     header = parse_file(data).header
     assert header.mode == "lossless" and sum(header.bands) == 64 and len(header.bands) > 2
     assert np.array_equal(codec.decode(data), image)
@@ -40,14 +40,14 @@ def test_bits_back_bands_are_used(codec):
 def test_gray_and_alpha(codec, mode):
     rgba = synthetic_image(20, 18, "shapes", channels=4)
     image = Image.fromarray(rgba, "RGBA").convert(mode)
-    out = codec.decode(codec.encode(image, steps=3, mode="lossless"))
+    out = codec.decode(codec.encode(image, steps=3, mode="lossless", stored_fallback=False))
     assert np.array_equal(out, np.asarray(image))
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "flip_many"])
 def test_damaged_lossless_files(codec, damage):
     image = synthetic_image(48, 32, "shapes", seed=3)
-    data = bytearray(codec.encode(image, steps=3, mode="lossless"))
+    data = bytearray(codec.encode(image, steps=3, mode="lossless", stored_fallback=False))
     header_size = parse_file(bytes(data)).header_size
     if damage == "truncate":
         data = data[:-8]
@@ -64,7 +64,7 @@ def test_damaged_lossless_files(codec, damage):
 
 
 def test_lossless_from_another_model(codec, tiny_model):
-    data = codec.encode(synthetic_image(16, 16, "noise"), steps=2, mode="lossless")
+    data = codec.encode(synthetic_image(16, 16, "noise"), steps=2, mode="lossless", stored_fallback=False)
     with pytest.raises(DiffcodecError, match="encoded with model"):
         Codec(tiny_model).decode(data)
 
@@ -99,9 +99,23 @@ def test_pilot_crops_cover_small_images_whole_and_sample_large_ones():
 
 def test_calibration_is_stored_and_checked(codec):
     image = synthetic_image(40, 32, "shapes", seed=5)
-    data = codec.encode(image, steps=4, mode="lossless")
+    data = codec.encode(image, steps=4, mode="lossless", stored_fallback=False)
     parsed = parse_file(data)
     assert len(parsed.header.chain_scales) == 4
     parsed.header.chain_scales = [10_000] * 4
     with pytest.raises(DiffcodecError, match="damaged file"):
         codec.decode(pack_header(parsed.header) + data[parsed.header_size:])
+
+
+def test_images_the_model_cannot_compress_are_stored(codec):
+    image = synthetic_image(24, 20, "noise", seed=11)
+    data = codec.encode(image, steps=3, mode="lossless")
+    parsed = parse_file(data)
+    assert parsed.header.mode == "stored" and len(data) < image.size + 200
+    assert np.array_equal(codec.decode(data), image)
+    with pytest.raises(DiffcodecError, match="truncated|damaged"):
+        codec.decode(data[:-5])
+    damaged = bytearray(data)
+    damaged[parsed.header_size + 10] ^= 0x40
+    with pytest.raises(DiffcodecError, match="damaged|checksum"):
+        codec.decode(bytes(damaged))
