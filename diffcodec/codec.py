@@ -263,16 +263,19 @@ class Codec:
         """The T-step NELBO of the model the lossless coder uses (calibrated reverse steps, the
         coder's x_hat), in bits per dimension: the rate ``encode(mode="lossless")`` aims at.
         Prior and diffusion terms are exact Gaussian KLs, one noise sample per step; the
-        reconstruction term uses one sample of z_0."""
+        reconstruction term uses one sample of z_0. ``fixed_variance_total``: the same with
+        VDM's fixed reverse variance, i.e. VDM's T-step NELBO (with x_eps clipped) summed
+        over all T steps rather than sampled, so it compares with ``total`` sample for sample."""
         steps = steps or DEFAULT_LOSSLESS_STEPS
         rgb = prepare(image).rgb
         grid = self._lossless_grid(steps)
         grid = self._lossless_grid(steps, self._calibrate_chain(rgb, grid, seed))
         x_scaled = dm.scale_pixels_array(rgb).reshape(-1)
-        diffusion = []
+        diffusion, fixed = [], []
         for i in range(1, steps + 1):
             error, log_scale = self._noised_predictions(rgb, grid, i, seed, randomness.BOUND, i)
             diffusion.append(lossless.step_kl_bits(grid, i, error, log_scale))
+            fixed.append(lossless.step_kl_bits(grid, i, error, log_scale, calibrated=False))
         z0 = grid.alpha[0] * x_scaled + grid.sigma[0] * randomness.shared_normal(seed, randomness.BOUND, 0, rgb.size)
         first, probabilities = grid.pixel_model(z0)
         chosen = probabilities[np.arange(first.size), rgb.reshape(-1) - first]
@@ -280,7 +283,9 @@ class Codec:
         terms = dict(prior=lossless.prior_kl_bits(grid, x_scaled), reconstruction=reconstruction,
                      diffusion=float(sum(diffusion)))
         per_dim = {name: bits / rgb.size for name, bits in terms.items()}
-        return dict(total=sum(per_dim.values()), **per_dim, per_step=[b / rgb.size for b in diffusion])
+        total = sum(per_dim.values())
+        return dict(total=total, **per_dim, per_step=[b / rgb.size for b in diffusion],
+                    fixed_variance_total=total + (sum(fixed) - terms["diffusion"]) / rgb.size)
 
     def _encode_lossless(self, rgb: np.ndarray, header: Header, progress: bool, stored_fallback: bool) -> bytes:
         header.chain_scales = self._calibrate_chain(rgb, self._lossless_grid(header.steps), header.seed)

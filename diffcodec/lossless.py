@@ -326,12 +326,14 @@ def _push_q(stack: AnsStack, n: np.ndarray, mean: np.ndarray, std: float, delta:
     stack.push_sample(n[order], mean[order], std, delta)
 
 
-def step_kl_bits(grid: ChainGrid, i: int, error: np.ndarray, log_scale: np.ndarray) -> float:
+def step_kl_bits(grid: ChainGrid, i: int, error: np.ndarray, log_scale: np.ndarray,
+                 calibrated: bool = True) -> float:
     """KL(q(z_{i-1} | z_i, x) || p(z_{i-1} | z_i)) in bits, summed over elements, given the
-    errors x - x_hat of the prediction at z_i: the diffusion term of the coder's bound."""
+    errors x - x_hat of the prediction at z_i: the diffusion term of the coder's bound
+    (``calibrated=False``: with VDM's fixed reverse variance sigma_Q^2 instead)."""
     coef = grid.reverse[i]
     var_q = grid.p_std[i - 1] ** 2
-    var_p = var_q + (grid.error_factor[i] * coef.c * np.exp(log_scale)) ** 2
+    var_p = var_q + (grid.error_factor[i] * coef.c * np.exp(log_scale)) ** 2 if calibrated else var_q
     nats = 0.5 * (np.log(var_p / var_q) + (var_q + (coef.c * error) ** 2) / var_p - 1.0)
     return float(nats.sum() / math.log(2))
 
