@@ -236,12 +236,11 @@ class Codec:
         gammas = self.runner.gammas(np.arange(steps + 1, dtype=np.float64) / steps)
         return lossless.ChainGrid(gammas, scale_indices)
 
-    def _noised_predictions(self, rgb: np.ndarray, grid: lossless.ChainGrid, i: int, seed: int,
+    def _noised_predictions(self, x_scaled: np.ndarray, grid: lossless.ChainGrid, i: int, seed: int,
                             purpose: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """x_scaled - x_hat and log_scale at step i for z_i ~ q(z_i | x), flat (encoder side only:
         calibration and the bound; the noise comes from a shared stream for reproducibility)."""
-        x_scaled = dm.scale_pixels_array(rgb)
-        noise = randomness.shared_normal(seed, purpose, index, rgb.size).reshape(rgb.shape)
+        noise = randomness.shared_normal(seed, purpose, index, x_scaled.size).reshape(x_scaled.shape)
         x_hat, _, log_scale = self.runner.predict(grid.alpha[i] * x_scaled + grid.sigma[i] * noise,
                                                   grid.gammas[i], self.tile, chain=True)
         return (x_scaled - x_hat).reshape(-1), log_scale.reshape(-1)
@@ -249,7 +248,7 @@ class Codec:
     def _calibrate_chain(self, rgb: np.ndarray, grid: lossless.ChainGrid, seed: int) -> list[int]:
         """Per-step scale indices of the reverse steps (lossless.fit_scale_index), fitted on
         pilot crops noised to each step; they go into the header."""
-        crops = lossless.pilot_crops(rgb)
+        crops = [dm.scale_pixels_array(crop) for crop in lossless.pilot_crops(rgb)]
         indices = []
         for i in range(1, grid.steps + 1):
             pairs = [self._noised_predictions(crop, grid, i, seed, randomness.PILOT, i * len(crops) + k)
@@ -270,17 +269,14 @@ class Codec:
         rgb = prepare(image).rgb
         grid = self._lossless_grid(steps)
         grid = self._lossless_grid(steps, self._calibrate_chain(rgb, grid, seed))
-        x_scaled = dm.scale_pixels_array(rgb).reshape(-1)
+        x_scaled = dm.scale_pixels_array(rgb)
         diffusion, fixed = [], []
         for i in range(1, steps + 1):
-            error, log_scale = self._noised_predictions(rgb, grid, i, seed, randomness.BOUND, i)
+            error, log_scale = self._noised_predictions(x_scaled, grid, i, seed, randomness.BOUND, i)
             diffusion.append(lossless.step_kl_bits(grid, i, error, log_scale))
             fixed.append(lossless.step_kl_bits(grid, i, error, log_scale, calibrated=False))
-        z0 = grid.alpha[0] * x_scaled + grid.sigma[0] * randomness.shared_normal(seed, randomness.BOUND, 0, rgb.size)
-        first, probabilities = grid.pixel_model(z0)
-        chosen = probabilities[np.arange(first.size), rgb.reshape(-1) - first]
-        reconstruction = float(-np.log2(chosen / probabilities.sum(axis=1)).sum())
-        terms = dict(prior=lossless.prior_kl_bits(grid, x_scaled), reconstruction=reconstruction,
+        z0 = grid.alpha[0] * x_scaled.reshape(-1) + grid.sigma[0] * randomness.shared_normal(seed, randomness.BOUND, 0, rgb.size)
+        terms = dict(prior=lossless.prior_kl_bits(grid, x_scaled), reconstruction=lossless.pixel_bits(grid, rgb, z0),
                      diffusion=float(sum(diffusion)))
         per_dim = {name: bits / rgb.size for name, bits in terms.items()}
         total = sum(per_dim.values())

@@ -345,6 +345,13 @@ def prior_kl_bits(grid: ChainGrid, x_scaled: np.ndarray) -> float:
     return float(nats.sum() / math.log(2))
 
 
+def pixel_bits(grid: ChainGrid, x: np.ndarray, z0: np.ndarray) -> float:
+    """-log2 p(x | z_0) under the coder's pixel model, summed over elements."""
+    first, probabilities = grid.pixel_model(z0)
+    chosen = probabilities[np.arange(first.size), x.reshape(-1) - first]
+    return float(-np.log2(chosen / probabilities.sum(axis=1)).sum())
+
+
 def encode_band(stack: AnsStack, grid: ChainGrid, x: np.ndarray, predict) -> None:
     """Bit-Swap encode one band ``x`` (h, w, 3 uint8); ``predict(z, i)`` -> (x_hat, log_scale)
     at time t_i."""

@@ -63,43 +63,34 @@ class DiffusionModel(nn.Module):
         eps = out[0] if isinstance(out, tuple) else out
         return eps.float()
 
-    def _estimates(self, z: torch.Tensor, gamma: torch.Tensor, features=None):
-        """From one network pass: the clipped eps-based estimate, the direct head's clipped
-        estimate (None without progressive heads) and the log-scale (None likewise)."""
-        if features is None:
-            features = self.network.features(z, gamma)
-        out = self.network.heads(features, z.shape[-2:])
-        alpha, sigma = dm.alpha_sigma(gamma.reshape(-1, 1, 1, 1).to(z.dtype))
-        eps, x_direct, log_scale = (o.to(z.dtype) for o in out) if isinstance(out, tuple) else (out, None, None)
-        x_eps = torch.clamp((z - sigma * eps.to(z.dtype)) / alpha, -1.0, 1.0)
-        return x_eps, x_direct if x_direct is None else torch.clamp(x_direct, -1.0, 1.0), log_scale, alpha
-
     def progressive_prediction(self, z: torch.Tensor, gamma: torch.Tensor, features=None):
-        """The progressive coder's denoised estimate and the log-scale of its error.
+        """The progressive coder's denoised estimate and the log-scale of its error
+        (the last two of :meth:`chain_prediction`).
 
-        x_hat = alpha^2 x_eps + (1 - alpha^2) x_direct, clipped to [-1, 1]: the eps-based
+        x_hat = alpha^2 x_eps + (1 - alpha^2) x_direct, each clipped to [-1, 1]: the eps-based
         estimate where the noise is low (it is excellent there), the direct head where the
         noise is high (dividing by a small alpha makes eps-prediction useless there).
         Without progressive heads: the clipped eps-based estimate and a fixed scale.
         """
+        _, x_hat, log_scale = self.chain_prediction(z, gamma, features)
+        return x_hat, log_scale
+
+    def chain_prediction(self, z: torch.Tensor, gamma: torch.Tensor, features=None):
+        """From one network pass: the clipped eps-based estimate the ELBO trains (the lossless
+        chain's mean; never farther from x than unclipped), the progressive estimate (the
+        chain uses it at band tops, where context is missing) and the log-scale of its
+        error (fixed without progressive heads)."""
         from .network import SCALE_HEAD_INIT
 
-        x_eps, x_direct, log_scale, alpha = self._estimates(z, gamma, features)
-        if x_direct is None:
-            return x_eps, torch.full_like(z, SCALE_HEAD_INIT)
-        weight = alpha.square()
-        return weight * x_eps + (1 - weight) * x_direct, log_scale
-
-    def chain_prediction(self, z: torch.Tensor, gamma: torch.Tensor):
-        """The lossless chain's estimates, from one pass: the eps-based estimate the ELBO
-        trains, clipped to [-1, 1] (never farther from x than unclipped); the progressive
-        estimate (better where context is missing: the chain uses it at band edges); and
-        the log-scale of the error (fixed without progressive heads)."""
-        from .network import SCALE_HEAD_INIT
-
-        x_eps, x_direct, log_scale, alpha = self._estimates(z, gamma)
-        if x_direct is None:
+        if features is None:
+            features = self.network.features(z, gamma)
+        out = self.network.heads(features, z.shape[-2:])
+        alpha, sigma = dm.alpha_sigma(gamma.reshape(-1, 1, 1, 1).to(z.dtype))
+        eps = (out[0] if isinstance(out, tuple) else out).to(z.dtype)
+        x_eps = torch.clamp((z - sigma * eps) / alpha, -1.0, 1.0)
+        if not isinstance(out, tuple):
             return x_eps, x_eps, torch.full_like(z, SCALE_HEAD_INIT)
+        x_direct, log_scale = torch.clamp(out[1].to(z.dtype), -1.0, 1.0), out[2].to(z.dtype)
         weight = alpha.square()
         return x_eps, weight * x_eps + (1 - weight) * x_direct, log_scale
 
