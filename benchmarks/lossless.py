@@ -46,8 +46,8 @@ from benchmarks.common import (  # noqa: E402
     markdown_table, parse_int_list, timed, write_json,
 )
 from diffcodec.errors import DiffcodecError  # noqa: E402
-from diffcodec.evaluation import image_nelbo  # noqa: E402
-from diffcodec.inspect import describe  # noqa: E402
+from diffcodec.train.evaluation import image_nelbo  # noqa: E402
+from diffcodec.format import describe  # noqa: E402
 
 DEFAULT_STEPS = [16, 32, 64]
 QUICK_STEPS = [2, 4]

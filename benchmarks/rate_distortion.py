@@ -31,7 +31,7 @@ from benchmarks.common import (  # noqa: E402
     add_common_arguments, bd_rate, classical_codecs, interpolate_at, load_codec, load_images,
     machine_description, markdown_table, parse_int_list, point, run_classical, slug, timed, write_json,
 )
-from diffcodec.inspect import describe, truncation_point  # noqa: E402
+from diffcodec.format import parse_file  # noqa: E402
 
 BUDGET_BPPS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 TABLE_BPPS = (0.25, 0.5, 0.75, 1.0)
@@ -71,11 +71,12 @@ def measure_diffcodec(codec, image: np.ndarray, steps: int, completions: list[in
     pixels = height * width
     data, encode_seconds = timed(codec.encode, image, steps=steps, seed=0)
     exact, decode_seconds = timed(codec.decode, data)
-    header_bytes = describe(data)["header_bytes"]
+    parsed = parse_file(data)
+    header_bytes = parsed.header_size
     facts = dict(file_bytes=len(data), header_bytes=header_bytes, lossless_bpp=8 * len(data) / pixels,
                  bpd=8 * len(data) / exact.size, lossless_round_trip=bool(np.array_equal(exact, image)),
                  encode_seconds=encode_seconds, decode_seconds=decode_seconds, every_layer_pass_seconds={})
-    cuts = [truncation_point(data, layers=k) for k in range(steps + 2)]
+    cuts = [parsed.prefix(layers=k).size for k in range(steps + 2)]
     methods = {}
     for completion in completions:
         shown, pass_seconds = timed(codec.decode_every_layer, data, completion_steps=completion)
@@ -92,7 +93,7 @@ def measure_diffcodec(codec, image: np.ndarray, steps: int, completions: list[in
             if budget < header_bytes:
                 budget_points.append(None)
                 continue
-            cut = truncation_point(data, max_bytes=budget)
+            cut = parsed.prefix(max_bytes=budget).size
             if cut not in decoded_cuts:
                 decoded, seconds = timed(codec.decode, data[:cut], completion_steps=completion)
                 decoded_cuts[cut] = point(8 * cut / pixels, image, decoded, encode_seconds, seconds, bytes=cut)
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, image in tqdm(images, desc="images", unit="image", dynamic_ncols=True):
         info, methods = measure_diffcodec(codec, image, args.steps, args.completion_steps)
         if args.nelbo_samples:
-            from diffcodec.evaluation import image_nelbo
+            from diffcodec.train.evaluation import image_nelbo
 
             info["nelbo_bpd"] = image_nelbo(codec.model, image, samples=args.nelbo_samples).total
         for c in tqdm(classical, desc="classical codecs", leave=False, dynamic_ncols=True):

@@ -23,11 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffcodec.checkpoint import load_model  # noqa: E402
-from diffcodec.config import ModelConfig  # noqa: E402
-from diffcodec.data import CropSampler  # noqa: E402
-from diffcodec.evaluation import image_nelbo  # noqa: E402
-from diffcodec.model import DiffusionModel  # noqa: E402
+from diffcodec.model import DiffusionModel, ModelConfig, load_model  # noqa: E402
+from diffcodec.train.data import CropSampler  # noqa: E402
+from diffcodec.train.evaluation import image_nelbo  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

@@ -9,31 +9,43 @@
 
 from __future__ import annotations
 
-from .checkpoint import load_model, save_model
-from .codec import DEFAULT_STEPS, Codec
-from .config import ModelConfig
+from .codec import DEFAULT_LOSSLESS_STEPS, DEFAULT_STEPS, Codec, Decoded
 from .errors import CheckpointError, DiffcodecError, ImageReadError
-from .model import DiffusionModel
+from .format import ContainerError, DfcFile, Mode, describe, parse_file
+from .model import DiffusionModel, ModelConfig, load_model, registered_or_default, save_model
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Codec", "DiffusionModel", "ModelConfig", "DiffcodecError", "CheckpointError", "ImageReadError",
-    "encode", "decode", "load_model", "save_model", "DEFAULT_STEPS",
+    "Codec", "Decoded", "DiffusionModel", "ModelConfig", "Mode", "DfcFile",
+    "DiffcodecError", "CheckpointError", "ContainerError", "ImageReadError",
+    "encode", "decode", "decode_result", "info", "truncate", "parse_file", "load_model", "save_model",
+    "DEFAULT_STEPS", "DEFAULT_LOSSLESS_STEPS",
 ]
 
 
-def encode(image, steps: int = DEFAULT_STEPS, model="default", seed: int = 0) -> bytes:
+def encode(image, steps: int | None = None, model="default", seed: int = 0, mode: str = "progressive") -> bytes:
     """Encode an image into .dfc bytes with the named model (or a checkpoint path / model)."""
-    return Codec(model).encode(image, steps=steps, seed=seed)
+    return Codec(model).encode(image, steps=steps, seed=seed, mode=mode)
 
 
-def decode(data: bytes, model="default", layers: int | None = None, max_bytes: int | None = None,
+def decode_result(data: bytes, model=None, layers: int | None = None, max_bytes: int | None = None,
+                  bpp: float | None = None, completion_steps: int = 0) -> Decoded:
+    """Decode .dfc bytes (or a prefix) and say how: layers used, and whether it is exact.
+    ``model=None`` takes the registered model the file names (else the default)."""
+    f = parse_file(data)
+    codec = Codec(model if model is not None else registered_or_default(f.header.model_name))
+    return codec.decode_result(f, layers=layers, max_bytes=max_bytes, bpp=bpp, completion_steps=completion_steps)
+
+
+def decode(data: bytes, model=None, layers: int | None = None, max_bytes: int | None = None,
            completion_steps: int = 0, output: str = "numpy"):
     """Decode .dfc bytes (or a prefix). ``output``: "numpy" (H, W[, C]) uint8, "pil", or "tensor" (C, H, W)."""
-    array = Codec(model).decode(data, layers=layers, max_bytes=max_bytes, completion_steps=completion_steps)
+    if output not in ("numpy", "pil", "tensor"):
+        raise DiffcodecError(f"unknown output type {output!r}: numpy, pil or tensor")
+    array = decode_result(data, model, layers=layers, max_bytes=max_bytes, completion_steps=completion_steps).image
     if output == "pil":
-        from .imagetypes import to_pil
+        from .images import to_pil
 
         return to_pil(array)
     if output == "tensor":
@@ -41,6 +53,15 @@ def decode(data: bytes, model="default", layers: int | None = None, max_bytes: i
 
         tensor = torch.from_numpy(array.copy())
         return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-    if output != "numpy":
-        raise DiffcodecError(f"unknown output type {output!r}: numpy, pil or tensor")
     return array
+
+
+def info(data: bytes) -> dict:
+    """Header fields and per-layer sizes of .dfc bytes, without a model (``diffcodec info``)."""
+    return describe(data)
+
+
+def truncate(data: bytes, layers: int | None = None, max_bytes: int | None = None, bpp: float | None = None) -> bytes:
+    """The longest prefix of a .dfc file within the given layers / bytes / bpp that ends on
+    a chunk boundary: a smaller file that still decodes (``diffcodec truncate``)."""
+    return data[: parse_file(data).prefix(layers=layers, max_bytes=max_bytes, bpp=bpp).size]

@@ -48,67 +48,70 @@ def main() -> None:
     """diffcodec: a diffusion model as a progressive and lossless image codec."""
 
 
+# -- training and evaluation ------------------------------------------------------------
+# Every train flag names a TrainOptions field (train/options.py) and defaults to None: a
+# flag given overrides the config file, which overrides the run's stored options.
+_MODEL_FLAGS = {"channels": "level_channels", "blocks": "blocks_per_level", "patch": "patch_size",
+                "schedule": "schedule", "name": "name"}
+
+
 @main.command()
-@click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path),
+@click.option("--config", "config", type=click.Path(path_type=Path), help="TOML or JSON file of options (flags override it).")
+@click.option("--data", "data", multiple=True, type=click.Path(path_type=Path),
               help="Folder of training images (repeat for several).")
 @click.option("--val", type=click.Path(path_type=Path), help="Folder of validation images.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out.")
-@click.option("--force", is_flag=True, help="Start over even if --out holds a run.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--resume", is_flag=True, default=None, help="Continue the run in --out (with its stored options).")
+@click.option("--force", is_flag=True, default=None, help="Start over even if --out holds a run.")
 @click.option("--steps", "max_steps", type=click.IntRange(min=1), help="Stop after this many steps.")
 @click.option("--minutes", "max_minutes", type=click.FloatRange(min=0), help="Stop after this much training time.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--crop", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=5e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--warmup", "warmup_steps", default=500, show_default=True, type=click.IntRange(min=0))
-@click.option("--grad-clip", default=1.0, show_default=True, type=float)
-@click.option("--ema", "ema_decay", default=0.999, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--val-every", "val_every_minutes", default=10.0, show_default=True, help="Minutes between validations.")
-@click.option("--checkpoint-every", "checkpoint_every_minutes", default=5.0, show_default=True, help="Minutes between checkpoints.")
-@click.option("--val-crop", default=256, show_default=True, help="Centre crop of validation images (0 = whole).")
-@click.option("--val-samples", default=4, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--no-bf16", is_flag=True, help="Train in float32 on CUDA too.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="[default: 8]")
+@click.option("--crop", type=click.IntRange(min=1), help="Training crop side [default: 64].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="[default: 5e-4]")
+@click.option("--warmup", "warmup_steps", type=click.IntRange(min=0), help="[default: 500]")
+@click.option("--grad-clip", type=float, help="[default: 1.0]")
+@click.option("--ema", "ema_decay", type=click.FloatRange(0, 1), help="[default: 0.999]")
+@click.option("--val-every", "val_every_minutes", type=float, help="Minutes between validations [default: 10].")
+@click.option("--checkpoint-every", "checkpoint_every_minutes", type=float, help="Minutes between checkpoints [default: 5].")
+@click.option("--val-crop", type=click.IntRange(min=0), help="Centre crop of validation images, 0 = whole [default: 256].")
+@click.option("--val-samples", type=click.IntRange(min=1), help="[default: 4]")
+@click.option("--device", help="cpu, cuda or cuda:N [default: cpu].")
+@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast on CUDA [default: on].")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--no-variance-schedule", is_flag=True, help="Do not train the schedule to reduce loss variance.")
-@click.option("--schedule", type=click.Choice(["learned", "fixed_linear"]), default="learned", show_default=True)
-@click.option("--channels", default="32,64,128,128", show_default=True, help="U-Net widths per level.")
-@click.option("--blocks", default=1, show_default=True, type=click.IntRange(min=1), help="Res blocks per level.")
-@click.option("--patch", default=2, show_default=True, type=click.IntRange(min=1), help="Pixel-unshuffle patch size.")
-@click.option("--name", default="default", show_default=True, help="Model name stored in the checkpoint.")
-@click.option("--objective", type=click.Choice(["elbo", "uq"]), default="elbo", show_default=True,
-              help="elbo: Gaussian NELBO (lossless); uq: progressive layers (trains the progressive heads).")
+@click.option("--seed", type=int, help="[default: 0]")
+@click.option("--variance-schedule/--no-variance-schedule", default=None,
+              help="Train the learned schedule to reduce loss variance [default: on].")
+@click.option("--schedule", type=click.Choice(["learned", "fixed_linear"]), help="Noise schedule of a new model [default: learned].")
+@click.option("--channels", help="U-Net widths per level of a new model [default: 32,64,128,128].")
+@click.option("--blocks", type=click.IntRange(min=1), help="Res blocks per level of a new model [default: 1].")
+@click.option("--patch", type=click.IntRange(min=1), help="Pixel-unshuffle patch size of a new model [default: 2].")
+@click.option("--name", help="Model name stored in the checkpoint [default: default].")
+@click.option("--objective", type=click.Choice(["elbo", "uq"]),
+              help="elbo: Gaussian NELBO (lossless); uq: progressive layers (trains the progressive heads) [default: elbo].")
 @click.option("--init", "init", type=click.Path(path_type=Path), help="Start from this checkpoint's weights.")
-@click.option("--train-trunk", is_flag=True, help="With --objective uq: train the whole network, not only the progressive heads.")
+@click.option("--train-trunk", is_flag=True, default=None, help="With --objective uq: train the whole network, not only the progressive heads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
-def train(data, val, out, resume, force, max_steps, max_minutes, batch_size, crop, lr, warmup_steps,
-          grad_clip, ema_decay, val_every_minutes, checkpoint_every_minutes, val_crop, val_samples,
-          device, no_bf16, threads, seed, no_variance_schedule, schedule, channels, blocks, patch,
-          name, objective, init, train_trunk, quiet):
+def train(config, quiet, **flags):
     """Train a diffusion model on random crops of image folders (torchrun for several GPUs)."""
-    from .config import ModelConfig
-    from .training import Trainer, TrainOptions
+    from .train import Trainer, resolve_options
 
-    try:
-        widths = tuple(int(c) for c in channels.split(","))
-        config = ModelConfig(name=name, level_channels=widths, blocks_per_level=blocks,
-                             patch_size=patch, schedule=schedule,
-                             progressive_heads=objective == "uq")
-    except ValueError as exc:
-        raise DiffcodecError(f"invalid model options: {exc}") from None
-    options = TrainOptions(
-        data=[str(d) for d in data], out=str(out), val=str(val) if val else None,
-        batch_size=batch_size, crop=crop, lr=lr, warmup_steps=warmup_steps, grad_clip=grad_clip,
-        ema_decay=ema_decay, max_steps=max_steps, max_minutes=max_minutes,
-        val_every_minutes=val_every_minutes, checkpoint_every_minutes=checkpoint_every_minutes,
-        val_crop=val_crop, val_samples=val_samples, variance_schedule=not no_variance_schedule,
-        seed=seed, device=device, bf16=not no_bf16, threads=threads, resume=resume, force=force,
-        progress=not quiet, objective=objective, init=str(init) if init else None, train_trunk=train_trunk,
-    )
-    summary = Trainer(config, options, on_skip=_warn_skip,
-                      log=lambda m: click.echo(m, err=True)).run()
+    model = {}
+    for flag, field in _MODEL_FLAGS.items():
+        value = flags.pop(flag)
+        if value is not None:
+            model[field] = value
+    if "level_channels" in model:
+        try:
+            model["level_channels"] = [int(c) for c in model["level_channels"].split(",")]
+        except ValueError:
+            raise DiffcodecError(f"invalid model options: --channels {model['level_channels']!r}") from None
+    flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
+    flags["data"] = [str(d) for d in flags["data"]] or None
+    if quiet:
+        flags["progress"] = False
+    options = resolve_options(config, {**flags, "model": model})
+    summary = Trainer(options, on_skip=_warn_skip, log=lambda m: click.echo(m, err=True)).run()
     click.echo(json.dumps(summary))
 
 
@@ -123,9 +126,9 @@ def train(data, val, out, resume, force, max_steps, max_minutes, batch_size, cro
 @friendly_errors
 def evaluate(model_path, folder, samples, steps, seed, device, json_path):
     """Per-image and mean NELBO (bits/dim) of the images in FOLDER."""
-    from .evaluation import image_nelbo, mean_report
     from .images import iter_folder_images
-    from .models import load_named_model
+    from .model import load_named_model
+    from .train.evaluation import image_nelbo, mean_report
 
     model = load_named_model(model_path, device)
     click.echo(f"{'image':40s} {'total':>8s} {'prior':>8s} {'recon':>8s} {'diffusion':>9s}")
@@ -188,7 +191,7 @@ def _read_input(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _codec(model: str | None, device: str):
+def _codec(model: str, device: str):
     from .codec import Codec
 
     if device.startswith("cuda"):
@@ -196,13 +199,31 @@ def _codec(model: str | None, device: str):
 
         if not torch.cuda.is_available():
             raise DiffcodecError("--device cuda asked for, but no CUDA GPU is available")
-    return Codec(model or "default", device=device)
+    return Codec(model, device=device)
 
 
-_model_option = click.option("--model", "model", default=None, help="Model name or checkpoint path [default: default].")
+def _one_budget(layers, max_bytes, bpp, required: bool) -> None:
+    given = sum(v is not None for v in (layers, max_bytes, bpp))
+    if given > 1 or (required and given == 0):
+        raise DiffcodecError(f"give {'exactly' if required else 'at most'} one of --layers, --bytes and --bpp")
+
+
+_model_option = click.option("--model", "model", default=None,
+                             help="Model name or checkpoint path [default: the model the file names, else default].")
 _device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 _force_option = click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 _quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+_budget_options = [
+    click.option("--layers", type=click.IntRange(min=0), help="Only the first K complete layers."),
+    click.option("--bytes", "max_bytes", type=click.IntRange(min=1), help="Only the first N bytes of the file."),
+    click.option("--bpp", type=click.FloatRange(min=0, min_open=True), help="Only the first B bits per pixel."),
+]
+
+
+def _budget(func):
+    for option in reversed(_budget_options):
+        func = option(func)
+    return func
 
 
 @main.command()
@@ -222,50 +243,29 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
     """Encode an image into a .dfc file."""
     import time
 
-    from PIL import Image
-
-    from .codec import DEFAULT_STEPS
-    from .imagetypes import to_array
+    from .format import parse_file
+    from .images import read_image
 
     if output.exists() and not force:
         raise DiffcodecError(f"{output} already exists (use --force to overwrite)")
-    if not source.is_file():
-        raise DiffcodecError(f"file not found: {source}")
-    try:
-        with Image.open(source) as image:
-            image.load()
-            array = to_array(image)
-    except DiffcodecError:
-        raise
-    except Exception as exc:  # Pillow raises many types for unreadable files
-        raise DiffcodecError(f"cannot read {source} as an image: {exc}") from None
-    codec = _codec(model, device)
+    array = read_image(source)
+    codec = _codec(model or "default", device)
     start = time.perf_counter()
     data = codec.encode(array, steps=steps, seed=seed, mode=mode, progress=not quiet)
     seconds = time.perf_counter() - start
     _write_output(output, data, force)
     if not quiet:
         h, w = array.shape[:2]
-        shape = f"{(steps or DEFAULT_STEPS) + 1} layers" if mode == "progressive" else "lossless"
+        header = parse_file(data).header
+        shape = f"{len(header.layers)} layers" if mode == "progressive" else str(header.mode)
         click.echo(f"{output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp "
                    f"({8 * len(data) / array.size:.4f} bits/dim), {shape}, {seconds:.2f} s", err=True)
-
-
-def _byte_budget(data: bytes, max_bytes: int | None, bpp: float | None) -> int | None:
-    from .container import parse_header
-
-    if bpp is None:
-        return max_bytes
-    header, _ = parse_header(data)
-    return int(bpp * header.height * header.width / 8)
 
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="Image to write (.png, ...).")
-@click.option("--layers", type=click.IntRange(min=0), help="Use only the first K complete layers.")
-@click.option("--bytes", "max_bytes", type=click.IntRange(min=1), help="Use only the first N bytes of the file.")
-@click.option("--bpp", type=click.FloatRange(min=0, min_open=True), help="Use only the first B bits per pixel.")
+@_budget
 @click.option("--steps", "completion_steps", default=0, show_default=True, type=click.IntRange(0, 10000),
               help="Reverse diffusion steps after the last layer used (0 = denoised estimate).")
 @_model_option
@@ -275,33 +275,22 @@ def _byte_budget(data: bytes, max_bytes: int | None, bpp: float | None) -> int |
 @friendly_errors
 def decode(source, output, layers, max_bytes, bpp, completion_steps, model, device, force, quiet):
     """Decode a .dfc file (or a prefix of one) to an image."""
-    from .container import parse_file
-    from .imagetypes import to_pil
+    from .format import parse_file
+    from .images import to_pil
+    from .model import registered_or_default
 
-    if sum(v is not None for v in (layers, max_bytes, bpp)) > 1:
-        raise DiffcodecError("use only one of --layers, --bytes and --bpp")
+    _one_budget(layers, max_bytes, bpp, required=False)
     if output.exists() and not force:
         raise DiffcodecError(f"{output} already exists (use --force to overwrite)")
     _image_format(output)
-    data = _read_input(source)
-    budget = _byte_budget(data, max_bytes, bpp)
-    parsed = parse_file(data[:budget] if budget is not None else data)
-    codec = _codec(model or _model_for(parsed.header), device)
-    array = codec.decode(data, layers=layers, max_bytes=budget, completion_steps=completion_steps,
-                         progress=not quiet)
-    _write_output(output, None, force, image=to_pil(array))
+    parsed = parse_file(_read_input(source))
+    codec = _codec(model or registered_or_default(parsed.header.model_name), device)
+    result = codec.decode_result(parsed, layers=layers, max_bytes=max_bytes, bpp=bpp,
+                                 completion_steps=completion_steps, progress=not quiet)
+    _write_output(output, None, force, image=to_pil(result.image))
     if not quiet:
-        used = parsed.complete_layers() if layers is None else min(layers, parsed.complete_layers())
-        exact = used == len(parsed.header.layers)
-        click.echo(f"{output}: {array.shape[1]}x{array.shape[0]}, {used} of {len(parsed.header.layers)} "
-                   f"layers{' (exact)' if exact else ''}", err=True)
-
-
-def _model_for(header) -> str:
-    """The registered model a file names, when it is one we have; else the default."""
-    from .models import REGISTRY
-
-    return header.model_name if header.model_name in REGISTRY else "default"
+        click.echo(f"{output}: {result.image.shape[1]}x{result.image.shape[0]}, {result.layers_used} of "
+                   f"{result.layers_total} layers{' (exact)' if result.exact else ''}", err=True)
 
 
 @main.command()
@@ -310,7 +299,7 @@ def _model_for(header) -> str:
 @friendly_errors
 def info(source, as_json):
     """Layers, bytes and bpp per layer, model and checksums of a .dfc file."""
-    from .inspect import describe
+    from .format import describe
 
     report = describe(_read_input(source))
     if as_json:
@@ -337,23 +326,20 @@ def info(source, as_json):
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path))
-@click.option("--layers", type=click.IntRange(min=0), help="Keep the first K layers.")
-@click.option("--bytes", "max_bytes", type=click.IntRange(min=1), help="Keep at most N bytes.")
-@click.option("--bpp", type=click.FloatRange(min=0, min_open=True), help="Keep at most B bits per pixel.")
+@_budget
 @_force_option
 @friendly_errors
 def truncate(source, output, layers, max_bytes, bpp, force):
     """Cut a .dfc file to a layer, byte or bpp budget without re-encoding."""
-    from .inspect import truncation_point
+    from . import truncate as cut_file
 
-    if sum(v is not None for v in (layers, max_bytes, bpp)) != 1:
-        raise DiffcodecError("give exactly one of --layers, --bytes and --bpp")
+    _one_budget(layers, max_bytes, bpp, required=True)
     data = _read_input(source)
-    cut = truncation_point(data, layers=layers, max_bytes=_byte_budget(data, max_bytes, bpp))
     if output.resolve() == source.resolve():
         raise DiffcodecError("write the truncated file to a new path (-o), not over its source")
-    _write_output(output, data[:cut], force)
-    click.echo(f"{output}: {cut} of {len(data)} bytes", err=True)
+    kept = cut_file(data, layers=layers, max_bytes=max_bytes, bpp=bpp)
+    _write_output(output, kept, force)
+    click.echo(f"{output}: {len(kept)} of {len(data)} bytes", err=True)
 
 
 @main.command()
@@ -361,7 +347,7 @@ def truncate(source, output, layers, max_bytes, bpp, force):
 @friendly_errors
 def models(as_json):
     """The registered models, with their data, size and measured BPD."""
-    from .models import list_models
+    from .model.registry import list_models
 
     rows = list_models()
     if as_json:

@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from diffcodec.config import ModelConfig
+from diffcodec.model import ModelConfig
 from diffcodec.model import DiffusionModel
 
 TINY = dict(level_channels=(8, 16), time_embedding_dim=16, patch_size=1)
+TINY_MODEL_OPTIONS = dict(level_channels=[8, 16], time_embedding_dim=16, patch_size=1)
 
 
 def tiny_config(**overrides) -> ModelConfig:
@@ -67,19 +68,19 @@ def image_folder(tmp_path: Path) -> Path:
 def trained_tiny_model(tmp_path_factory):
     """A tiny model trained briefly on generated images: ELBO first, then its scale head on the
     progressive (UQ) objective, as the default model is made. A few seconds on a CPU."""
-    from diffcodec.checkpoint import load_model
-    from diffcodec.training import Trainer, TrainOptions
+    from diffcodec.model.checkpoint import load_model
+    from diffcodec.train import Trainer, TrainOptions
 
     root = tmp_path_factory.mktemp("trained")
     folder = root / "images"
     folder.mkdir()
     for i in range(6):
         Image.fromarray(synthetic_image(48, 48, "shapes" if i % 2 else "gradient", seed=i)).save(folder / f"{i}.png")
-    common = dict(data=[str(folder)], batch_size=8, crop=24, lr=2e-3, warmup_steps=20, progress=False,
+    common = dict(data=[str(folder)], model=TINY_MODEL_OPTIONS, batch_size=8, crop=24, lr=2e-3, warmup_steps=20, progress=False,
                   val_every_minutes=1e9, checkpoint_every_minutes=1e9)
-    Trainer(tiny_config(), TrainOptions(out=str(root / "elbo"), max_steps=150, **common),
+    Trainer(TrainOptions(out=str(root / "elbo"), max_steps=150, **common),
             log=lambda m: None).run()
-    Trainer(tiny_config(), TrainOptions(out=str(root / "uq"), max_steps=150, objective="uq",
+    Trainer(TrainOptions(out=str(root / "uq"), max_steps=150, objective="uq",
                                         init=str(root / "elbo" / "model.pt"), **common),
             log=lambda m: None).run()
     return load_model(root / "uq" / "model.pt")

@@ -15,13 +15,14 @@ import torch
 from PIL import Image
 
 from conftest import randomize_output, synthetic_image, tiny_config
-from diffcodec.checkpoint import save_model
+from diffcodec.model.checkpoint import save_model
 from diffcodec.model import DiffusionModel
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import bd_rate, classical_codecs, ms_ssim, ms_ssim_scales, psnr  # noqa: E402
+from benchmarks.common import classical_codecs  # noqa: E402
+from diffcodec.metrics import bd_rate, ms_ssim, ms_ssim_scales, psnr  # noqa: E402
 
 
 # -- metrics -------------------------------------------------------------------------------

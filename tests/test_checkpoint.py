@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffcodec.checkpoint import load_model, model_hash, save_model
+from diffcodec.model.checkpoint import load_model, model_hash, save_model
 from diffcodec.errors import CheckpointError
 
 
@@ -77,8 +77,8 @@ def test_weights_do_not_fit_config(tiny_model, tmp_path):
     save_model(tiny_model, path)
     data = torch.load(path, weights_only=True)
     data["config"]["level_channels"] = [8, 32]
-    from diffcodec.checkpoint import weights_hash
-    from diffcodec.config import ModelConfig
+    from diffcodec.model.checkpoint import weights_hash
+    from diffcodec.model import ModelConfig
     data["hash"] = weights_hash(ModelConfig.from_dict(data["config"]), data["state_dict"])
     torch.save(data, path)
     with pytest.raises(CheckpointError, match="do not fit"):
@@ -86,7 +86,7 @@ def test_weights_do_not_fit_config(tiny_model, tmp_path):
 
 
 def test_update_metadata_keeps_the_hash(tiny_model, tmp_path):
-    from diffcodec.checkpoint import update_metadata
+    from diffcodec.model.checkpoint import update_metadata
 
     path = tmp_path / "m.pt"
     digest = save_model(tiny_model, path, {"step": 3})
@@ -97,7 +97,7 @@ def test_update_metadata_keeps_the_hash(tiny_model, tmp_path):
 
 
 def test_model_registry(tiny_model, tmp_path, monkeypatch):
-    from diffcodec import models
+    from diffcodec.model import registry as models
 
     path = tmp_path / "named.pt"
     save_model(tiny_model, path, {"data": "generated"})

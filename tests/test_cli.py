@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from diffcodec.checkpoint import save_model
+from diffcodec.model.checkpoint import save_model
 from diffcodec.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

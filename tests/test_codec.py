@@ -7,9 +7,9 @@ from PIL import Image
 
 import diffcodec
 from diffcodec.codec import Codec
-from diffcodec.container import parse_file
+from diffcodec.format.container import parse_file
 from diffcodec.errors import DiffcodecError
-from diffcodec.inspect import describe, truncation_point
+from diffcodec.format import describe
 
 from conftest import synthetic_image
 
@@ -111,13 +111,15 @@ def test_generative_completion_and_truncation_points(codec):
     data = codec.encode(image, steps=4)
     out = codec.decode(data, layers=2, completion_steps=3)
     assert out.shape == image.shape
-    header_size = parse_file(data).header_size
-    assert truncation_point(data, layers=0) == header_size
-    assert truncation_point(data) == len(data)
-    cut = truncation_point(data, max_bytes=header_size + 200)
+    parsed = parse_file(data)
+    header_size = parsed.header_size
+    assert parsed.prefix(layers=0).size == header_size
+    assert parsed.prefix().size == len(data)
+    cut = parsed.prefix(max_bytes=header_size + 200).size
     assert header_size <= cut <= header_size + 200
+    assert diffcodec.truncate(data, max_bytes=header_size + 200) == data[:cut]
     with pytest.raises(DiffcodecError, match="smaller than the header"):
-        truncation_point(data, max_bytes=10)
+        parsed.prefix(max_bytes=10)
 
 
 def test_decoding_does_not_depend_on_thread_count(codec):

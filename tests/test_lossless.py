@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffcodec import lossless
+from diffcodec.coding import chain, lossless
+from diffcodec.coding.ans import AnsStack
 from diffcodec.codec import Codec
-from diffcodec.container import pack_header, parse_file
+from diffcodec.format.container import Mode, pack_header, parse_file
 from diffcodec.errors import DiffcodecError
 
 from conftest import synthetic_image
@@ -32,7 +33,7 @@ def test_bits_back_bands_are_used(codec):
     image = synthetic_image(64, 40, "shapes", seed=1)
     data = codec.encode(image, steps=4, mode="lossless", stored_fallback=False)
     header = parse_file(data).header
-    assert header.mode == "lossless" and sum(header.bands) == 64 and len(header.bands) > 2
+    assert header.mode == Mode.LOSSLESS and sum(header.bands) == 64 and len(header.bands) > 2
     assert np.array_equal(codec.decode(data), image)
 
 
@@ -73,21 +74,21 @@ def test_scale_fit_recovers_the_error_scale():
     rng = np.random.default_rng(0)
     log_scale = rng.normal(-2.0, 0.5, 20000)
     error = 0.4 * np.exp(log_scale) * rng.standard_normal(20000)
-    index = lossless.fit_scale_index(0.5, 1e-3, error, log_scale)
-    assert abs(lossless.scale_factor(index) - 0.4) < 0.03
+    index = chain.fit_scale_index(0.5, 1e-3, error, log_scale)
+    assert abs(chain.scale_factor(index) - 0.4) < 0.03
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 10, 1000, 3 * 768])
 def test_pop_order_is_a_permutation(count):
     for step in (0, 1, 17):
-        order = lossless.pop_order(count, step)
+        order = chain.pop_order(count, step)
         assert np.array_equal(np.sort(order), np.arange(count))
-        assert np.array_equal(order, lossless.pop_order(count, step))
+        assert np.array_equal(order, chain.pop_order(count, step))
 
 
 def test_q_samples_outside_their_range_are_damage():
     with pytest.raises(DiffcodecError, match="left its range"):
-        lossless.AnsStack().push_sample(np.array([100]), np.zeros(1), 1.0, 0.5)
+        AnsStack().push_sample(np.array([100]), np.zeros(1), 1.0, 0.5)
 
 
 def test_pilot_crops_cover_small_images_whole_and_sample_large_ones():
@@ -111,7 +112,7 @@ def test_images_the_model_cannot_compress_are_stored(codec):
     image = synthetic_image(24, 20, "noise", seed=11)
     data = codec.encode(image, steps=3, mode="lossless")
     parsed = parse_file(data)
-    assert parsed.header.mode == "stored" and len(data) < image.size + 200
+    assert parsed.header.mode == Mode.STORED and len(data) < image.size + 200
     assert np.array_equal(codec.decode(data), image)
     with pytest.raises(DiffcodecError, match="truncated|damaged"):
         codec.decode(data[:-5])

@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from conftest import synthetic_image
-from diffcodec.checkpoint import save_model
+from diffcodec.model.checkpoint import save_model
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSICAL = ("PNG", "WebP-LL", "JPEG 2000 (mct=1)", "JPEG-XL")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from diffcodec import diffusion as dm
-from diffcodec.evaluation import image_nelbo
-from diffcodec.config import ModelConfig
+from diffcodec.model import diffusion as dm
+from diffcodec.train.evaluation import image_nelbo
+from diffcodec.model import ModelConfig
 from diffcodec.model import DiffusionModel
-from diffcodec.schedule import LearnedSchedule
+from diffcodec.model.schedule import LearnedSchedule
 
 from conftest import randomize_output, tiny_config
 

@@ -11,23 +11,23 @@ import torch
 from PIL import Image
 
 from diffcodec.errors import DatasetError, DiffcodecError
-from diffcodec.evaluation import image_nelbo
+from diffcodec.train.evaluation import image_nelbo
 from diffcodec.images import read_image
-from diffcodec.training import Trainer, TrainOptions
+from diffcodec.train import Trainer, TrainOptions
 
-from conftest import tiny_config
+from conftest import TINY_MODEL_OPTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def options(folder, out, **overrides):
-    base = dict(data=[str(folder)], out=str(out), batch_size=4, crop=16, lr=2e-3, warmup_steps=10,
+    base = dict(data=[str(folder)], out=str(out), model=TINY_MODEL_OPTIONS, batch_size=4, crop=16, lr=2e-3, warmup_steps=10,
                 val_every_minutes=1e9, checkpoint_every_minutes=1e9, progress=False, log_every_steps=10)
     return TrainOptions(**{**base, **overrides})
 
 
 def test_hundred_steps_lower_the_loss(image_folder, tmp_path):
-    trainer = Trainer(tiny_config(), options(image_folder, tmp_path / "run", max_steps=100),
+    trainer = Trainer(options(image_folder, tmp_path / "run", max_steps=100),
                       log=lambda m: None)
     image = read_image(next(image_folder.iterdir()))
     before = image_nelbo(trainer.model, image, samples=8).total
@@ -44,16 +44,16 @@ def test_hundred_steps_lower_the_loss(image_folder, tmp_path):
 
 def test_resume_continues_where_it_stopped(image_folder, tmp_path):
     out = tmp_path / "run"
-    Trainer(tiny_config(), options(image_folder, out, max_steps=5), log=lambda m: None).run()
+    Trainer(options(image_folder, out, max_steps=5), log=lambda m: None).run()
     with pytest.raises(DiffcodecError, match="--resume"):
-        Trainer(tiny_config(), options(image_folder, out, max_steps=5), log=lambda m: None)
-    resumed = Trainer(tiny_config(), options(image_folder, out, max_steps=9, resume=True), log=lambda m: None)
+        Trainer(options(image_folder, out, max_steps=5), log=lambda m: None)
+    resumed = Trainer(options(image_folder, out, max_steps=9, resume=True), log=lambda m: None)
     assert resumed.step == 5
     assert resumed.run()["step"] == 9
 
 
 def test_validation_writes_best(image_folder, tmp_path):
-    trainer = Trainer(tiny_config(), options(image_folder, tmp_path / "run", max_steps=3, val=str(image_folder),
+    trainer = Trainer(options(image_folder, tmp_path / "run", max_steps=3, val=str(image_folder),
                                              val_crop=16, val_samples=2), log=lambda m: None)
     summary = trainer.run()
     assert summary["val"]["total"] > 0
@@ -63,7 +63,7 @@ def test_validation_writes_best(image_folder, tmp_path):
 def test_unreadable_file_is_skipped(image_folder, tmp_path):
     (image_folder / "broken.png").write_bytes(b"not a png")
     skipped = []
-    trainer = Trainer(tiny_config(), options(image_folder, tmp_path / "run", max_steps=1),
+    trainer = Trainer(options(image_folder, tmp_path / "run", max_steps=1),
                       on_skip=lambda p, r: skipped.append(p.name), log=lambda m: None)
     assert skipped == ["broken.png"]
     trainer.run()
@@ -71,14 +71,14 @@ def test_unreadable_file_is_skipped(image_folder, tmp_path):
 
 def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(DatasetError, match="not found"):
-        Trainer(tiny_config(), options(tmp_path / "nope", tmp_path / "run"), log=lambda m: None)
+        Trainer(options(tmp_path / "nope", tmp_path / "run"), log=lambda m: None)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no image files"):
-        Trainer(tiny_config(), options(tmp_path / "empty", tmp_path / "run"), log=lambda m: None)
+        Trainer(options(tmp_path / "empty", tmp_path / "run"), log=lambda m: None)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "a.png").write_bytes(b"junk")
     with pytest.raises(DatasetError, match="no readable images"):
-        Trainer(tiny_config(), options(tmp_path / "junk", tmp_path / "run"), on_skip=lambda p, r: None,
+        Trainer(options(tmp_path / "junk", tmp_path / "run"), on_skip=lambda p, r: None,
                 log=lambda m: None)
 
 
@@ -87,7 +87,7 @@ def test_grayscale_and_rgba_training_images_become_rgb(tmp_path):
     folder.mkdir()
     Image.new("L", (20, 20), 90).save(folder / "gray.png")
     Image.new("RGBA", (20, 20), (1, 2, 3, 4)).save(folder / "rgba.png")
-    trainer = Trainer(tiny_config(), options(folder, tmp_path / "run", max_steps=2), log=lambda m: None)
+    trainer = Trainer(options(folder, tmp_path / "run", max_steps=2), log=lambda m: None)
     assert trainer.sampler.sample(2).shape == (2, 3, 16, 16)
     trainer.run()
 

@@ -5,8 +5,8 @@ Layout (integers little-endian; "varint" = LEB128, signed values zigzag-encoded)
     magic b"\\x89DFC" | version u8 | header length u32 | header body | header CRC32 u32 | layers
 
 Header body: mode u8, model name (u8 length + UTF-8), model hash (16 bytes), height u32,
-width u32, channels u8, steps u16, schedule u8, tile u16, seed u64, symbols per chunk u32, network threads u8, alpha (u8 kind +
-varint length + zlib bytes), layer count u16, then per layer: low, high (signed varints),
+width u32, channels u8, steps u16, time grid u8, tile u16, seed u64, symbols per chunk
+u32, network threads u8, alpha (u8 kind + varint length + zlib bytes), layer count u16, then per layer: low, high (signed varints),
 CRC32 of its symbols u32, the encoder's model estimate of its size in bits (varint), chunk
 count (varint) and each chunk's byte length (varint); then the band count and each
 band's rows (varints; lossless mode); last, the count of chain scale indices and each
@@ -18,17 +18,17 @@ holds the header decodes: complete layers, plus the complete chunks of the next 
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import struct
 import zlib
 from dataclasses import dataclass, field
 
-from .errors import DiffcodecError
+from ..errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
 VERSION = 2  # 2: lossless chain scale indices; pops in a strided order
-MODES = {0: "progressive", 1: "lossless", 2: "stored"}  # stored: zlib, when the model loses
-MODE_IDS = {name: code for code, name in MODES.items()}
-SCHEDULES = {0: "uniform"}
+TIME_GRIDS = {0: "uniform"}  # how a file's steps are spaced in t
 ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2
 _PREFIX = struct.Struct("<4sBI")
 
@@ -37,13 +37,40 @@ class ContainerError(DiffcodecError):
     """The bytes are not a readable .dfc file."""
 
 
+class Mode(enum.IntEnum):
+    """What a file's layers hold; the value is the header's mode byte."""
+
+    PROGRESSIVE = 0  # one truncatable layer per reverse step, then the pixels
+    LOSSLESS = 1  # one bits-back layer over the whole chain
+    STORED = 2  # zlib-compressed pixels, where the model loses to deflate
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: "Mode | str") -> "Mode":
+        if isinstance(value, Mode):
+            return value
+        try:
+            return cls[str(value).upper()]
+        except KeyError:
+            raise DiffcodecError(f"unknown mode {value!r}: progressive or lossless") from None
+
+
 @dataclass
 class LayerInfo:
+    """A layer as the header describes it: symbol range, CRC32 of its symbols, the model's
+    estimate of its size, and the byte length of each independently decodable chunk."""
+
     low: int
     high: int
     crc: int
     estimated_bits: int
     chunk_lengths: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, chunks: list[bytes], low: int, high: int, crc: int, estimated_bits: float) -> "LayerInfo":
+        return cls(low, high, crc, round(estimated_bits), [len(c) for c in chunks])
 
     @property
     def size(self) -> int:
@@ -52,7 +79,7 @@ class LayerInfo:
 
 @dataclass
 class Header:
-    mode: str
+    mode: Mode
     model_name: str
     model_hash: bytes  # first 16 bytes of the model's SHA-256
     height: int
@@ -63,12 +90,24 @@ class Header:
     tile: int
     chunk_symbols: int = 1 << 18
     threads: int = 1  # CPU threads the encoder ran the network with; the decoder does the same
-    schedule: str = "uniform"
+    time_grid: str = "uniform"
     alpha_kind: int = ALPHA_NONE
     alpha: bytes = b""
     layers: list[LayerInfo] = field(default_factory=list)
     bands: list[int] = field(default_factory=list)  # lossless mode: rows of each band
     chain_scales: list[int] = field(default_factory=list)  # lossless mode: per-step scale index
+
+
+@dataclass
+class CodedImage:
+    """What a coder produces: its mode, its layers as the header describes them with their
+    chunks, and its mode's own header fields."""
+
+    mode: Mode
+    layers: list[LayerInfo]
+    chunks: list[list[bytes]]
+    bands: list[int] = field(default_factory=list)  # lossless: rows of each band
+    chain_scales: list[int] = field(default_factory=list)  # lossless: per-step scale index
 
 
 @dataclass
@@ -78,15 +117,51 @@ class DfcFile:
     header: Header
     header_size: int
     chunks: list[list[bytes]]  # per layer, the complete chunks present
-    total_size: int
+
+    @property
+    def size(self) -> int:
+        """Bytes of the file that are used: the header and the chunks present."""
+        return self.header_size + sum(len(c) for present in self.chunks for c in present)
+
+    def layer_complete(self, index: int) -> bool:
+        return len(self.chunks[index]) == len(self.header.layers[index].chunk_lengths)
 
     def complete_layers(self) -> int:
         count = 0
-        for info, present in zip(self.header.layers, self.chunks):
-            if len(present) < len(info.chunk_lengths):
-                break
+        while count < len(self.chunks) and self.layer_complete(count):
             count += 1
         return count
+
+    @property
+    def complete(self) -> bool:
+        return self.complete_layers() == len(self.header.layers)
+
+    def bpp_budget(self, bpp: float) -> int:
+        """Bytes of a budget of ``bpp`` bits per pixel."""
+        return int(bpp * self.header.height * self.header.width / 8)
+
+    def prefix(self, layers: int | None = None, max_bytes: int | None = None,
+               bpp: float | None = None) -> "DfcFile":
+        """The file cut to at most ``layers`` layers (whole layers only), ``max_bytes`` bytes
+        or ``bpp`` bits per pixel, on a chunk boundary (a cut inside a chunk would only carry
+        dead bytes): what ``decode --layers/--bytes/--bpp`` uses and ``truncate`` writes."""
+        if bpp is not None:
+            max_bytes = self.bpp_budget(bpp) if max_bytes is None else min(max_bytes, self.bpp_budget(bpp))
+        if max_bytes is not None and max_bytes < self.header_size:
+            raise DiffcodecError(f"a budget of {max_bytes} bytes is smaller than the header "
+                                 f"({self.header_size} bytes)")
+        kept: list[list[bytes]] = []
+        size, full = self.header_size, False
+        for index, present in enumerate(self.chunks):
+            chunks: list[bytes] = []
+            for chunk in present if layers is None or index < layers else []:
+                if full or (max_bytes is not None and size + len(chunk) > max_bytes):
+                    full = True
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            kept.append(chunks)
+        return dataclasses.replace(self, chunks=kept)
 
 
 # -- varints --------------------------------------------------------------------------
@@ -140,11 +215,12 @@ class _Reader:
 def pack_header(header: Header) -> bytes:
     body = bytearray()
     name = header.model_name.encode()[:255]
-    body += struct.pack("<B", MODE_IDS[header.mode])
+    body += struct.pack("<B", int(header.mode))
     body += struct.pack("<B", len(name)) + name
     body += header.model_hash[:16].ljust(16, b"\0")
+    grid_id = next(code for code, name in TIME_GRIDS.items() if name == header.time_grid)
     body += struct.pack("<IIBHBHQ", header.height, header.width, header.channels, header.steps,
-                        0, header.tile, header.seed)
+                        grid_id, header.tile, header.seed)
     body += struct.pack("<IB", header.chunk_symbols, header.threads)
     body += struct.pack("<B", header.alpha_kind)
     _put_varint(body, len(header.alpha))
@@ -169,9 +245,10 @@ def pack_header(header: Header) -> bytes:
 
 
 def pack_file(header: Header, layer_chunks: list[list[bytes]]) -> bytes:
-    """Header plus layers; the header's chunk lengths are filled in from ``layer_chunks``."""
-    for info, chunks in zip(header.layers, layer_chunks):
-        info.chunk_lengths = [len(c) for c in chunks]
+    """Header plus layers."""
+    for info, chunks in zip(header.layers, layer_chunks, strict=True):
+        if [len(c) for c in chunks] != info.chunk_lengths:
+            raise ValueError("the chunks do not match the header's layer descriptions")
     return pack_header(header) + b"".join(b"".join(chunks) for chunks in layer_chunks)
 
 
@@ -194,15 +271,15 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         raise ContainerError("damaged file: header checksum mismatch")
     r = _Reader(body)
     (mode_id,) = r.unpack("<B")
-    if mode_id not in MODES:
+    if mode_id not in Mode._value2member_map_:
         raise ContainerError(f"damaged file: unknown mode {mode_id}")
     (name_len,) = r.unpack("<B")
     name = r.take(name_len).decode("utf-8", errors="replace")
     model_hash = r.take(16)
-    height, width, channels, steps, schedule, tile, seed = r.unpack("<IIBHBHQ")
+    height, width, channels, steps, time_grid, tile, seed = r.unpack("<IIBHBHQ")
     chunk_symbols, threads = r.unpack("<IB")
-    if schedule not in SCHEDULES:
-        raise ContainerError(f"damaged file: unknown schedule {schedule}")
+    if time_grid not in TIME_GRIDS:
+        raise ContainerError(f"damaged file: unknown time grid {time_grid}")
     if not (height and width and channels in (1, 2, 3, 4) and steps and tile and chunk_symbols and threads):
         raise ContainerError("damaged file: invalid image size, channel, step, tile or chunk count")
     (alpha_kind,) = r.unpack("<B")
@@ -219,8 +296,8 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     chain_scales = [r.signed() for _ in range(r.varint())]
     if r.pos != len(body):
         raise ContainerError("damaged file: unexpected bytes in the header")
-    header = Header(MODES[mode_id], name, model_hash, height, width, channels, steps, seed, tile,
-                    chunk_symbols, threads, SCHEDULES[schedule], alpha_kind, alpha, layers, bands,
+    header = Header(Mode(mode_id), name, model_hash, height, width, channels, steps, seed, tile,
+                    chunk_symbols, threads, TIME_GRIDS[time_grid], alpha_kind, alpha, layers, bands,
                     chain_scales)
     return header, end
 
@@ -244,4 +321,4 @@ def parse_file(data: bytes) -> DfcFile:
         if len(present) < len(layer.chunk_lengths):
             chunks.extend([] for _ in range(len(header.layers) - len(chunks)))
             break
-    return DfcFile(header, header_size=header_size, chunks=chunks, total_size=len(data))
+    return DfcFile(header, header_size=header_size, chunks=chunks)

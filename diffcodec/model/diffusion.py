@@ -1,12 +1,16 @@
 """Diffusion math of the variance-preserving process, independent of any network.
 
-All functions work on float tensors in NCHW layout and return per-example sums in nats;
-conversion to bits per dimension happens in one place (:func:`nats_to_bpd`).
+Torch functions work on float tensors in NCHW layout and return per-example sums in nats;
+conversion to bits per dimension happens in one place (:func:`nats_to_bpd`). The coders
+use the float64 numpy twins (``*_array``, :func:`pixel_window_model`, ...) and
+:func:`step_coefficients`, which takes floats or tensors, so that training and coding
+share one definition of every formula.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,10 +55,15 @@ def pixel_window_model(z0: np.ndarray, gamma_0: float) -> tuple[np.ndarray, np.n
     return first.astype(np.int64), probabilities
 
 
+def nearest_pixels(x_scaled: np.ndarray) -> np.ndarray:
+    """The nearest 8-bit levels of model-space values (inverse of :func:`scale_pixels_array`)."""
+    return np.clip(np.rint((x_scaled + 1.0) * 128.0 - 0.5), 0, 255).astype(np.uint8)
+
+
 def pixel_mode(z0: np.ndarray, gamma_0: float) -> np.ndarray:
     """The most likely 8-bit image under p(x | z_0)."""
     alpha0 = math.sqrt(1 / (1 + math.exp(gamma_0)))
-    return np.clip(np.rint((z0 / alpha0 + 1.0) * 128.0 - 0.5), 0, 255).astype(np.uint8)
+    return nearest_pixels(z0 / alpha0)
 
 
 def pixel_levels(device: torch.device | str = "cpu") -> torch.Tensor:
@@ -175,3 +184,50 @@ def discretise_times(t: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.T
     """Map t in [0, 1) to step ends t = i/T (i in 1..T) and their starts s = t - 1/T."""
     i = torch.clamp(torch.floor(t * steps) + 1, 1, steps)
     return i / steps, (i - 1) / steps
+
+
+# -- one reverse step s < t -------------------------------------------------------------
+SQRT12 = math.sqrt(12.0)
+
+
+@dataclass(frozen=True)
+class StepCoefficients:
+    """mu = b z_t + c x, and the posterior's sigma_Q, for one step s < t."""
+
+    b: float | torch.Tensor
+    c: float | torch.Tensor
+    sigma_q: float | torch.Tensor
+
+    @property
+    def delta(self):
+        """Width of the uniform with the posterior's variance (universal quantization)."""
+        return SQRT12 * self.sigma_q
+
+
+def step_coefficients(gamma_t, gamma_s) -> StepCoefficients:
+    """Gaussian posterior q(z_s | z_t, x) coefficients; floats or tensors, any precision.
+
+    With e = -expm1(gamma_s - gamma_t) = 1 - SNR(t)/SNR(s):
+    b = alpha_t/alpha_s * sigma_s^2/sigma_t^2, c = alpha_s e, sigma_Q^2 = sigma_s^2 e.
+    """
+    if isinstance(gamma_t, torch.Tensor):
+        sig, sqrt, expm1 = torch.sigmoid, torch.sqrt, torch.expm1
+    else:
+        sig = lambda v: 1.0 / (1.0 + math.exp(-v))  # noqa: E731
+        sqrt, expm1 = math.sqrt, math.expm1
+    alpha_t2, sigma_t2 = sig(-gamma_t), sig(gamma_t)
+    alpha_s2, sigma_s2 = sig(-gamma_s), sig(gamma_s)
+    e = -expm1(gamma_s - gamma_t)
+    b = sqrt(alpha_t2 / alpha_s2) * sigma_s2 / sigma_t2
+    return StepCoefficients(b=b, c=sqrt(alpha_s2) * e, sigma_q=sqrt(sigma_s2 * e))
+
+
+def log_bin_probability(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """log(Phi(upper) - Phi(lower)) for lower < upper, stable in both tails: the log
+    probability of a Gaussian bin, for the UQ objective and the coder's size estimates."""
+    flip = (lower + upper) > 0  # work in the lower tail, where log_ndtr is accurate
+    a = torch.where(flip, -upper, lower)
+    b = torch.where(flip, -lower, upper)
+    log_b = torch.special.log_ndtr(b)
+    log_a = torch.special.log_ndtr(a)
+    return log_b + torch.log1p(-torch.exp(torch.clamp(log_a - log_b, max=-1e-12)))

@@ -9,7 +9,7 @@ from torch import nn
 
 from . import diffusion as dm
 from .config import ModelConfig
-from .network import UNet
+from .network import SCALE_HEAD_INIT, UNet
 from .schedule import build_schedule, variance_gradient
 
 
@@ -39,14 +39,8 @@ class DiffusionModel(nn.Module):
         self.network = UNet(config)
         self.use_bf16 = False  # autocast the network to bf16 (CUDA training only)
 
-    def forward(self, x: torch.Tensor, objective: str = "elbo", **kwargs):
-        """Training loss per example: the NELBO terms (:meth:`nelbo`) or, with
-        ``objective="uq"``, the progressive code length in bits/dim (progressive.uq_loss).
-        A ``forward`` so that DistributedDataParallel can wrap it."""
-        if objective == "uq":
-            from .progressive import uq_loss
-
-            return uq_loss(self, x, **kwargs)
+    def forward(self, x: torch.Tensor, **kwargs) -> Nelbo:
+        """The NELBO terms (:meth:`nelbo`); training objectives wrap the model (train/losses.py)."""
         return self.nelbo(x, **kwargs)
 
     @property
@@ -80,8 +74,6 @@ class DiffusionModel(nn.Module):
         chain's mean; never farther from x than unclipped), the progressive estimate (the
         chain uses it at band tops, where context is missing) and the log-scale of its
         error (fixed without progressive heads)."""
-        from .network import SCALE_HEAD_INIT
-
         if features is None:
             features = self.network.features(z, gamma)
         out = self.network.heads(features, z.shape[-2:])

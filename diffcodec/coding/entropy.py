@@ -14,9 +14,8 @@ import zlib
 
 import constriction
 import numpy as np
-import torch
 
-from .errors import DiffcodecError
+from ..errors import DiffcodecError
 
 _QuantizedGaussian = constriction.stream.model.QuantizedGaussian
 _RangeEncoder = constriction.stream.queue.RangeEncoder
@@ -31,7 +30,7 @@ PROBABILITY_BITS = 24
 # it is the same on every platform (no libm pow/exp involved).
 _EIGHTH_ROOTS = (1.0, 1.0905077326652577, 1.189207115002721, 1.2968395546510096,
                  1.4142135623730951, 1.5422108254079407, 1.681792830507429, 1.8340080864093424)
-SCALE_STEPS_PER_OCTAVE = 8
+SCALE_TABLE_STEPS_PER_OCTAVE = 8
 SCALE_MIN_INDEX, SCALE_MAX_INDEX = -64, 64
 SCALE_TABLE = np.array([math.ldexp(_EIGHTH_ROOTS[i % 8], i // 8)
                         for i in range(SCALE_MIN_INDEX, SCALE_MAX_INDEX + 1)], dtype=np.float64)
@@ -40,7 +39,7 @@ SCALE_TABLE = np.array([math.ldexp(_EIGHTH_ROOTS[i % 8], i // 8)
 def scale_index(ratio: np.ndarray) -> np.ndarray:
     """Nearest table entry (in log scale) of positive scale ratios; int32 indices into SCALE_TABLE."""
     ratio = np.nan_to_num(np.asarray(ratio, dtype=np.float64), nan=1.0, posinf=2.0**8, neginf=2.0**-8)
-    steps = np.rint(SCALE_STEPS_PER_OCTAVE * np.log2(np.maximum(ratio, 1e-300)))
+    steps = np.rint(SCALE_TABLE_STEPS_PER_OCTAVE * np.log2(np.maximum(ratio, 1e-300)))
     return (np.clip(steps, SCALE_MIN_INDEX, SCALE_MAX_INDEX) - SCALE_MIN_INDEX).astype(np.int32)
 
 
@@ -104,28 +103,3 @@ def decode_chunks(chunks: list[bytes], count: int, means: np.ndarray, stds: np.n
 def checksum(symbols: np.ndarray) -> int:
     """CRC32 of int32 symbols, so the decoder knows when it went out of step."""
     return zlib.crc32(np.ascontiguousarray(symbols, dtype="<i4").tobytes())
-
-
-def ideal_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: int, high: int) -> float:
-    """Ideal code length (bits) of symbols under the model the coder uses: the Gaussian
-    integrated over unit bins, the tails beyond [low, high] folded into the two edge bins
-    and every probability at least 2^-24 (as constriction's QuantizedGaussian does). The
-    model's estimate of a layer's size; the coder's rounding of probabilities is all that
-    separates it from the real size."""
-    k = torch.from_numpy(np.asarray(symbols, dtype=np.float64))
-    m = torch.from_numpy(np.asarray(means, dtype=np.float64))
-    s = torch.from_numpy(np.asarray(stds, dtype=np.float64))
-    lower = torch.where(k <= low, -torch.inf, (k - m - 0.5) / s)
-    upper = torch.where(k >= high, torch.inf, (k - m + 0.5) / s)
-    bits = -log_bin_probability(lower, upper) / math.log(2)
-    return float(torch.clamp(bits, max=PROBABILITY_BITS).sum())
-
-
-def log_bin_probability(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """log(Phi(upper) - Phi(lower)) for lower < upper, stable in both tails."""
-    flip = (lower + upper) > 0  # work in the lower tail, where log_ndtr is accurate
-    a = torch.where(flip, -upper, lower)
-    b = torch.where(flip, -lower, upper)
-    log_b = torch.special.log_ndtr(b)
-    log_a = torch.special.log_ndtr(a)
-    return log_b + torch.log1p(-torch.exp(torch.clamp(log_a - log_b, max=-1e-12)))

@@ -1,7 +1,8 @@
-"""Training loop: ELBO objective, Adam with warm-up, clipping, EMA, validation,
+"""Training loop: an objective (losses.py), Adam with warm-up, clipping, EMA, validation,
 periodic checkpoints, resume, bf16 autocast on CUDA and DistributedDataParallel.
 
 A run directory holds:
+  options.json   the options the run resolved (options.py); --resume reads them back
   model.pt       EMA weights of the latest checkpoint (a normal model checkpoint)
   best.pt        EMA weights with the best validation BPD so far
   state.pt       everything needed to resume (raw weights, optimiser, EMA, RNG states)
@@ -17,7 +18,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -25,48 +26,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import atomic_save, read_torch_file, save_model
-from .config import ModelConfig
+from ..errors import CheckpointError, DiffcodecError
+from ..images import SkipHandler, load_folder_images
+from ..model import DiffusionModel, ModelConfig
+from ..model.checkpoint import atomic_save, load_model, read_torch_file, save_model
 from .data import CropSampler, center_crop
-from .errors import CheckpointError, DiffcodecError
-from .evaluation import image_nelbo, mean_report
-from .images import SkipHandler, load_folder_images
-from .model import DiffusionModel
+from .evaluation import image_nelbo, mean_report, to_tensor
+from .losses import Objective, uq_loss
+from .options import OPTIONS_FILE, TrainOptions
 
 STATE_FORMAT = "diffcodec-train-state"
 HEAD_PREFIXES = ("network.image_out.", "network.scale_out.")
-
-
-@dataclass
-class TrainOptions:
-    data: list[str]
-    out: str
-    val: str | None = None
-    batch_size: int = 8
-    crop: int = 64
-    lr: float = 5e-4
-    warmup_steps: int = 500
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    val_every_minutes: float = 10.0
-    checkpoint_every_minutes: float = 5.0
-    log_every_steps: int = 25
-    val_crop: int = 256
-    val_samples: int = 4
-    variance_schedule: bool = True
-    seed: int = 0
-    device: str = "cpu"
-    bf16: bool = True  # autocast for the network on CUDA only
-    threads: int | None = None
-    resume: bool = False
-    force: bool = False
-    objective: str = "elbo"  # or "uq": progressive code length, trains the scale head
-    init: str | None = None  # start from this checkpoint's weights
-    train_trunk: bool = False  # with "uq": also train the trunk (otherwise only the scale head)
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -108,9 +78,6 @@ def validation_bpd(model: DiffusionModel, images: list[np.ndarray], samples: int
 @torch.no_grad()
 def validation_uq_bpd(model: DiffusionModel, images: list[np.ndarray], samples: int, seed: int = 0) -> dict:
     """Mean progressive code length (bits/dim, random T and step) of the images, fixed seed."""
-    from .evaluation import to_tensor
-    from .progressive import uq_loss
-
     generator = torch.Generator().manual_seed(seed)
     total, dims = 0.0, 0
     for image in images:
@@ -121,8 +88,8 @@ def validation_uq_bpd(model: DiffusionModel, images: list[np.ndarray], samples: 
 
 
 class Trainer:
-    def __init__(self, model_config: ModelConfig, options: TrainOptions,
-                 on_skip: SkipHandler | None = None, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, options: TrainOptions, on_skip: SkipHandler | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         self.options = options
         self.log = log or (lambda message: print(message, file=sys.stderr))
         self.rank, self.world, local_rank = _distributed()
@@ -169,21 +136,20 @@ class Trainer:
             self._load_state(state_path)
         else:
             torch.manual_seed(options.seed)
-            self.model = self._initial_model(model_config).to(device)
+            self.model = self._initial_model(options.model_config()).to(device)
             self.ema = EMA(self.model, options.ema_decay)
             self.optimizer = torch.optim.Adam(self._trained_parameters(), lr=options.lr)
         self.model.use_bf16 = options.bf16 and device.type == "cuda"
-        self.train_model: nn.Module = self.model
+        self.train_model: nn.Module = Objective(self.model, options.objective, options.variance_schedule,
+                                                options.train_trunk)
         if self.world > 1:
             self.train_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                self.train_model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def _initial_model(self, config: ModelConfig) -> DiffusionModel:
         """A fresh model, or one started from --init (gaining a scale head if the objective needs it)."""
         if not self.options.init:
             return DiffusionModel(config)
-        from .checkpoint import load_model
-
         base = load_model(self.options.init)
         wanted = dataclasses.replace(
             base.config, progressive_heads=base.config.progressive_heads or self.options.objective == "uq")
@@ -272,13 +238,7 @@ class Trainer:
     def train_step(self, generator: torch.Generator) -> float:
         opts = self.options
         x = self.sampler.sample(opts.batch_size).to(self.device, non_blocking=True)
-        if opts.objective == "uq":
-            box = None
-            loss_per_example = self.train_model(x, objective="uq", generator=generator,
-                                                train_trunk=opts.train_trunk)
-        else:
-            box = [None] if (opts.variance_schedule and self.model.config.schedule == "learned") else None
-            loss_per_example = self.train_model(x, generator=generator, variance_box=box).total
+        loss_per_example, box = self.train_model(x, generator=generator)
         if box is not None:
             box[0] = 2 * loss_per_example.detach()
         loss = loss_per_example.mean()
@@ -301,6 +261,8 @@ class Trainer:
     def run(self) -> dict:
         opts = self.options
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            (self.out / OPTIONS_FILE).write_text(opts.to_json())
         generator = torch.Generator().manual_seed(opts.seed * 7919 + self.step + 17 * self.rank)
         bar = None
         if opts.progress and self.rank == 0:

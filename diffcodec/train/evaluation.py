@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from . import diffusion as dm
-from .model import DiffusionModel
+from ..model import diffusion as dm
+from ..model import DiffusionModel
 
 
 @dataclass

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from .config import ModelConfig
-from .errors import CheckpointError
-from .model import DiffusionModel
+from ..errors import CheckpointError
+from .vdm import DiffusionModel
 
 CHECKPOINT_FORMAT = "diffcodec-model"
 CHECKPOINT_VERSION = 1

@@ -5,11 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from ..errors import CheckpointError
 from .checkpoint import load_model
-from .errors import CheckpointError
-from .model import DiffusionModel
+from .vdm import DiffusionModel
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 REGISTRY = {
     "default": WEIGHTS_DIR / "default.pt",
 }
@@ -33,6 +33,12 @@ def resolve_model(spec: str | Path) -> Path:
 @lru_cache(maxsize=4)
 def _cached(path: str, mtime: float, device: str) -> DiffusionModel:
     return load_model(path, device)
+
+
+def registered_or_default(name: str) -> str:
+    """The registered model a file names (its header's model name), when it is one we have;
+    else the default: how both the library and the CLI pick the model for a file."""
+    return name if name in REGISTRY else "default"
 
 
 def load_named_model(spec: str | Path, device: str = "cpu") -> DiffusionModel:

@@ -1,57 +1,22 @@
-"""Universally quantized reverse steps: the math of one progressive layer.
+"""Training objectives: the VDM NELBO (DiffusionModel.nelbo) and the progressive code
+length of universally quantized steps, which trains the progressive heads.
 
-A reverse step s < t sends z_s ~ U(mu_Q +- Delta/2), the uniform with the Gaussian
-posterior's mean and variance (Delta = sqrt(12) sigma_Q). The model's step is
-g * U(+-Delta/2) centred on mu_P = b z_t + c x_hat (x_hat: DiffusionModel.
-progressive_prediction), with g Gaussian of scale sigma_g = c * s_x, s_x the scale
-head's prediction of |x - x_hat|. With a shared dither u
-the encoder sends k = round((mu_Q - mu_P)/Delta + u), the decoder sets
-z_s = mu_P + (k - u) Delta, an exact sample of the posterior; k costs
--log P(k | u), P(k | u) = Phi((k - u + 1/2)/r) - Phi((k - u - 1/2)/r), r = sigma_g / Delta.
+A UQ step s < t sends z_s ~ U(mu_Q +- Delta/2) with a shared dither; the model's step is
+g * U(+-Delta/2) centred on mu_P = b z_t + c x_hat, g Gaussian of scale sigma_g = c s_x;
+the sent integer costs -log P(k | u), P(k | u) = Phi((k - u + 1/2)/r) - Phi((k - u - 1/2)/r),
+r = sigma_g / Delta (coding/progressive.py codes exactly this).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
+from torch import nn
 
-from . import diffusion as dm
-from .entropy import log_bin_probability
+from ..model import diffusion as dm
+from ..model.diffusion import log_bin_probability, step_coefficients
+from ..model.vdm import DiffusionModel
 
-SQRT12 = math.sqrt(12.0)
-
-
-@dataclass(frozen=True)
-class StepCoefficients:
-    """mu = b z_t + c x, and the posterior's sigma_Q, for one step s < t."""
-
-    b: float | torch.Tensor
-    c: float | torch.Tensor
-    sigma_q: float | torch.Tensor
-
-    @property
-    def delta(self):
-        return SQRT12 * self.sigma_q
-
-
-def step_coefficients(gamma_t, gamma_s) -> StepCoefficients:
-    """Gaussian posterior q(z_s | z_t, x) coefficients; floats or tensors, any precision.
-
-    With e = -expm1(gamma_s - gamma_t) = 1 - SNR(t)/SNR(s):
-    b = alpha_t/alpha_s * sigma_s^2/sigma_t^2, c = alpha_s e, sigma_Q^2 = sigma_s^2 e.
-    """
-    if isinstance(gamma_t, torch.Tensor):
-        sig, sqrt, expm1 = torch.sigmoid, torch.sqrt, torch.expm1
-    else:
-        sig = lambda v: 1.0 / (1.0 + math.exp(-v))  # noqa: E731
-        sqrt, expm1 = math.sqrt, math.expm1
-    alpha_t2, sigma_t2 = sig(-gamma_t), sig(gamma_t)
-    alpha_s2, sigma_s2 = sig(-gamma_s), sig(gamma_s)
-    e = -expm1(gamma_s - gamma_t)
-    b = sqrt(alpha_t2 / alpha_s2) * sigma_s2 / sigma_t2
-    return StepCoefficients(b=b, c=sqrt(alpha_s2) * e, sigma_q=sqrt(sigma_s2 * e))
+OBJECTIVES = ("elbo", "uq")
 
 
 def uq_step_bits(offset: torch.Tensor, ratio: torch.Tensor, dither: torch.Tensor) -> torch.Tensor:
@@ -95,3 +60,26 @@ def uq_loss(model, x: torch.Tensor, steps_choices: tuple[int, ...] = (4, 6, 8, 1
     ratio = c_over_delta * torch.exp(log_scale.float())
     nats = uq_step_bits(offset, ratio, dither).flatten(1).sum(1) * steps.to(device)
     return dm.nats_to_bpd(nats, x[0].numel())
+
+
+class Objective(nn.Module):
+    """A model with a training objective as its forward, for the trainer and
+    DistributedDataParallel: per-example loss in bits/dim.
+
+    ``elbo``: the NELBO, with the variance-minimising schedule gradient when ``variance``;
+    ``uq``: :func:`uq_loss` (with ``train_trunk`` the trunk learns too).
+    """
+
+    def __init__(self, model: DiffusionModel, objective: str, variance: bool = True, train_trunk: bool = False) -> None:
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}: {', '.join(OBJECTIVES)}")
+        self.model, self.objective, self.train_trunk = model, objective, train_trunk
+        self.variance = variance and objective == "elbo" and model.config.schedule == "learned"
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, list | None]:
+        """(loss per example, variance box): the caller fills the box with 2 L_i before backward."""
+        if self.objective == "uq":
+            return uq_loss(self.model, x, generator=generator, train_trunk=self.train_trunk), None
+        box = [None] if self.variance else None
+        return self.model.nelbo(x, generator=generator, variance_box=box).total, box

@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
-SCHEDULES = ("fixed_linear", "learned")
+NOISE_SCHEDULES = ("fixed_linear", "learned")
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class ModelConfig:
     progressive_heads: bool = False
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {SCHEDULES}")
+        if self.schedule not in NOISE_SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {NOISE_SCHEDULES}")
         if not self.gamma_min < self.gamma_max:
             raise ValueError("gamma_min must be smaller than gamma_max")
         if not self.level_channels or min(self.level_channels) <= 0:
