@@ -168,3 +168,34 @@ def test_library_accepts_pil_numpy_and_tensors(trained_tiny_model):
     as_tensor = diffcodec.decode(data, model=trained_tiny_model, output="tensor")
     assert torch.equal(as_tensor, torch.from_numpy(image).permute(2, 0, 1))
     assert diffcodec.decode(data, model=trained_tiny_model, output="pil").size == (12, 10)
+
+
+def test_decode_result_says_how_far_it_got(codec):
+    image = synthetic_image(20, 22, "shapes", seed=12)
+    data = codec.encode(image, steps=3)
+    full = codec.decode_result(data)
+    assert full.exact and full.layers_used == full.layers_total == 4 and np.array_equal(full.image, image)
+    two = codec.decode_result(data, layers=2)
+    assert not two.exact and two.layers_used == 2 and two.image.shape == image.shape
+    f = parse_file(data)
+    cut = codec.decode_result(f, max_bytes=f.prefix(layers=3).size + 1)
+    assert cut.layers_used == 3 and not cut.exact
+    assert np.array_equal(codec.decode_result(f, bpp=8 * len(data) / 440).image, image)
+
+
+def test_library_decode_takes_the_model_the_file_names(trained_tiny_model, tmp_path, monkeypatch):
+    import dataclasses
+
+    from diffcodec.model import DiffusionModel, registry, save_model
+
+    named = DiffusionModel(dataclasses.replace(trained_tiny_model.config, name="tiny-registered"))
+    named.load_state_dict(trained_tiny_model.state_dict())
+    path = tmp_path / "tiny.pt"
+    save_model(named, path)
+    monkeypatch.setitem(registry.REGISTRY, "tiny-registered", path)
+    image = synthetic_image(12, 10, "gradient", seed=1)
+    data = diffcodec.encode(image, steps=2, model=str(path))
+    assert np.array_equal(diffcodec.decode(data), image)
+    assert diffcodec.decode_result(data).exact
+    assert diffcodec.info(data)["model_name"] == "tiny-registered"
+    assert diffcodec.truncate(data, layers=1) == data[: parse_file(data).prefix(layers=1).size]

@@ -103,3 +103,28 @@ def test_distributed_training_on_cpu(image_folder, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "model.pt").exists()
     assert "2 process(es)" in result.stderr
+
+
+def test_config_file_flags_and_stored_options(image_folder, tmp_path):
+    """train reads a TOML config, flags override it, the run stores what it resolved and
+    --resume needs nothing but --out."""
+    from click.testing import CliRunner
+
+    from diffcodec.cli import main
+
+    out = tmp_path / "run"
+    config = tmp_path / "train.toml"
+    config.write_text(f'data = ["{image_folder}"]\nbatch_size = 2\ncrop = 16\nmax_steps = 2\nlr = 1e-3\n'
+                      f'progress = false\n[model]\nlevel_channels = [8, 16]\npatch_size = 1\n')
+    result = CliRunner().invoke(main, ["train", "--config", str(config), "--out", str(out), "--lr", "2e-3"])
+    assert result.exit_code == 0, result.output
+    stored = json.loads((out / "options.json").read_text())
+    assert stored["lr"] == 2e-3 and stored["crop"] == 16 and stored["model"]["level_channels"] == [8, 16]
+    result = CliRunner().invoke(main, ["train", "--out", str(out), "--resume", "--steps", "4", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["step"] == 4
+    assert json.loads((out / "options.json").read_text())["crop"] == 16
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"batch": 3}')
+    result = CliRunner().invoke(main, ["train", "--config", str(bad), "--out", str(out)])
+    assert result.exit_code == 1 and "unknown options ['batch']" in result.output
