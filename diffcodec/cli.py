@@ -1,7 +1,8 @@
-"""The ``diffcodec`` command line.
+"""The ``diffcodec`` command line: argument parsing and printing only.
 
 Every command reports bad input as one ``error: ...`` line on stderr with exit status 1;
-a traceback means a bug.
+a traceback means a bug. Over 300 lines because it is every command's options in one
+place, read top to bottom; the work is done by the library.
 """
 
 from __future__ import annotations
@@ -289,8 +290,10 @@ def decode(source, output, layers, max_bytes, bpp, completion_steps, model, devi
                                  completion_steps=completion_steps, progress=not quiet)
     _write_output(output, None, force, image=to_pil(result.image))
     if not quiet:
+        part = f" and part of layer {result.layers_used + 1}" if result.partial else ""
+        state = "exact" if result.exact else "a preview from a prefix"
         click.echo(f"{output}: {result.image.shape[1]}x{result.image.shape[0]}, {result.layers_used} of "
-                   f"{result.layers_total} layers{' (exact)' if result.exact else ''}", err=True)
+                   f"{result.layers_total} layers{part} ({state})", err=True)
 
 
 @main.command()

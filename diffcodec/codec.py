@@ -29,8 +29,9 @@ class Decoded:
 
     image: np.ndarray  # (H, W[, C]) uint8, the file's channels
     mode: Mode
-    layers_used: int  # complete layers that went into it (a cut layer counts once)
+    layers_used: int  # complete layers that went into it
     layers_total: int
+    partial: bool  # the chunks present of one more layer went into it too
     exact: bool  # the original pixels, not a best-effort preview of a prefix
 
 
@@ -101,12 +102,12 @@ class Codec:
             chain = progressive.chain_of(self.runner, f)
             *_, last = progressive.walk(chain, f, progress)
             rgb = progressive.render(chain, last, completion_steps)
-            used, exact = last.layers, progressive.is_exact(last)
+            used, partial, exact = last.layers, last.partial, progressive.is_exact(last)
         else:
             rgb = lossless.decode(self.runner, f, progress) if header.mode == Mode.LOSSLESS else stored.decode(f)
-            used, exact = 1, True
+            used, partial, exact = 1, False, True
         image = restore(rgb, header.channels, header.alpha_kind, header.alpha)
-        return Decoded(image, header.mode, used, len(header.layers), exact)
+        return Decoded(image, header.mode, used, len(header.layers), partial, exact)
 
     def decode(self, data: bytes | DfcFile, layers: int | None = None, max_bytes: int | None = None,
                completion_steps: int = 0, progress: bool = False) -> np.ndarray:

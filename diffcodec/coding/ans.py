@@ -64,8 +64,8 @@ class AnsStack:
     # Samples of q (popped by the encoder, pushed back by the decoder) are coded within
     # +-Q_RANGE_SIGMAS standard deviations. The range must be tight: constriction gives every
     # symbol in range a floor probability, so a pop from bits that are not perfectly random
-    # lands in the far tails now and then (measured: 33 per million pops at +-16 sigma), and
-    # such a sample costs ~100 bits at the next push. q-samples never escape: a pop can then
+    # lands in the far tails now and then, and such a sample costs some hundred bits at the
+    # next push. q-samples never escape: a pop can then
     # never blow up, and a decoder that pushes one outside the range is reading a damaged file.
     #
     # Values pushed under p (the model's prediction) may be far off: they are coded within

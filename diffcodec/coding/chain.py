@@ -120,10 +120,10 @@ def reverse_step(grid: ChainGrid, z: np.ndarray, i: int, predict) -> tuple[np.nd
     """Mean and per-element std of the model's step p(z_{i-1} | z_i), flat arrays.
 
     The mean is b z + c x_hat; the variance is sigma_Q^2 + (k_i c s_x)^2, where s_x is the
-    predicted error of x_hat and k_i the step's calibration factor. VDM's fixed sigma_Q^2 ignores that error, which makes the
-    step overconfident (measured: E[((z - mu) / sigma_Q)^2] of 1.5-1.9 on Kodak): the
-    pushed latents then sit in the model's tails, the bits they leave on the stack are not
-    random, and the next bits-back pops draw atypical samples that cost 10-25% more.
+    predicted error of x_hat and k_i the step's calibration factor. VDM's fixed sigma_Q^2
+    ignores that error, which makes the step overconfident (E[((z - mu) / sigma_Q)^2] well
+    above 1): the pushed latents then sit in the model's tails, the bits they leave on the
+    stack are not random, and the next bits-back pops draw atypical samples that cost more.
     """
     coef = grid.reverse[i]
     x_hat, log_scale = predict(z, i)

@@ -42,8 +42,7 @@ PILOT_MAX_CROPS = 16
 def next_band_rows(stack_bits: int, width: int, rows_left: int, peak_bits: float) -> int:
     """Rows of the next bits-back band: as many as the bits on the stack can serve, a band
     taking up to ``peak_bits`` per dimension (ChainGrid.peak_bits). Fewer, taller bands
-    code better: a band's top rows lack the context of the rows above (measured on a 256^2
-    crop: about 5 bits per column and channel for each band boundary)."""
+    code better: a band's top rows lack the context of the rows above."""
     return min(rows_left, max(1, int(stack_bits // (peak_bits * 3 * width))))
 
 
@@ -72,9 +71,7 @@ def band_estimate(x_eps: np.ndarray, x_progressive: np.ndarray) -> np.ndarray:
     """The chain's x_hat for a band (rows first): the eps-based estimate, blended towards the
     progressive one over the band's top EDGE_ROWS rows. Those rows lack the context above
     (decoded later); there x_eps, which divides the noise estimate by alpha, is poor, and the
-    direct head is robust (measured on a 256^2 Kodak crop at T=16: a band boundary cost 0.018
-    bits/dim with x_eps, 0.0065 with the progressive estimate; the interior codes better with
-    x_eps; the blend took full kodim01 from 5.423 to 5.389 bits/dim)."""
+    direct head is robust; the interior codes better with x_eps (the README has the figures)."""
     weight = np.clip(1.0 - np.arange(x_eps.shape[0]) / EDGE_ROWS, 0.0, 1.0)[:, None, None]
     return x_eps + weight * (x_progressive - x_eps)
 

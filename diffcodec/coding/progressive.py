@@ -139,24 +139,30 @@ class Point:
     z: np.ndarray
     index: int
     x_hat: np.ndarray | None
+    partial = False
 
 
 @dataclass
 class PartialStep:
     """A step layer that is only partly present: the symbols that arrived."""
 
-    layers: int  # complete layers before it, plus one
+    layers: int  # complete layers before it
     step: Step
     symbols: np.ndarray
+    partial = True
 
 
 @dataclass
 class Pixels:
     """The pixel layer: exact when ``complete``, else the mode of p(x | z_0) where missing."""
 
-    layers: int
+    layers: int  # complete layers
     rgb: np.ndarray
     complete: bool
+
+    @property
+    def partial(self) -> bool:
+        return not self.complete
 
 
 def _decode_layer(f: DfcFile, layer: int, means: np.ndarray, stds: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -193,7 +199,7 @@ def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | P
             return
         symbols, complete = _decode_layer(f, layer, step.dither.reshape(-1), step.stds.reshape(-1))
         if not complete:
-            yield PartialStep(layer + 1, step, symbols)
+            yield PartialStep(layer, step, symbols)
             return
         z = step.latent(symbols.reshape(z.shape))
     yield Point(steps, z, 0, None)
@@ -202,7 +208,7 @@ def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | P
     symbols, complete = _decode_layer(f, steps, *chain.pixel_model(z))
     pixels = dm.pixel_mode(z, float(chain.gammas[0])).reshape(-1)
     pixels[: symbols.size] = symbols
-    yield Pixels(steps + 1, pixels.reshape(z.shape), complete)
+    yield Pixels(steps + complete, pixels.reshape(z.shape), complete)
 
 
 def complete_by_sampling(chain: Chain, z: np.ndarray, t: float, steps: int) -> np.ndarray:

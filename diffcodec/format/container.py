@@ -14,6 +14,9 @@ index (signed varints; lossless mode: the variance calibration of each reverse s
 
 Every byte of a file after the header belongs to some layer chunk, so any prefix that
 holds the header decodes: complete layers, plus the complete chunks of the next one.
+
+Writing and reading the layout are kept in one file (a little over 300 lines) so that the
+two can be checked against each other field by field.
 """
 
 from __future__ import annotations
