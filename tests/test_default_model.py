@@ -51,10 +51,10 @@ def test_lossless_rate_is_at_the_coders_bound():
     image = synthetic_image(96, 96, "shapes", seed=3)
     bound = codec.lossless_bound(image, 8)["total"]
     tiling = Tiling(1024, 1)
-    grid = lossless._grid(codec.runner, 8, lossless.calibrate(codec.runner, tiling, image, 8, 0))
+    grid = lossless.chain_grid(codec.runner, 8, lossless.calibrate(codec.runner, tiling, image, 8, 0))
     stack = AnsStack(np.random.default_rng(1).integers(0, 2**32, 10**5, dtype=np.uint64).astype(np.uint32))
     before = stack.num_bits()
-    chain.encode_band(stack, grid, image, lossless._band_predictor(codec.runner, grid, 0, tiling, image[:0], 1))
+    chain.encode_band(stack, grid, image, lossless.band_predictor(codec.runner, grid, 0, tiling, image[:0], 1))
     assert abs((stack.num_bits() - before) / image.size / bound - 1) < 0.01
     file_bpd = 8 * len(codec.encode(image, steps=8, mode="lossless", stored_fallback=False)) / image.size
     assert file_bpd / bound < 1.03

@@ -108,11 +108,11 @@ def decode_direct(stack: AnsStack, shape: tuple) -> np.ndarray:
 
 
 # -- the chain of one image ----------------------------------------------------------------
-def _grid(runner: ModelRunner, steps: int, scale_indices: list[int] | None = None) -> ChainGrid:
+def chain_grid(runner: ModelRunner, steps: int, scale_indices: list[int] | None = None) -> ChainGrid:
     return ChainGrid(runner.uniform_gammas(steps), scale_indices)
 
 
-def _band_predictor(runner: ModelRunner, grid: ChainGrid, seed: int, tiling: Tiling, below: np.ndarray, band: int):
+def band_predictor(runner: ModelRunner, grid: ChainGrid, seed: int, tiling: Tiling, below: np.ndarray, band: int):
     """(x_hat, log_scale) for a band at step i, the network seeing ``below`` (pixels of the
     rows under the band, known to both sides) noised to step i with shared noise as context."""
     below_scaled = scale_pixels_array(below)
@@ -141,7 +141,7 @@ def _noised_predictions(runner: ModelRunner, tiling: Tiling, x_scaled: np.ndarra
 def calibrate(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed: int) -> list[int]:
     """Per-step scale indices of the reverse steps (chain.fit_scale_index), fitted on pilot
     crops noised to each step; they go into the header."""
-    grid = _grid(runner, steps)
+    grid = chain_grid(runner, steps)
     crops = [scale_pixels_array(crop) for crop in pilot_crops(rgb)]
     indices = []
     for i in range(1, grid.steps + 1):
@@ -160,7 +160,7 @@ def bound(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed
     term uses one sample of z_0. ``fixed_variance_total``: the same with VDM's fixed
     reverse variance, i.e. VDM's T-step NELBO (with x_eps clipped) summed over all T steps
     rather than sampled, so it compares with ``total`` sample for sample."""
-    grid = _grid(runner, steps, calibrate(runner, tiling, rgb, steps, seed))
+    grid = chain_grid(runner, steps, calibrate(runner, tiling, rgb, steps, seed))
     x_scaled = scale_pixels_array(rgb)
     diffusion, fixed = [], []
     for i in range(1, steps + 1):
@@ -184,7 +184,7 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
     images far from the training data) the zlib-compressed pixels instead (stored.py),
     unless ``stored_fallback`` is False."""
     scales = calibrate(runner, tiling, rgb, steps, seed)
-    grid = _grid(runner, steps, scales)
+    grid = chain_grid(runner, steps, scales)
     height, width = rgb.shape[:2]
     stack = AnsStack()
     bands = [min(height, DIRECT_ROWS)]
@@ -194,7 +194,7 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
     while done < height:
         rows = next_band_rows(stack.num_bits(), width, height - done, grid.peak_bits)
         below = rgb[done + rows : done + rows + CONTEXT_ROWS]
-        predict = _band_predictor(runner, grid, seed, tiling, below, len(bands))
+        predict = band_predictor(runner, grid, seed, tiling, below, len(bands))
         chain.encode_band(stack, grid, rgb[done : done + rows], predict)
         bands.append(rows)
         done += rows
@@ -220,7 +220,7 @@ def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarra
     data = b"".join(f.chunks[0])
     if len(data) % 4:
         raise DiffcodecError("damaged file: the lossless stream is not a whole number of words")
-    grid = _grid(runner, header.steps, header.chain_scales)
+    grid = chain_grid(runner, header.steps, header.chain_scales)
     bands = header.bands
     if not bands or sum(bands) != header.height or min(bands) < 1:
         raise DiffcodecError("damaged file: the band plan does not match the image height")
@@ -233,7 +233,7 @@ def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarra
             later = decoded[k + 1 : k + 1 + CONTEXT_ROWS]
             below = np.concatenate(later, axis=0)[:CONTEXT_ROWS] \
                 if later else np.zeros((0, header.width, 3), np.uint8)
-            predict = _band_predictor(runner, grid, header.seed, tiling, below, k)
+            predict = band_predictor(runner, grid, header.seed, tiling, below, k)
             decoded[k] = chain.decode_band(stack, grid, (bands[k], header.width, 3), predict)
         decoded[0] = decode_direct(stack, (bands[0], header.width, 3))
     except DiffcodecError:

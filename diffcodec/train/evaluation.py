@@ -1,4 +1,5 @@
-"""Reproducible NELBO measurement of whole images, in bits per dimension."""
+"""Reproducible measurement of whole images in bits per dimension: the NELBO, and the
+progressive code length the heads train on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from ..model import diffusion as dm
 from ..model import DiffusionModel
+from .losses import uq_loss
 
 
 @dataclass
@@ -80,3 +82,15 @@ def mean_report(reports: list[NelboReport]) -> NelboReport:
         return float(sum(w * getattr(r, name) for w, r in zip(weights, reports)))
 
     return NelboReport(avg("prior"), avg("reconstruction"), avg("diffusion"), avg("total"), int(dims.sum()))
+
+
+@torch.no_grad()
+def progressive_code_length(model: DiffusionModel, images: list[np.ndarray], samples: int, seed: int = 0) -> dict:
+    """Mean progressive code length (bits/dim, random T and step) of the images, fixed seed."""
+    generator = torch.Generator().manual_seed(seed)
+    total, dims = 0.0, 0
+    for image in images:
+        x = to_tensor(image).to(model.device).expand(samples, -1, -1, -1)
+        total += float(uq_loss(model, x, generator=generator).mean()) * image.size
+        dims += image.size
+    return {"total": total / dims, "num_dims": dims}

@@ -31,8 +31,8 @@ from ..images import SkipHandler, load_folder_images
 from ..model import DiffusionModel, ModelConfig
 from ..model.checkpoint import atomic_save, load_model, read_torch_file, save_model
 from .data import CropSampler, center_crop
-from .evaluation import image_nelbo, mean_report, to_tensor
-from .losses import Objective, uq_loss
+from .evaluation import image_nelbo, mean_report, progressive_code_length
+from .losses import Objective
 from .options import OPTIONS_FILE, TrainOptions
 
 STATE_FORMAT = "diffcodec-train-state"
@@ -73,18 +73,6 @@ def learning_rate(step: int, base: float, warmup: int) -> float:
 def validation_bpd(model: DiffusionModel, images: list[np.ndarray], samples: int, seed: int = 0) -> dict:
     reports = [image_nelbo(model, image, samples=samples, seed=seed + i) for i, image in enumerate(images)]
     return mean_report(reports).to_dict()
-
-
-@torch.no_grad()
-def validation_uq_bpd(model: DiffusionModel, images: list[np.ndarray], samples: int, seed: int = 0) -> dict:
-    """Mean progressive code length (bits/dim, random T and step) of the images, fixed seed."""
-    generator = torch.Generator().manual_seed(seed)
-    total, dims = 0.0, 0
-    for image in images:
-        x = to_tensor(image).to(model.device).expand(samples, -1, -1, -1)
-        total += float(uq_loss(model, x, generator=generator).mean()) * image.size
-        dims += image.size
-    return {"total": total / dims, "num_dims": dims}
 
 
 class Trainer:
@@ -223,7 +211,7 @@ class Trainer:
         if self.rank != 0 or not self.val_images:
             return None
         if self.options.objective == "uq":
-            result = validation_uq_bpd(self.ema.model, self.val_images, self.options.val_samples)
+            result = progressive_code_length(self.ema.model, self.val_images, self.options.val_samples)
         else:
             result = validation_bpd(self.ema.model, self.val_images, self.options.val_samples)
         improved = result["total"] < self.best_val
