@@ -1,7 +1,8 @@
-"""Helpers shared by the benchmark scripts: images, metrics, BD-rate, classical codecs, timers.
+"""Helpers shared by the benchmark scripts: images, classical codecs, timers, tables (the
+metrics come from diffcodec.metrics).
 
 Everything here is plain numpy/torch/Pillow so that the figures can be recomputed and
-checked without extra dependencies; the metrics live in diffcodec.metrics (matplotlib is needed for the plots only, and
+checked without extra dependencies (matplotlib is needed for the plots only, and
 JPEG-XL comes from the optional ``pillow-jxl-plugin``).
 """
 
