@@ -244,7 +244,7 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
     """Encode an image into a .dfc file."""
     import time
 
-    from .format import parse_file
+    from .format.container import parse_header
     from .images import read_image
 
     if output.exists() and not force:
@@ -257,7 +257,7 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
     _write_output(output, data, force)
     if not quiet:
         h, w = array.shape[:2]
-        header = parse_file(data).header
+        header, _ = parse_header(data)
         shape = f"{len(header.layers)} layers" if mode == "progressive" else str(header.mode)
         click.echo(f"{output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp "
                    f"({8 * len(data) / array.size:.4f} bits/dim), {shape}, {seconds:.2f} s", err=True)

@@ -84,6 +84,12 @@ def mean_report(reports: list[NelboReport]) -> NelboReport:
     return NelboReport(avg("prior"), avg("reconstruction"), avg("diffusion"), avg("total"), int(dims.sum()))
 
 
+def mean_nelbo(model: DiffusionModel, images: list[np.ndarray], samples: int, seed: int = 0) -> dict:
+    """Mean NELBO terms (bits/dim) of the images, each with its own fixed seed."""
+    reports = [image_nelbo(model, image, samples=samples, seed=seed + i) for i, image in enumerate(images)]
+    return mean_report(reports).to_dict()
+
+
 @torch.no_grad()
 def progressive_code_length(model: DiffusionModel, images: list[np.ndarray], samples: int, seed: int = 0) -> dict:
     """Mean progressive code length (bits/dim, random T and step) of the images, fixed seed."""

@@ -22,7 +22,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +30,7 @@ from ..images import SkipHandler, load_folder_images
 from ..model import DiffusionModel, ModelConfig
 from ..model.checkpoint import atomic_save, load_model, read_torch_file, save_model
 from .data import CropSampler, center_crop
-from .evaluation import image_nelbo, mean_report, progressive_code_length
+from .evaluation import mean_nelbo, progressive_code_length
 from .losses import Objective
 from .options import OPTIONS_FILE, TrainOptions
 
@@ -68,11 +67,6 @@ class EMA:
 
 def learning_rate(step: int, base: float, warmup: int) -> float:
     return base * min(1.0, (step + 1) / max(1, warmup))
-
-
-def validation_bpd(model: DiffusionModel, images: list[np.ndarray], samples: int, seed: int = 0) -> dict:
-    reports = [image_nelbo(model, image, samples=samples, seed=seed + i) for i, image in enumerate(images)]
-    return mean_report(reports).to_dict()
 
 
 class Trainer:
@@ -213,7 +207,7 @@ class Trainer:
         if self.options.objective == "uq":
             result = progressive_code_length(self.ema.model, self.val_images, self.options.val_samples)
         else:
-            result = validation_bpd(self.ema.model, self.val_images, self.options.val_samples)
+            result = mean_nelbo(self.ema.model, self.val_images, self.options.val_samples)
         improved = result["total"] < self.best_val
         if improved:
             self.best_val = result["total"]
