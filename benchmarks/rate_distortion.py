@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Rate-distortion of diffcodec's progressive prefixes against classical codecs.
 
-    python benchmarks/rate_distortion.py IMAGES_DIR [--model default|PATH] [--steps 8]
+    python benchmarks/rate_distortion.py IMAGES_DIR [--model default|PATH] [--steps 10]
         [--limit N] [--quick] [--out results/] [--completion-steps 0,20] [--nelbo-samples 0]
+        [--ideal-points 28] [--budget-bpps 0.05,0.1,...|none]
 
 Every image is encoded once with diffcodec; its prefixes are then measured two ways:
 whole progressive layers (0 .. steps+1, from one ``decode_every_layer`` pass) and byte
@@ -10,6 +11,11 @@ budgets at fixed bpp targets (each cut at a chunk boundary and decoded). Each pr
 shown either as the denoised estimate (completion 0) or after N steps of generative
 completion. JPEG, WebP, AVIF, JPEG 2000 and (when installed) JPEG-XL run their quality
 sweeps on the same images. Rates always come from real byte counts, headers included.
+
+The yardstick is the model's ideal-channel curve (diffcodec.coding.ideal): the rate a
+perfect channel coder would need to reach z_t, and the PSNR of the best estimate there.
+It is drawn beside the real points, and ``rd_layers.md`` sets each layer's real bytes
+against it: the curve's rate at the layer's noise level, and at the layer's PSNR.
 
 Written to --out: one CompressAI-style JSON per method (``results`` holds per-point means
 over images), ``rd_raw.json`` (every image and point), ``rd_table.md`` (PSNR at fixed
@@ -34,7 +40,8 @@ from benchmarks.common import (  # noqa: E402
 from diffcodec.format import parse_file  # noqa: E402
 
 BUDGET_BPPS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-TABLE_BPPS = (0.25, 0.5, 0.75, 1.0)
+TABLE_BPPS = (0.25, 0.5, 0.75, 1.0, 2.0)
+IDEAL = "model ideal channel"
 PLOT_MAX_BPP = 2.5
 RESULT_KEYS = {"bpp": "bpp", "psnr-rgb": "psnr", "ms-ssim-rgb": "ms_ssim",
                "encoding_time": "encoding_time", "decoding_time": "decoding_time"}
@@ -54,13 +61,24 @@ def budget_method(completion: int) -> str:
 
 def network_passes(layers: int, steps: int, completion: int) -> int:
     """Network evaluations of a standalone decode of the first ``layers`` layers: one per
-    reverse step reached (plus the prediction shown), plus the completion steps."""
+    point of the chain reached (each gives the next step's mean and the image shown), plus
+    the completion steps."""
     if layers >= steps:  # the chain has reached z_0; the pixel layer needs no network
         return steps
     return layers + 1 + completion
 
 
-def measure_diffcodec(codec, image: np.ndarray, steps: int, completions: list[int]) -> tuple[dict, dict]:
+def ideal_rate_at(curve: dict, value: float, key: str) -> float | None:
+    """The ideal curve's rate where ``key`` (psnr or times) equals ``value``; None outside it."""
+    xs, rates = np.asarray(curve[key]), np.asarray(curve["bpp"])
+    order = np.argsort(xs)
+    if not len(xs) or value < xs.min() or value > xs.max():
+        return None
+    return float(np.interp(value, xs[order], rates[order]))
+
+
+def measure_diffcodec(codec, image: np.ndarray, steps: int | None, completions: list[int],
+                      budgets: tuple[float, ...]) -> tuple[dict, dict]:
     """Encode once, then measure every layer prefix and byte budget for each completion variant.
 
     Returns (per-image facts, {method name: [point or None per index]}). Layer-prefix decode
@@ -76,19 +94,22 @@ def measure_diffcodec(codec, image: np.ndarray, steps: int, completions: list[in
     facts = dict(file_bytes=len(data), header_bytes=header_bytes, lossless_bpp=8 * len(data) / pixels,
                  bpd=8 * len(data) / exact.size, lossless_round_trip=bool(np.array_equal(exact, image)),
                  encode_seconds=encode_seconds, decode_seconds=decode_seconds, every_layer_pass_seconds={})
-    cuts = [parsed.prefix(layers=k).size for k in range(steps + 2)]
+    total = parsed.header.steps
+    facts["times"] = [t / 2**24 for t in parsed.header.times]
+    facts["rate_placed_layers"] = parsed.header.lossy_steps
+    cuts = [parsed.prefix(layers=k).size for k in range(total + 2)]
     methods = {}
     for completion in completions:
         shown, pass_seconds = timed(codec.decode_every_layer, data, completion_steps=completion)
         facts["every_layer_pass_seconds"][variant(completion)] = pass_seconds
         methods[layers_method(completion)] = [
             point(8 * cut / pixels, image, decoded, encode_seconds,
-                  decode_seconds * network_passes(k, steps, completion) / steps, layers=k, bytes=cut)
+                  decode_seconds * network_passes(k, total, completion) / (total + 1), layers=k, bytes=cut)
             for k, (cut, decoded) in enumerate(zip(cuts, shown))
         ]
         decoded_cuts: dict[int, dict] = {}  # several targets can fall on one chunk boundary
         budget_points = []
-        for target in BUDGET_BPPS:
+        for target in budgets:
             budget = int(target * pixels / 8)
             if budget < header_bytes:
                 budget_points.append(None)
@@ -120,7 +141,7 @@ def aggregate(per_image: list[list[dict | None]], labels: list) -> tuple[dict, l
 
 def method_documents(per_method: dict, facts: list[dict], classical: list, args) -> dict:
     """One CompressAI-style document per method, keyed by method name."""
-    steps, model = args.steps, args.model
+    steps, model = len(facts[0]["times"]) - 1, args.model
     documents = {}
     for completion in args.completion_steps:
         shared = dict(kind="diffcodec", completion_steps=completion, steps=steps, model=model,
@@ -138,13 +159,23 @@ def method_documents(per_method: dict, facts: list[dict], classical: list, args)
                 "time x network passes of that prefix / steps. Lossless prefixes (infinite PSNR) omitted."),
             results=results, layers=kept, **shared)
         name = budget_method(completion)
-        results, kept = aggregate(per_method[name], list(BUDGET_BPPS))
+        results, kept = aggregate(per_method[name], list(args.budget_bpps))
         documents[name] = dict(
             name=name, description=(
                 f"diffcodec, model {model}, {steps} steps: file truncated to a byte budget (target bpp, cut at "
                 f"a chunk boundary), shown as {how}. Rate = real cut bytes incl. header; decoding_time measured. "
                 "Targets below the header size or reaching the lossless file omitted."),
             results=results, target_bpp=kept, **shared)
+    if all("ideal" in f for f in facts):
+        curves = [f["ideal"] for f in facts]
+        documents[IDEAL] = dict(
+            name=IDEAL, kind="ideal", description=(
+                "The model's ideal-channel curve: prior KL plus the Gaussian chain's KLs down to z_t (the rate a "
+                "perfect channel coder needs), against the PSNR of the best estimate from z_t; one noise sample "
+                "per t, mean over images per t."),
+            times=curves[0]["times"],
+            results={"bpp": np.mean([c["bpp"] for c in curves], axis=0).tolist(),
+                     "psnr-rgb": np.mean([c["psnr"] for c in curves], axis=0).tolist()})
     for codec in classical:
         results, kept = aggregate(per_method[codec.name], list(codec.sweep(args.quick)))
         documents[codec.name] = dict(
@@ -162,7 +193,7 @@ def rd_table(documents: dict, facts: list[dict], notes: list[str], header: str) 
     rows = [[name] + [fmt(interpolate_at(d["results"]["bpp"], d["results"]["psnr-rgb"], b)) for b in TABLE_BPPS]
             for name, d in documents.items()]
     ours = [n for n, d in documents.items() if d["kind"] == "diffcodec"]
-    theirs = [n for n, d in documents.items() if d["kind"] == "classical"]
+    theirs = [n for n, d in documents.items() if d["kind"] in ("classical", "ideal")]
     bd_rows = []
     for name in ours:
         test = documents[name]["results"]
@@ -174,7 +205,7 @@ def rd_table(documents: dict, facts: list[dict], notes: list[str], header: str) 
         bd_rows.append([name] + cells)
     time_rows = [[name, len(d["results"]["bpp"]), fmt(np.mean(d["results"]["encoding_time"]) if d["results"]["bpp"] else None, "{:.3f}"),
                   fmt(np.mean(d["results"]["decoding_time"]) if d["results"]["bpp"] else None, "{:.3f}")]
-                 for name, d in documents.items()]
+                 for name, d in documents.items() if "encoding_time" in d["results"]]
     lossless = (f"diffcodec lossless: {np.mean([f['lossless_bpp'] for f in facts]):.3f} bpp "
                 f"({np.mean([f['bpd'] for f in facts]):.4f} bits/dim), exact round trip: "
                 f"{all(f['lossless_round_trip'] for f in facts)}.")
@@ -183,7 +214,7 @@ def rd_table(documents: dict, facts: list[dict], notes: list[str], header: str) 
         "## PSNR-RGB (dB) at fixed rates",
         "Interpolated linearly in log(bpp) between measured points; – where a curve does not reach the rate.",
         markdown_table(["method"] + [f"{b:g} bpp" for b in TABLE_BPPS], rows),
-        "## BD-rate of diffcodec vs each classical codec (PSNR-RGB)",
+        "## BD-rate of diffcodec vs each classical codec and the model's ideal channel (PSNR-RGB)",
         "Negative: diffcodec needs less rate for the same PSNR. Monotone piecewise cubic fit of log(rate) "
         "vs PSNR over the overlapping PSNR range.",
         markdown_table(["diffcodec curve"] + theirs, bd_rows),
@@ -196,6 +227,34 @@ def rd_table(documents: dict, facts: list[dict], notes: list[str], header: str) 
     return "\n\n".join(parts) + "\n"
 
 
+def layer_table(facts: list[dict], per_method: dict) -> str:
+    """Each layer's real cumulative rate beside the ideal curve's: at the layer's noise level
+    (what the model needs to reach the same z_t) and at the layer's PSNR (what it needs for
+    the same quality). Means over images; ratios are means of per-image ratios."""
+    points = per_method[layers_method(0)]
+    total = len(facts[0]["times"]) - 1
+    rows = []
+    for k in range(1, total + 1):
+        t = [f["times"][k] for f in facts]
+        real = [pts[k]["bpp"] for pts in points]
+        quality = [pts[k]["psnr"] for pts in points]
+        at_t = [ideal_rate_at(f["ideal"], f["times"][k], "times") for f in facts]
+        at_q = [ideal_rate_at(f["ideal"], pts[k]["psnr"], "psnr") for f, pts in zip(facts, points)]
+        def mean(values, pattern="{:.3f}"):
+            values = [v for v in values if v is not None and np.isfinite(v)]
+            return pattern.format(np.mean(values)) if len(values) == len(facts) else "–"
+        part = "rate-placed" if k <= facts[0]["rate_placed_layers"] else "tail"
+        rows.append([k, part, mean(t), mean(real), mean(quality, "{:.2f}"), mean(at_t),
+                     mean([r / a if a else None for r, a in zip(real, at_t)], "{:.2f}"), mean(at_q),
+                     mean([r / a if a else None for r, a in zip(real, at_q)], "{:.2f}")])
+    return "\n\n".join([
+        "## Progressive layers against the model's ideal channel",
+        "Cumulative real bpp (header included) after each layer; the ideal curve's rate at the layer's end time "
+        "t and at the layer's PSNR; – where the curve (t >= its lowest time) does not reach.",
+        markdown_table(["layer", "part", "t", "real bpp", "PSNR", "ideal bpp at t", "real / ideal at t",
+                        "ideal bpp at PSNR", "real / ideal at PSNR"], rows)]) + "\n"
+
+
 def plot(documents: dict, key: str, label: str, path: Path) -> None:
     """One curve per method against bpp (up to PLOT_MAX_BPP); diffcodec solid, classical dashed."""
     import matplotlib
@@ -206,11 +265,13 @@ def plot(documents: dict, key: str, label: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 5))
     shown = []
     for name, doc in documents.items():
+        if key not in doc["results"]:
+            continue
         bpp, values = np.asarray(doc["results"]["bpp"]), np.asarray(doc["results"][key])
         if len(bpp) == 0:
             continue
         order = np.argsort(bpp, kind="stable")
-        style = "-o" if doc["kind"] == "diffcodec" else "--s"
+        style = {"diffcodec": "-o", "ideal": ":"}.get(doc["kind"], "--s")
         ax.plot(bpp[order], values[order], style, markersize=3, label=name)
         shown.extend(values[bpp <= PLOT_MAX_BPP])
     ax.set_xlim(0, PLOT_MAX_BPP)
@@ -230,7 +291,11 @@ def plot(documents: dict, key: str, label: str, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(parser)
-    parser.add_argument("--steps", type=int, default=8, help="diffcodec reverse steps (layers)")
+    parser.add_argument("--steps", type=int, default=None, help="diffcodec rate-placed layers (default: the codec's)")
+    parser.add_argument("--ideal-points", type=int, default=28,
+                        help="times on the model's ideal-channel curve, from t=1 to 0.3 (0: skip)")
+    parser.add_argument("--budget-bpps", type=lambda v: () if v == "none" else tuple(float(b) for b in v.split(",")),
+                        default=BUDGET_BPPS, help="comma-separated byte budgets to cut and decode, or 'none'")
     parser.add_argument("--completion-steps", type=parse_int_list, default=[0, 20],
                         help="comma-separated; 0 = denoised estimate, N = N generative completion steps")
     parser.add_argument("--chunk-symbols", type=int, default=None,
@@ -248,7 +313,11 @@ def main(argv: list[str] | None = None) -> None:
     per_method: dict[str, list] = {}
     facts, raw_images = [], []
     for name, image in tqdm(images, desc="images", unit="image", dynamic_ncols=True):
-        info, methods = measure_diffcodec(codec, image, args.steps, args.completion_steps)
+        info, methods = measure_diffcodec(codec, image, args.steps, args.completion_steps, args.budget_bpps)
+        if args.ideal_points:
+            from diffcodec.coding.ideal import ideal_curve
+
+            info["ideal"] = ideal_curve(codec.runner, image, codec._tiling(), points=args.ideal_points)
         if args.nelbo_samples:
             from diffcodec.train.evaluation import image_nelbo
 
@@ -269,13 +338,15 @@ def main(argv: list[str] | None = None) -> None:
         write_json(out / f"{slug(name)}.json", doc)
     config = dict(images_dir=str(args.images), images=len(images), model=args.model, steps=args.steps,
                   chunk_symbols=codec.chunk_symbols,
-                  completion_steps=args.completion_steps, quick=args.quick, budget_bpps=list(BUDGET_BPPS),
+                  completion_steps=args.completion_steps, quick=args.quick, budget_bpps=list(args.budget_bpps),
                   machine=machine_description(args.device), notes=notes)
     write_json(out / "rd_raw.json", dict(config=config, images=raw_images))
 
     header = (f"# Rate-distortion: {len(images)} image(s) from {args.images}"
-              f"{' (quick: centre crops)' if args.quick else ''}, model {args.model}, {args.steps} steps")
+              f"{' (quick: centre crops)' if args.quick else ''}, model {args.model}, {args.steps or 'default'} rate-placed layers")
     table = rd_table(documents, facts, notes, header)
+    if args.ideal_points and 0 in args.completion_steps:
+        table += "\n" + layer_table(facts, per_method)
     (out / "rd_table.md").write_text(table)
     plot(documents, "psnr-rgb", "PSNR-RGB (dB)", out / "rd_psnr.png")
     plot(documents, "ms-ssim-rgb", "MS-SSIM (RGB)", out / "rd_msssim.png")

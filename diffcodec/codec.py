@@ -78,11 +78,15 @@ class Codec:
         else:
             coded = lossless.encode(self.runner, prepared.rgb, steps, seed, tiling, progress, stored_fallback)
         height, width, _ = prepared.rgb.shape
+        explicit = bool(coded.times)
         header = Header(mode=coded.mode, model_name=self.runner.name, model_hash=self.runner.hash,
-                        height=height, width=width, channels=prepared.channels, steps=steps, seed=seed,
+                        height=height, width=width, channels=prepared.channels,
+                        steps=len(coded.times) - 1 if explicit else steps, seed=seed,
                         tile=tiling.tile, chunk_symbols=self.chunk_symbols, threads=tiling.threads,
                         alpha_kind=prepared.alpha_kind, alpha=prepared.alpha, layers=coded.layers,
-                        bands=coded.bands, chain_scales=coded.chain_scales)
+                        bands=coded.bands, chain_scales=coded.chain_scales,
+                        time_grid="explicit" if explicit else "uniform", times=coded.times,
+                        lossy_steps=coded.lossy_steps, blends=coded.blends)
         return pack_file(header, coded.chunks)
 
     def decode_result(self, data: bytes | DfcFile, layers: int | None = None, max_bytes: int | None = None,
@@ -102,7 +106,7 @@ class Codec:
             chain = progressive.chain_of(self.runner, f)
             *_, last = progressive.walk(chain, f, progress)
             rgb = progressive.render(chain, last, completion_steps)
-            used, partial, exact = last.layers, last.partial, progressive.is_exact(last)
+            used, partial, exact = last.complete_layers, last.partial, progressive.is_exact(last)
         else:
             rgb = lossless.decode(self.runner, f, progress) if header.mode == Mode.LOSSLESS else stored.decode(f)
             used, partial, exact = 1, False, True

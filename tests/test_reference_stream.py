@@ -17,8 +17,8 @@ from diffcodec import Codec, DiffusionModel, ModelConfig
 from diffcodec.coding.runner import network_threads
 
 FROZEN = {
-    "progressive": "ce14500ca953ebac",
-    "lossless": "5e19be7ed3db33a5",
+    "progressive": "4feac644565a2999",
+    "lossless": "31fedce979c0eedf",
 }
 
 

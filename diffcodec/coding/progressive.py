@@ -1,27 +1,32 @@
-"""Progressive mode: one truncatable layer per universally quantized reverse step.
+"""Progressive mode: truncatable layers, each a universally quantized reverse step.
 
-Layer j (j = 0..T-1) carries the reverse step from t = (T-j)/T to s = (T-j-1)/T; layer T
-carries the pixels under p(x | z_0), after which the image is exact. z_1 comes from the
-seed at zero bits.
+Layer j carries the reverse step from t_j to t_{j+1} < t_j; the last layer carries the
+pixels under p(x | z_0), after which the image is exact. z_1 comes from the seed at zero
+bits. The first ``steps`` layers are placed by rate: the encoder ends each where the
+cumulative size reaches the next of RATE_TARGETS (bits per pixel), so a prefix of any
+useful size ends near a layer boundary; TAIL_STEPS steps then lead to t = 0. The time
+grid goes into the header.
 
 A step sends z_s ~ U(mu_Q +- Delta/2), the uniform with the Gaussian posterior's mean and
-variance (Delta = sqrt(12) sigma_Q). With a dither u shared through the seed, the encoder
-sends k = round((mu_Q - mu_P)/Delta + u) and the decoder sets z_s = mu_P + (k - u) Delta,
-an exact sample of that uniform. mu_P = b z_t + c x_hat comes from the model's denoised
-estimate (DiffusionModel.progressive_prediction), and k is coded with a quantized
-Gaussian of mean u and scale sigma_g / Delta, sigma_g = c s_x, s_x the scale head's
-prediction of |x - x_hat|.
+variance (Delta = sqrt(12) sigma_Q), in the orthonormal block transform of transform.py:
+with a dither u shared through the seed, the encoder sends k = round(o + u) for every
+coefficient o of (mu_Q - mu_P)/Delta, and the decoder sets z_s = mu_P + T^-1(k - u) Delta,
+an exact sample of that uniform. mu_P = b z_t + c x_hat, x_hat the eps-based estimate
+blended towards the direct head by a weight the encoder picks per layer (the blend
+nearest to x: it is both the best display and the cheapest mean). k is coded with a
+quantized Gaussian of mean u and a scale the encoder fits per band and layer (an index
+into entropy.SCALE_TABLE, in the header). A band whose code would cost more than
+SKIP_COST_RATIO times its Gaussian KL is skipped: k = round(u), zero bits, its error left
+for later steps (a deadzone: most fine bands at high noise carry too little to pay for).
 
-Determinism: the entropy model of every symbol is built from the seeded dither and an
-integer index into entropy.SCALE_TABLE only, never directly from a network output, and
-both sides run the same float64 recursion on the same tiled predictions (runner.py);
-each layer carries a CRC of its symbols, so a platform that computes the network
-differently is told, not fooled.
+Determinism: the entropy model of every symbol is the seeded dither and a header index,
+nothing computed by the network, so the symbols decode the same on any machine; each
+layer carries a CRC of its symbols.
 
 Decoding is split in three: :func:`walk` steps the chain through the layers present and
 yields where it stands after each one; :func:`render` turns such a point into an image
-(the denoised estimate, or a generative completion); :func:`fill_partial` makes the image
-of a layer that is only partly present.
+(the denoised estimate, or a generative completion); a partly present layer is finished
+with its missing coefficients skipped.
 """
 
 from __future__ import annotations
@@ -36,13 +41,42 @@ import torch
 from ..errors import DiffcodecError
 from ..format.container import CodedImage, DfcFile, LayerInfo, Mode
 from ..model import diffusion as dm
-from . import entropy, randomness
+from . import entropy, randomness, transform
 from .progress import progress_bar
 from .runner import ModelRunner, Tiling
 
-DEFAULT_STEPS = 8
-# Noise index of the stand-in for the missing symbols of a cut layer (completion only).
-_PARTIAL_FALLBACK = 10**6
+DEFAULT_STEPS = 10
+# Cumulative bits per pixel at which the rate-placed layers end; beyond the list, x1.5 each.
+RATE_TARGETS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+TAIL_STEPS = 4
+TIME_UNIT = 2.0**-24  # the header stores t as an integer multiple of this
+MIN_STEP = 1 << 12  # shortest step, in TIME_UNITs (1/4096 in t)
+SKIP = 255  # band scale byte of a skipped band
+SKIP_COST_RATIO = 2.5
+BLEND_LEVELS = 16  # the direct-head blend weight is a multiple of 1 / BLEND_LEVELS
+FIT_SAMPLES = 4096  # coefficients per band the scale fit looks at
+_SCALE_TRIALS = range(-8, 9, 2)  # table steps around each band's RMS the fit tries
+
+
+def next_target(spent_bpp: float) -> float:
+    """The first rate target comfortably above what the layers so far cost (bpp): a layer
+    that overshot its target does not leave an empty layer behind it."""
+    target = RATE_TARGETS[0]
+    index = 0
+    while target <= 1.2 * spent_bpp:
+        index += 1
+        target = RATE_TARGETS[index] if index < len(RATE_TARGETS) else target * 1.5
+    return target
+
+
+def uq_bits(offsets: np.ndarray, dither: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """Code length (bits) of k = round(o + u) under QuantizedGaussian(mean u, std ratio), per
+    element, capped at the coder's 24-bit probability floor."""
+    v = np.rint(offsets + dither) - dither
+    lower = torch.from_numpy((v - 0.5) / ratio)
+    upper = torch.from_numpy((v + 0.5) / ratio)
+    bits = -dm.log_bin_probability(lower, upper).numpy() / math.log(2)
+    return np.minimum(bits, entropy.PROBABILITY_BITS)
 
 
 def layer_estimate_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: int, high: int) -> float:
@@ -61,95 +95,236 @@ def layer_estimate_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray
 
 
 def _code_layer(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: int, high: int,
-                chunk_symbols: int) -> tuple[LayerInfo, list[bytes]]:
+                chunk_symbols: int, header: bytes = b"") -> tuple[LayerInfo, list[bytes]]:
+    """A layer's chunks (``header``, when given, is its first chunk) and its description."""
     chunks = entropy.encode_chunks(symbols, means, stds, low, high, chunk_symbols)
-    estimate = layer_estimate_bits(symbols, means, stds, low, high)
+    estimate = layer_estimate_bits(symbols, means, stds, low, high) + 8 * len(header)
+    chunks = ([header] if header else []) + chunks
     return LayerInfo.of(chunks, low, high, entropy.checksum(symbols), estimate), chunks
+
+
+def scales_from_bytes(data: bytes) -> np.ndarray:
+    """A step layer's band scale indices from its first chunk (SKIP: band not coded)."""
+    scales = np.frombuffer(data, dtype=np.uint8).copy()
+    if scales.size != transform.NUM_BANDS or np.any(
+            (scales > entropy.SCALE_MAX_INDEX - entropy.SCALE_MIN_INDEX) & (scales != SKIP)):
+        raise DiffcodecError("damaged file: invalid band scales")
+    return scales
 
 
 @dataclass
 class Step:
     """Everything about one UQ step that both sides derive identically."""
 
-    index: int  # i: the step goes from t_i = i/T to t_{i-1}
+    layer: int
     coef: dm.StepCoefficients
     mu_p: np.ndarray
-    x_hat: np.ndarray  # denoised estimate at the step's start time
-    dither: np.ndarray
-    stds: np.ndarray  # entropy-model scale of every symbol (from the integer table)
+    x_hat: np.ndarray  # the display estimate at the step's start time
+    dither: np.ndarray  # per coefficient, flat in coding order
+    coded: np.ndarray  # bool per coefficient (coding order): its band is not skipped
+    stds: np.ndarray  # entropy-model scale of every coded symbol
 
-    def latent(self, k: np.ndarray) -> np.ndarray:
-        """z_s for the sent integers k."""
-        return self.mu_p + (k - self.dither) * self.coef.delta
+    def latent(self, symbols: np.ndarray) -> np.ndarray:
+        """z_s for the sent integers of the coded coefficients (the first len(symbols) of
+        them; the rest, and the skipped bands, take k = round(u))."""
+        k = np.rint(self.dither)
+        where = np.flatnonzero(self.coded)[: symbols.size]
+        k[where] = symbols
+        shape = self.mu_p.shape
+        coefficients = np.empty(self.dither.size)
+        coefficients[transform.coding_order(shape[0], shape[1])] = k - self.dither
+        return self.mu_p + transform.inverse(coefficients.reshape(shape)) * self.coef.delta
 
 
 class Chain:
-    """The UQ chain of one file: its time grid, start, and steps, the same on both sides."""
+    """The UQ chain of one file: its time grid, start and steps, the same on both sides."""
 
-    def __init__(self, runner: ModelRunner, steps: int, seed: int, tiling: Tiling) -> None:
-        self.runner, self.steps, self.seed, self.tiling = runner, steps, seed, tiling
-        self.gammas = runner.uniform_gammas(steps)
+    def __init__(self, runner: ModelRunner, times: list[int], blends: list[int], seed: int, tiling: Tiling) -> None:
+        self.runner, self.seed, self.tiling = runner, seed, tiling
+        self.times, self.blends = list(times), list(blends)
+        self.gammas = [self.gamma(t) for t in self.times]
+
+    def gamma(self, t_index: int) -> float:
+        """gamma at a grid time, evaluated alone (the same float on both sides)."""
+        return float(self.runner.gammas(np.array([t_index * TIME_UNIT]))[0])
+
+    @property
+    def steps(self) -> int:
+        return len(self.times) - 1
 
     def start(self, height: int, width: int) -> np.ndarray:
         count = height * width * 3
         return randomness.shared_normal(self.seed, randomness.START, 0, count).reshape(height, width, 3)
 
-    def step(self, z: np.ndarray, layer: int) -> Step:
-        i = self.steps - layer
-        coef = dm.step_coefficients(float(self.gammas[i]), float(self.gammas[i - 1]))
-        x_hat, log_scale = self.runner.predict(z, float(self.gammas[i]), self.tiling)
-        stds = entropy.SCALE_TABLE[entropy.scale_index(coef.c * np.exp(log_scale) / coef.delta)]
-        dither = randomness.shared_uniform(self.seed, randomness.DITHER, layer, z.size).reshape(z.shape)
-        return Step(i, coef, coef.b * z + coef.c * x_hat, x_hat, dither, stds)
+    def predict(self, z: np.ndarray, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """The eps-based and the direct-head estimates at the start of a step layer."""
+        x_eps, x_progressive, _ = self.runner.predict(z, self.gammas[layer], self.tiling, chain=True)
+        return x_eps, x_progressive
+
+    def step(self, z: np.ndarray, layer: int, x_hat: np.ndarray, band_scales: np.ndarray) -> Step:
+        coef = dm.step_coefficients(self.gammas[layer], self.gammas[layer + 1])
+        band = transform.band_map(*z.shape[:2]).reshape(-1)[transform.coding_order(*z.shape[:2])]
+        scales = band_scales[band]
+        coded = scales != SKIP
+        stds = entropy.SCALE_TABLE[scales[coded]]
+        dither = randomness.shared_uniform(self.seed, randomness.DITHER, layer, z.size)
+        return Step(layer, coef, coef.b * z + coef.c * x_hat, x_hat, dither, coded, stds)
 
     def pixel_model(self, z0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return dm.pixel_coding_model(z0, float(self.gammas[0]))
+        return dm.pixel_coding_model(z0, self.gammas[-1])
+
+
+def blend_estimate(x_eps: np.ndarray, x_progressive: np.ndarray, blend: int) -> np.ndarray:
+    return x_eps + (blend / BLEND_LEVELS) * (x_progressive - x_eps)
+
+
+def best_blend(x: np.ndarray, x_eps: np.ndarray, x_progressive: np.ndarray) -> int:
+    """The blend weight (in 1/BLEND_LEVELS) whose estimate is nearest to x."""
+    d = x_progressive - x_eps
+    weight = float(np.sum((x - x_eps) * d) / max(float(np.sum(d * d)), 1e-30))
+    return int(np.clip(np.rint(weight * BLEND_LEVELS), 0, BLEND_LEVELS))
+
+
+class _FitPlan:
+    """A fixed sample of each band's coefficients (coding-order positions) for the scale fit."""
+
+    def __init__(self, height: int, width: int) -> None:
+        band = transform.band_map(height, width).reshape(-1)[transform.coding_order(height, width)]
+        self.counts = np.bincount(band, minlength=transform.NUM_BANDS)
+        picks = []
+        start = 0
+        for count in self.counts:  # coding order keeps each band contiguous
+            take = min(count, FIT_SAMPLES)
+            picks.append(start + (np.arange(take) * count) // max(take, 1))
+            start += count
+        self.sample = np.concatenate(picks).astype(np.int64)
+        self.band = band[self.sample]
+        self.weight = self.counts / np.maximum(np.bincount(self.band, minlength=transform.NUM_BANDS), 1)
+
+
+def fit_scales(offsets: np.ndarray, dither: np.ndarray, plan: _FitPlan, allow_skip: bool) -> tuple[np.ndarray, float]:
+    """Per-band scale indices minimising the code length of k = round(o + u) (on a fixed
+    sample of each band), bands skipped where allowed and too dear; and the estimated bits."""
+    o, u, band = offsets[plan.sample], dither[plan.sample], plan.band
+    n = transform.NUM_BANDS
+    samples = np.maximum(np.bincount(band, minlength=n), 1)
+    rms = np.sqrt(np.bincount(band, o * o, minlength=n) / samples)
+    base = entropy.scale_index(np.maximum(rms, entropy.SCALE_TABLE[0]))
+    top = entropy.SCALE_MAX_INDEX - entropy.SCALE_MIN_INDEX
+    best_bits, best = None, None
+    for trial in _SCALE_TRIALS:
+        index = np.clip(base + trial, 0, top)
+        bits = np.bincount(band, uq_bits(o, u, entropy.SCALE_TABLE[index][band]), minlength=n)
+        if best_bits is None:
+            best_bits, best = bits, index.copy()
+        else:
+            better = bits < best_bits
+            best_bits[better], best[better] = bits[better], index[better]
+    band_bits = best_bits * plan.weight
+    scales = best.astype(np.uint8)
+    if allow_skip:  # KL of the Gaussian step: (sqrt(12) o)^2 / 2 nats per coefficient
+        kl_bits = np.bincount(band, 6.0 * o * o, minlength=n) * plan.weight / math.log(2)
+        skip = band_bits > SKIP_COST_RATIO * kl_bits
+        scales[skip] = SKIP
+        band_bits = np.where(skip, 0.0, band_bits)
+    return scales, float(band_bits.sum())
+
+
+class _Placer:
+    """Where the next rate-placed layer ends: the time s whose step costs what is left to the
+    next target, from the step's Gaussian KL 1/2 (SNR(s) - SNR(t)) |x - x_hat|^2 corrected by
+    the ratio of real to KL cost the layer's first try measures."""
+
+    def __init__(self, runner: ModelRunner) -> None:
+        grid = np.linspace(0.0, 1.0, 4097)
+        self.times = grid
+        self.snr = np.exp(-runner.gammas(grid))
+
+    def time_for(self, t_index: int, kl_nats_per_snr: float, nats: float, steps_after: int) -> int:
+        """The time below t whose step from t costs about ``nats`` (in TIME_UNITs), leaving
+        room for ``steps_after`` more steps of at least MIN_STEP."""
+        t = t_index * TIME_UNIT
+        snr_t = float(np.interp(t, self.times, self.snr))
+        want = snr_t + nats / max(kl_nats_per_snr, 1e-30)
+        # SNR falls with t: find s with SNR(s) = want
+        s = float(np.interp(-want, -self.snr, self.times)) if want < self.snr[0] else 0.0
+        return int(min(max(round(s / TIME_UNIT), steps_after * MIN_STEP), t_index - MIN_STEP))
 
 
 # -- encoding ------------------------------------------------------------------------------
 def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: Tiling,
            chunk_symbols: int, progress: bool = False) -> CodedImage:
-    """The progressive layers of an (H, W, 3) uint8 image."""
-    chain = Chain(runner, steps, seed, tiling)
+    """The progressive layers of an (H, W, 3) uint8 image: ``steps`` rate-placed layers,
+    TAIL_STEPS to t = 0, and the pixels."""
+    height, width = rgb.shape[:2]
+    pixels = height * width
     x = dm.scale_pixels_array(rgb)
-    z = chain.start(*rgb.shape[:2])
-    infos, chunks = [], []
-    for layer in progress_bar(range(steps), progress, steps + 1, "encode", "layer"):
-        step = chain.step(z, layer)
-        mu_q = step.coef.b * z + step.coef.c * x
-        k = np.rint((mu_q - step.mu_p) / step.coef.delta + step.dither).astype(np.int32)
-        symbols = k.reshape(-1)
-        info, data = _code_layer(symbols, step.dither.reshape(-1), step.stds.reshape(-1),
-                                 *entropy.symbol_range(symbols), chunk_symbols)
+    order = transform.coding_order(height, width)
+    plan = _FitPlan(height, width)
+    placer = _Placer(runner)
+    chain = Chain(runner, [round(1.0 / TIME_UNIT)], [], seed, tiling)
+    z = chain.start(height, width)
+    infos, chunks, spent = [], [], 0.0
+    total_layers = steps + TAIL_STEPS
+    for layer in progress_bar(range(total_layers), progress, total_layers + 1, "encode", "layer"):
+        x_eps, x_progressive = chain.predict(z, layer)
+        blend = best_blend(x, x_eps, x_progressive)
+        x_hat = blend_estimate(x_eps, x_progressive, blend)
+        t_index = chain.times[layer]
+        dither = randomness.shared_uniform(seed, randomness.DITHER, layer, z.size)
+
+        def trial(s_index: int) -> tuple[np.ndarray, np.ndarray, float]:
+            coef = dm.step_coefficients(chain.gammas[layer], chain.gamma(s_index))
+            offsets = transform.forward(coef.c * (x - x_hat) / coef.delta).reshape(-1)[order]
+            scales, bits = fit_scales(offsets, dither, plan, allow_skip=layer < steps)
+            return offsets, scales, bits
+
+        if layer < steps:
+            error = float(np.sum((x - x_hat) ** 2))
+            want = (next_target(spent / pixels) * pixels - spent) * math.log(2)
+            s_index = placer.time_for(t_index, 0.5 * error, want, total_layers - layer - 1)
+            offsets, scales, bits = trial(s_index)
+            if bits > 0:  # second try with the real-to-KL ratio of the first
+                kl = 0.5 * error * (float(np.interp(s_index * TIME_UNIT, placer.times, placer.snr))
+                                    - float(np.interp(t_index * TIME_UNIT, placer.times, placer.snr)))
+                ratio = float(np.clip(bits * math.log(2) / max(kl, 1e-30), 0.2, 5.0))
+                s_index = placer.time_for(t_index, 0.5 * error * ratio, want, total_layers - layer - 1)
+                offsets, scales, bits = trial(s_index)
+        else:  # the tail: equal steps in t from the last rate-placed layer down to 0
+            left = total_layers - layer
+            s_index = t_index - (t_index - 0) // left if left > 1 else 0
+            offsets, scales, bits = trial(s_index)
+        chain.times.append(s_index)
+        chain.gammas.append(chain.gamma(s_index))
+        chain.blends.append(blend)
+        step = chain.step(z, layer, x_hat, scales)
+        symbols = np.rint(offsets[step.coded] + step.dither[step.coded]).astype(np.int32)
+        info, data = _code_layer(symbols, step.dither[step.coded], step.stds,
+                                 *entropy.symbol_range(symbols), chunk_symbols, header=scales.tobytes())
         infos.append(info)
         chunks.append(data)
-        z = step.latent(k)
+        spent += 8 * info.size
+        z = step.latent(symbols)
     means, stds = chain.pixel_model(z)
     info, data = _code_layer(rgb.reshape(-1).astype(np.int32), means, stds, 0, 255, chunk_symbols)
-    return CodedImage(Mode.PROGRESSIVE, infos + [info], chunks + [data])
+    return CodedImage(Mode.PROGRESSIVE, infos + [info], chunks + [data], times=chain.times,
+                      blends=chain.blends, lossy_steps=steps)
 
 
 # -- decoding ------------------------------------------------------------------------------
 @dataclass
 class Point:
-    """Where the decoder stands after ``layers`` complete layers: the latent z at step
-    index ``index`` (time index / T) and the model's estimate there (None at index 0)."""
+    """Where the decoder stands after ``layers`` complete step layers: the latent z at the
+    start of step layer ``layers`` and the display estimate there (None at t = 0)."""
 
     layers: int
     z: np.ndarray
-    index: int
     x_hat: np.ndarray | None
-    partial = False
+    partial: bool = False  # z includes a layer that was only partly present
 
-
-@dataclass
-class PartialStep:
-    """A step layer that is only partly present: the symbols that arrived."""
-
-    layers: int  # complete layers before it
-    step: Step
-    symbols: np.ndarray
-    partial = True
+    @property
+    def complete_layers(self) -> int:
+        return self.layers - self.partial
 
 
 @dataclass
@@ -164,11 +339,16 @@ class Pixels:
     def partial(self) -> bool:
         return not self.complete
 
+    @property
+    def complete_layers(self) -> int:
+        return self.layers
 
-def _decode_layer(f: DfcFile, layer: int, means: np.ndarray, stds: np.ndarray) -> tuple[np.ndarray, bool]:
+
+def _decode_layer(f: DfcFile, layer: int, means: np.ndarray, stds: np.ndarray,
+                  first_chunk: int = 0) -> tuple[np.ndarray, bool]:
     """Symbols of the chunks present of one layer, and whether the layer is complete."""
     info = f.header.layers[layer]
-    symbols = entropy.decode_chunks(f.chunks[layer], means.size, means, stds, info.low, info.high,
+    symbols = entropy.decode_chunks(f.chunks[layer][first_chunk:], means.size, means, stds, info.low, info.high,
                                     f.header.chunk_symbols)
     complete = f.layer_complete(layer)
     if complete and entropy.checksum(symbols) != info.crc:
@@ -180,33 +360,48 @@ def _decode_layer(f: DfcFile, layer: int, means: np.ndarray, stds: np.ndarray) -
 
 def chain_of(runner: ModelRunner, f: DfcFile) -> Chain:
     header = f.header
-    if len(header.layers) != header.steps + 1:
-        raise DiffcodecError("damaged file: the layer count does not match the step count")
+    steps = len(header.times) - 1
+    if len(header.layers) != steps + 1 or len(header.blends) != steps or steps != header.steps:
+        raise DiffcodecError("damaged file: the layer count does not match the time grid")
+    if any(blend > BLEND_LEVELS for blend in header.blends):
+        raise DiffcodecError("damaged file: invalid blend weight")
+    if header.times[0] != round(1.0 / TIME_UNIT) or header.times[-1] != 0 or any(
+            a - b < MIN_STEP for a, b in zip(header.times, header.times[1:])):
+        raise DiffcodecError("damaged file: invalid time grid")
     runner.check_model(header.model_name, header.model_hash)
-    return Chain(runner, header.steps, header.seed, Tiling(header.tile, header.threads))
+    return Chain(runner, header.times, header.blends, header.seed, Tiling(header.tile, header.threads))
 
 
-def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | PartialStep | Pixels]:
-    """Step the chain through the layers present, yielding the point before each layer
-    and, last, what the final layer present gave (a partial step, or the pixels)."""
+def _point(chain: Chain, z: np.ndarray, layer: int, partial: bool = False) -> Point:
+    if layer == chain.steps:
+        return Point(layer, z, None, partial)
+    x_eps, x_progressive = chain.predict(z, layer)
+    return Point(layer, z, blend_estimate(x_eps, x_progressive, chain.blends[layer]), partial)
+
+
+def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | Pixels]:
+    """Step the chain through the layers present, yielding the point before each layer and
+    after the last one used: a cut layer's missing coefficients are taken as skipped."""
     header = f.header
     steps = chain.steps
-    z = chain.start(header.height, header.width)
+    point = _point(chain, chain.start(header.height, header.width), 0)
     for layer in progress_bar(range(steps), progress, steps + 1, "decode", "layer"):
-        step = chain.step(z, layer)
-        yield Point(layer, z, step.index, step.x_hat)
-        if not f.chunks[layer]:
+        yield point
+        complete = f.layer_complete(layer)
+        if len(f.chunks[layer]) < 2 and not complete:  # nothing but the band scales
             return
-        symbols, complete = _decode_layer(f, layer, step.dither.reshape(-1), step.stds.reshape(-1))
+        step = chain.step(point.z, layer, point.x_hat, scales_from_bytes(f.chunks[layer][0]))
+        symbols, complete = _decode_layer(f, layer, step.dither[step.coded], step.stds, first_chunk=1)
+        point = _point(chain, step.latent(symbols), layer + 1, partial=not complete)
         if not complete:
-            yield PartialStep(layer, step, symbols)
+            yield point
             return
-        z = step.latent(symbols.reshape(z.shape))
-    yield Point(steps, z, 0, None)
+    yield point
     if not f.chunks[steps]:
         return
+    z = point.z
     symbols, complete = _decode_layer(f, steps, *chain.pixel_model(z))
-    pixels = dm.pixel_mode(z, float(chain.gammas[0])).reshape(-1)
+    pixels = dm.pixel_mode(z, chain.gammas[-1]).reshape(-1)
     pixels[: symbols.size] = symbols
     yield Pixels(steps + complete, pixels.reshape(z.shape), complete)
 
@@ -222,42 +417,18 @@ def complete_by_sampling(chain: Chain, z: np.ndarray, t: float, steps: int) -> n
     return dm.pixel_mode(z, float(gammas[-1]))
 
 
-def fill_partial(chain: Chain, partial: PartialStep, completion_steps: int) -> np.ndarray:
-    """The image of a step layer cut short: the received symbols place their elements of
-    z_s; the rest keep the model's estimate (or, with a completion, a sample of the step)."""
-    step = partial.step
-    shape = step.mu_p.shape
-    received = np.zeros(step.mu_p.size, dtype=bool)
-    received[: partial.symbols.size] = True
-    received = received.reshape(shape)
-    k = np.zeros(step.mu_p.size)
-    k[: partial.symbols.size] = partial.symbols
-    z = step.latent(k.reshape(shape))
-    i = step.index - 1
-    if completion_steps > 0:
-        noise = randomness.shared_normal(chain.seed, randomness.COMPLETION, _PARTIAL_FALLBACK, z.size)
-        z = np.where(received, z, step.mu_p + step.coef.sigma_q * noise.reshape(shape))
-        return complete_by_sampling(chain, z, i / chain.steps, completion_steps)
-    if i == 0:
-        new = dm.pixel_mode(z, float(chain.gammas[0]))
-    else:
-        new = dm.nearest_pixels(chain.runner.predict(z, float(chain.gammas[i]), chain.tiling)[0])
-    return np.where(received, new, dm.nearest_pixels(step.x_hat))
-
-
-def render(chain: Chain, point: Point | PartialStep | Pixels, completion_steps: int = 0) -> np.ndarray:
-    """The (H, W, 3) image at a point of the walk: the pixels when decoded, else the denoised
+def render(chain: Chain, point: Point | Pixels, completion_steps: int = 0) -> np.ndarray:
+    """The (H, W, 3) image at a point of the walk: the pixels when decoded, else the display
     estimate (``completion_steps`` = 0) or a completion by ancestral sampling."""
     if isinstance(point, Pixels):
         return point.rgb
-    if isinstance(point, PartialStep):
-        return fill_partial(chain, point, completion_steps)
-    if point.index == 0:
-        return dm.pixel_mode(point.z, float(chain.gammas[0]))
+    if point.layers == chain.steps:
+        return dm.pixel_mode(point.z, chain.gammas[-1])
     if completion_steps > 0:
-        return complete_by_sampling(chain, point.z, point.index / chain.steps, completion_steps)
+        t = chain.times[point.layers] * TIME_UNIT
+        return complete_by_sampling(chain, point.z, t, completion_steps)
     return dm.nearest_pixels(point.x_hat)
 
 
-def is_exact(point: Point | PartialStep | Pixels) -> bool:
+def is_exact(point: Point | Pixels) -> bool:
     return isinstance(point, Pixels) and point.complete

@@ -10,7 +10,11 @@ u32, network threads u8, alpha (u8 kind + varint length + zlib bytes), layer cou
 CRC32 of its symbols u32, the encoder's model estimate of its size in bits (varint), chunk
 count (varint) and each chunk's byte length (varint); then the band count and each
 band's rows (varints; lossless mode); last, the count of chain scale indices and each
-index (signed varints; lossless mode: the variance calibration of each reverse step).
+index (signed varints; lossless mode: the variance calibration of each reverse step);
+then the time grid (count and each time in units of 2^-24, varints; progressive mode,
+explicit grid), the count of rate-placed layers (varint) and the count and each step
+layer's blend weight of the direct head (varints; progressive mode). A progressive step
+layer's first chunk holds its band scales, so a prefix pays only for the layers it holds.
 
 Every byte of a file after the header belongs to some layer chunk, so any prefix that
 holds the header decodes: complete layers, plus the complete chunks of the next one.
@@ -30,8 +34,8 @@ from dataclasses import dataclass, field
 from ..errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
-VERSION = 2  # 2: lossless chain scale indices; pops in a strided order
-TIME_GRIDS = {0: "uniform"}  # how a file's steps are spaced in t
+VERSION = 3  # 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
+TIME_GRIDS = {0: "uniform", 1: "explicit"}  # how a file's steps are spaced in t
 ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2
 _PREFIX = struct.Struct("<4sBI")
 
@@ -99,6 +103,9 @@ class Header:
     layers: list[LayerInfo] = field(default_factory=list)
     bands: list[int] = field(default_factory=list)  # lossless mode: rows of each band
     chain_scales: list[int] = field(default_factory=list)  # lossless mode: per-step scale index
+    times: list[int] = field(default_factory=list)  # progressive: t of each layer boundary, 2^-24 units
+    lossy_steps: int = 0  # progressive: how many of the step layers are placed by rate
+    blends: list[int] = field(default_factory=list)  # progressive: each step layer's direct-head weight
 
 
 @dataclass
@@ -111,6 +118,9 @@ class CodedImage:
     chunks: list[list[bytes]]
     bands: list[int] = field(default_factory=list)  # lossless: rows of each band
     chain_scales: list[int] = field(default_factory=list)  # lossless: per-step scale index
+    times: list[int] = field(default_factory=list)  # progressive: the time grid
+    blends: list[int] = field(default_factory=list)  # progressive: per step layer
+    lossy_steps: int = 0  # progressive: rate-placed step layers
 
 
 @dataclass
@@ -243,6 +253,13 @@ def pack_header(header: Header) -> bytes:
     _put_varint(body, len(header.chain_scales))
     for index in header.chain_scales:
         _put_varint(body, _zigzag(index))
+    _put_varint(body, len(header.times))
+    for t in header.times:
+        _put_varint(body, t)
+    _put_varint(body, header.lossy_steps)
+    _put_varint(body, len(header.blends))
+    for blend in header.blends:
+        _put_varint(body, blend)
     body = bytes(body)
     return _PREFIX.pack(MAGIC, VERSION, len(body)) + body + struct.pack("<I", zlib.crc32(body))
 
@@ -297,11 +314,14 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         layers.append(LayerInfo(low, high, crc, estimated, lengths))
     bands = [r.varint() for _ in range(r.varint())]
     chain_scales = [r.signed() for _ in range(r.varint())]
+    times = [r.varint() for _ in range(r.varint())]
+    lossy_steps = r.varint()
+    blends = [r.varint() for _ in range(r.varint())]
     if r.pos != len(body):
         raise ContainerError("damaged file: unexpected bytes in the header")
     header = Header(Mode(mode_id), name, model_hash, height, width, channels, steps, seed, tile,
                     chunk_symbols, threads, TIME_GRIDS[time_grid], alpha_kind, alpha, layers, bands,
-                    chain_scales)
+                    chain_scales, times, lossy_steps, blends)
     return header, end
 
 

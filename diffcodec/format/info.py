@@ -11,9 +11,12 @@ def _layer_label(f: DfcFile, index: int) -> str:
         return f"bits-back, {h.steps} steps, {len(h.bands)} bands"
     if h.mode == Mode.STORED:
         return "zlib pixels"
-    if index < h.steps:
-        return f"{(h.steps - index) / h.steps:.3f}->{(h.steps - index - 1) / h.steps:.3f}"
-    return "pixels"
+    if index >= h.steps:
+        return "pixels"
+    if h.times:  # explicit grid, in units of 2^-24
+        part = "rate-placed" if index < h.lossy_steps else "tail"
+        return f"{h.times[index] / 2**24:.4f}->{h.times[index + 1] / 2**24:.4f} ({part})"
+    return f"{(h.steps - index) / h.steps:.3f}->{(h.steps - index - 1) / h.steps:.3f}"
 
 
 def describe(data: bytes) -> dict:
@@ -40,6 +43,7 @@ def describe(data: bytes) -> dict:
         "seed": h.seed, "tile": h.tile, "alpha": "zlib" if h.alpha_kind == ALPHA_ZLIB else None,
         "header_bytes": f.header_size, "file_bytes": len(data), "file_bpp": 8 * len(data) / pixels,
         "complete_layers": f.complete_layers(), "layers": layers, "bands": h.bands,
-        "chain_scales": h.chain_scales,
+        "chain_scales": h.chain_scales, "rate_placed_layers": h.lossy_steps,
+        "times": [t / 2**24 for t in h.times], "blends": h.blends,
         "bits_per_dim": 8 * len(data) / (pixels * h.channels),
     }

@@ -1,0 +1,91 @@
+"""The orthonormal block transform the progressive layers quantize in, and its bands.
+
+The Gaussian forward process is isotropic, so its marginals and KLs are the same in any
+orthonormal basis of the latent; universal quantization is not, and pays most where a
+step's information is spread thinly over many coordinates. A blockwise DCT gathers the
+error of a noisy estimate (smooth at high noise) into the few low-frequency coefficients
+of each block, and leaves the many others nearly free, or skippable (progressive.py).
+
+Blocks are BLOCK x BLOCK per channel; the last block row and column take the remainder
+with a DCT of their own size, so any image size is covered exactly and the transform
+stays orthonormal. Coefficients are grouped into bands by octave of their vertical and
+horizontal frequency, per channel; the encoder fits one scale per band and step.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+BLOCK = 32
+OCTAVES = int(math.log2(BLOCK)) + 1
+NUM_BANDS = OCTAVES * OCTAVES * 3
+
+
+@functools.lru_cache(maxsize=None)
+def dct_matrix(n: int) -> np.ndarray:
+    """The orthonormal DCT-II matrix of size n (rows are basis functions)."""
+    k = np.arange(n, dtype=np.float64)[:, None]
+    i = np.arange(n, dtype=np.float64)[None, :]
+    m = np.cos(math.pi * (2.0 * i + 1.0) * k / (2.0 * n)) * math.sqrt(2.0 / n)
+    m[0] /= math.sqrt(2.0)
+    return m
+
+
+def _along(x: np.ndarray, axis: int, inverse: bool) -> np.ndarray:
+    x = np.moveaxis(x, axis, 0)
+    length = x.shape[0]
+    full = length // BLOCK * BLOCK
+    out = np.empty_like(x)
+    if full:
+        d = dct_matrix(BLOCK)
+        blocks = x[:full].reshape(length // BLOCK, BLOCK, -1)
+        out[:full] = np.matmul(d.T if inverse else d, blocks).reshape(x[:full].shape)
+    if length > full:
+        d = dct_matrix(length - full)
+        rest = x[full:].reshape(length - full, -1)
+        out[full:] = ((d.T if inverse else d) @ rest).reshape(x[full:].shape)
+    return np.moveaxis(out, 0, axis)
+
+
+def forward(x: np.ndarray) -> np.ndarray:
+    """Block DCT of an (H, W, C) array, per channel."""
+    return _along(_along(x, 0, False), 1, False)
+
+
+def inverse(x: np.ndarray) -> np.ndarray:
+    return _along(_along(x, 0, True), 1, True)
+
+
+def _frequencies(length: int) -> np.ndarray:
+    """Each position's frequency within its block, on the scale of a BLOCK-sized block."""
+    f = np.arange(length) % BLOCK
+    full = length // BLOCK * BLOCK
+    if length > full:
+        f[full:] = np.arange(length - full) * BLOCK // (length - full)
+    return f
+
+
+@functools.lru_cache(maxsize=8)
+def band_map(height: int, width: int) -> np.ndarray:
+    """Band index (0 .. NUM_BANDS-1) of every coefficient of an (H, W, 3) transform:
+    (octave of vertical frequency, octave of horizontal frequency, channel)."""
+    oy = np.floor(np.log2(_frequencies(height) + 1)).astype(np.int64)
+    ox = np.floor(np.log2(_frequencies(width) + 1)).astype(np.int64)
+    band = (oy[:, None] * OCTAVES + ox[None, :])[:, :, None] * 3 + np.arange(3)[None, None, :]
+    band.setflags(write=False)
+    return band
+
+
+@functools.lru_cache(maxsize=8)
+def coding_order(height: int, width: int) -> np.ndarray:
+    """Flat positions of all coefficients, coarsest bands first (stable within a band): the
+    order symbols are coded in, so a layer cut short still holds its coarse bands."""
+    band = band_map(height, width).reshape(-1)
+    octaves = band // 3
+    key = (octaves // OCTAVES + octaves % OCTAVES) * NUM_BANDS + band  # coarse to fine
+    order = np.argsort(key, kind="stable")
+    order.setflags(write=False)
+    return order
