@@ -126,6 +126,7 @@ def test_rate_distortion_quick(bench_inputs):
         assert (out / plot).stat().st_size > 1000
     table = (out / "rd_table.md").read_text()
     assert "BD-rate" in table and "| JPEG |" in table and table in result.stdout
+    assert "against the model's ideal channel" in table and "| rate-placed |" in table
 
 
 def test_speed_quick(bench_inputs):
