@@ -100,9 +100,12 @@ def test_rate_distortion_quick(bench_inputs):
     documents = {d["name"]: d for d in (json.loads(p.read_text()) for p in out.glob("*.json")) if "results" in d}
     classical, _ = classical_codecs()
     expected = {"diffcodec (denoised)", "diffcodec (completion 2)", "diffcodec budget (denoised)",
-                "diffcodec budget (completion 2)"} | {c.name for c in classical}
+                "diffcodec budget (completion 2)", "model ideal channel"} | {c.name for c in classical}
     assert {"JPEG", "WebP", "AVIF", "JPEG 2000"} <= expected
     assert set(documents) == expected
+    ideal = documents.pop("model ideal channel")
+    assert len(ideal["results"]["bpp"]) == len(ideal["results"]["psnr-rgb"]) >= 2
+    assert ideal["results"]["bpp"] == sorted(ideal["results"]["bpp"])  # the rate to reach z_t grows as t falls
     for name, doc in documents.items():
         results = doc["results"]
         lengths = {len(results[key]) for key in ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")}
@@ -126,6 +129,7 @@ def test_rate_distortion_quick(bench_inputs):
         assert (out / plot).stat().st_size > 1000
     table = (out / "rd_table.md").read_text()
     assert "BD-rate" in table and "| JPEG |" in table and table in result.stdout
+    assert "against the model's ideal channel" in table and "| rate-placed |" in table
     assert "against the model's ideal channel" in table and "| rate-placed |" in table
 
 
