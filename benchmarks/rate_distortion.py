@@ -300,13 +300,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated; 0 = denoised estimate, N = N generative completion steps")
     parser.add_argument("--chunk-symbols", type=int, default=None,
                         help="symbols per entropy-coded chunk (finer byte-budget cuts, more overhead)")
+    parser.add_argument("--no-classical", action="store_true",
+                        help="diffcodec only (the classical codecs' points do not depend on it)")
     parser.add_argument("--nelbo-samples", type=int, default=0,
                         help="also report the model's NELBO (bits/dim) with this many samples (0: skip)")
     args = parser.parse_args(argv)
 
     images = load_images(args.images, args.limit, args.quick)
     codec = load_codec(args.model, args.device, args.chunk_symbols)
-    classical, notes = classical_codecs()
+    classical, notes = ([], []) if args.no_classical else classical_codecs()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -59,7 +59,8 @@ class Codec:
                progress: bool = False, stored_fallback: bool = True) -> bytes:
         """Encode an image (PIL, array or tensor) into a .dfc file.
 
-        ``mode="progressive"``: one truncatable layer per reverse step (``steps``, default 8).
+        ``mode="progressive"``: truncatable layers, one per reverse step: ``steps`` placed by
+        rate (default 10), then the tail steps to t = 0 and the pixels.
         ``mode="lossless"``: bits-back coding over a ``steps``-step chain (default 32); where
         zlib does better the file stores the zlib-compressed pixels instead (mode "stored"),
         unless ``stored_fallback`` is False.

@@ -204,3 +204,28 @@ def test_library_decode_takes_the_model_the_file_names(trained_tiny_model, tmp_p
     assert diffcodec.decode_result(data).exact
     assert diffcodec.info(data)["model_name"] == "tiny-registered"
     assert diffcodec.truncate(data, layers=1) == data[: parse_file(data).prefix(layers=1).size]
+
+
+def test_rate_placed_grid_and_band_scales(codec):
+    """The header's time grid runs from 1 to 0 with the rate-placed layers first; a prefix
+    holding only a layer's band scales decodes as the layers before it; damaged band scales
+    are refused."""
+    from diffcodec.coding.progressive import BLEND_LEVELS, MIN_STEP, SKIP
+
+    image = synthetic_image(40, 36, "shapes", seed=5)
+    data = codec.encode(image, steps=3)
+    f = parse_file(data)
+    header = f.header
+    assert header.lossy_steps == 3 and header.steps == 3 + TAIL_STEPS == len(header.times) - 1
+    assert header.times[0] == 1 << 24 and header.times[-1] == 0
+    assert all(a - b >= MIN_STEP for a, b in zip(header.times, header.times[1:]))
+    assert len(header.blends) == header.steps and all(0 <= b <= BLEND_LEVELS for b in header.blends)
+    for layer in range(header.steps):
+        scales = np.frombuffer(f.chunks[layer][0], dtype=np.uint8)
+        assert np.all((scales <= 128) | (scales == SKIP))
+    scales_only = f.prefix(layers=1).size + header.layers[1].chunk_lengths[0]
+    assert np.array_equal(codec.decode(data[:scales_only]), codec.decode(data, layers=1))
+    damaged = bytearray(data)
+    damaged[f.prefix(layers=1).size] = 200  # a scale index the table does not have
+    with pytest.raises(DiffcodecError, match="band scales"):
+        codec.decode(bytes(damaged))
