@@ -38,6 +38,7 @@ from benchmarks.common import (  # noqa: E402
     machine_description, markdown_table, parse_int_list, point, run_classical, slug, timed, write_json,
 )
 from diffcodec.format import parse_file  # noqa: E402
+from diffcodec.format.container import TIME_UNITS  # noqa: E402
 
 BUDGET_BPPS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 TABLE_BPPS = (0.25, 0.5, 0.75, 1.0, 2.0)
@@ -95,7 +96,7 @@ def measure_diffcodec(codec, image: np.ndarray, steps: int | None, completions: 
                  bpd=8 * len(data) / exact.size, lossless_round_trip=bool(np.array_equal(exact, image)),
                  encode_seconds=encode_seconds, decode_seconds=decode_seconds, every_layer_pass_seconds={})
     total = parsed.header.steps
-    facts["times"] = [t / 2**24 for t in parsed.header.times]
+    facts["times"] = [t / TIME_UNITS for t in parsed.header.times]
     facts["rate_placed_layers"] = parsed.header.lossy_steps
     cuts = [parsed.prefix(layers=k).size for k in range(total + 2)]
     methods = {}
@@ -233,6 +234,11 @@ def layer_table(facts: list[dict], per_method: dict) -> str:
     the same quality). Means over images; ratios are means of per-image ratios."""
     points = per_method[layers_method(0)]
     total = len(facts[0]["times"]) - 1
+
+    def mean(values, pattern="{:.3f}"):  # "–" unless every image has a value
+        values = [v for v in values if v is not None and np.isfinite(v)]
+        return pattern.format(np.mean(values)) if len(values) == len(facts) else "–"
+
     rows = []
     for k in range(1, total + 1):
         t = [f["times"][k] for f in facts]
@@ -240,9 +246,6 @@ def layer_table(facts: list[dict], per_method: dict) -> str:
         quality = [pts[k]["psnr"] for pts in points]
         at_t = [ideal_rate_at(f["ideal"], f["times"][k], "times") for f in facts]
         at_q = [ideal_rate_at(f["ideal"], pts[k]["psnr"], "psnr") for f, pts in zip(facts, points)]
-        def mean(values, pattern="{:.3f}"):
-            values = [v for v in values if v is not None and np.isfinite(v)]
-            return pattern.format(np.mean(values)) if len(values) == len(facts) else "–"
         part = "rate-placed" if k <= facts[0]["rate_placed_layers"] else "tail"
         rows.append([k, part, mean(t), mean(real), mean(quality, "{:.2f}"), mean(at_t),
                      mean([r / a if a else None for r, a in zip(real, at_t)], "{:.2f}"), mean(at_q),

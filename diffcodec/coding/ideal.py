@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from ..metrics import psnr
 from ..model import diffusion as dm
@@ -29,12 +30,10 @@ def ideal_curve(runner: ModelRunner, rgb: np.ndarray, tiling: Tiling, points: in
     times = np.linspace(1.0, t_min, points + 1)
     gammas = [float(runner.gammas(np.array([t]))[0]) for t in times]
     snr = [math.exp(-g) for g in gammas]
-    alpha2 = 1.0 / (1.0 + math.exp(gammas[0]))
-    prior = 0.5 * float(np.sum(alpha2 * x * x + (1.0 - alpha2) - 1.0 - math.log(1.0 - alpha2)))
-    nats = prior
+    nats = float(dm.prior_kl(torch.from_numpy(x)[None], torch.tensor([gammas[0]], dtype=torch.float64))[0])
     curve = dict(times=[], bpp=[], psnr=[], psnr_eps=[])
     for j in range(points):
-        alpha, sigma = math.sqrt(1.0 / (1.0 + math.exp(gammas[j]))), math.sqrt(1.0 / (1.0 + math.exp(-gammas[j])))
+        alpha, sigma = dm.alpha_sigma_of(gammas[j])
         noise = randomness.shared_normal(seed, randomness.BOUND, j, x.size).reshape(x.shape)
         x_eps, x_progressive, _ = runner.predict(alpha * x + sigma * noise, gammas[j], tiling, chain=True)
         best = blend_estimate(x_eps, x_progressive, best_blend(x, x_eps, x_progressive))

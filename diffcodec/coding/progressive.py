@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..errors import DiffcodecError
-from ..format.container import CodedImage, DfcFile, LayerInfo, Mode
+from ..format.container import TIME_UNITS, CodedImage, DfcFile, LayerInfo, Mode
 from ..model import diffusion as dm
 from . import entropy, randomness, transform
 from .progress import progress_bar
@@ -49,8 +49,7 @@ DEFAULT_STEPS = 10
 # Cumulative bits per pixel at which the rate-placed layers end; beyond the list, x1.5 each.
 RATE_TARGETS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 TAIL_STEPS = 4
-TIME_UNIT = 2.0**-24  # the header stores t as an integer multiple of this
-MIN_STEP = 1 << 12  # shortest step, in TIME_UNITs (1/4096 in t)
+MIN_STEP = TIME_UNITS >> 12  # shortest step: 1/4096 in t
 SKIP = 255  # band scale byte of a skipped band
 SKIP_COST_RATIO = 2.5
 BLEND_LEVELS = 16  # the direct-head blend weight is a multiple of 1 / BLEND_LEVELS
@@ -69,29 +68,27 @@ def next_target(spent_bpp: float) -> float:
     return target
 
 
-def uq_bits(offsets: np.ndarray, dither: np.ndarray, ratio: np.ndarray) -> np.ndarray:
-    """Code length (bits) of k = round(o + u) under QuantizedGaussian(mean u, std ratio), per
-    element, capped at the coder's 24-bit probability floor."""
-    v = np.rint(offsets + dither) - dither
-    lower = torch.from_numpy((v - 0.5) / ratio)
-    upper = torch.from_numpy((v + 0.5) / ratio)
-    bits = -dm.log_bin_probability(lower, upper).numpy() / math.log(2)
-    return np.minimum(bits, entropy.PROBABILITY_BITS)
-
-
-def layer_estimate_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: int, high: int) -> float:
-    """Ideal code length (bits) of symbols under the model the coder uses: the Gaussian
-    integrated over unit bins, the tails beyond [low, high] folded into the two edge bins
-    and every probability at least 2^-24 (as constriction's QuantizedGaussian does). The
-    model's estimate of a layer's size, stored in the header; the coder's rounding of
-    probabilities is all that separates it from the real size."""
+def symbol_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray,
+                low: int | None = None, high: int | None = None) -> np.ndarray:
+    """Code length (bits) of each symbol under the model the coder uses: a Gaussian of mean
+    ``means`` and scale ``stds`` integrated over unit bins, the tails beyond [low, high]
+    (when given) folded into the two edge bins, every probability at least 2^-24 (as
+    constriction's QuantizedGaussian does)."""
     k = torch.from_numpy(np.asarray(symbols, dtype=np.float64))
     m = torch.from_numpy(np.asarray(means, dtype=np.float64))
     s = torch.from_numpy(np.asarray(stds, dtype=np.float64))
-    lower = torch.where(k <= low, -torch.inf, (k - m - 0.5) / s)
-    upper = torch.where(k >= high, torch.inf, (k - m + 0.5) / s)
+    lower, upper = (k - m - 0.5) / s, (k - m + 0.5) / s
+    if low is not None:
+        lower = torch.where(k <= low, -torch.inf, lower)
+        upper = torch.where(k >= high, torch.inf, upper)
     bits = -dm.log_bin_probability(lower, upper) / math.log(2)
-    return float(torch.clamp(bits, max=entropy.PROBABILITY_BITS).sum())
+    return torch.clamp(bits, max=entropy.PROBABILITY_BITS).numpy()
+
+
+def layer_estimate_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: int, high: int) -> float:
+    """The model's estimate of a layer's size, stored in the header: the coder's rounding of
+    probabilities is all that separates it from the real size."""
+    return float(symbol_bits(symbols, means, stds, low, high).sum())
 
 
 def _code_layer(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: int, high: int,
@@ -116,24 +113,18 @@ def scales_from_bytes(data: bytes) -> np.ndarray:
 class Step:
     """Everything about one UQ step that both sides derive identically."""
 
-    layer: int
     coef: dm.StepCoefficients
     mu_p: np.ndarray
-    x_hat: np.ndarray  # the display estimate at the step's start time
     dither: np.ndarray  # per coefficient, flat in coding order
     coded: np.ndarray  # bool per coefficient (coding order): its band is not skipped
     stds: np.ndarray  # entropy-model scale of every coded symbol
 
     def latent(self, symbols: np.ndarray) -> np.ndarray:
         """z_s for the sent integers of the coded coefficients (the first len(symbols) of
-        them; the rest, and the skipped bands, take k = round(u))."""
-        k = np.rint(self.dither)
-        where = np.flatnonzero(self.coded)[: symbols.size]
-        k[where] = symbols
-        shape = self.mu_p.shape
-        coefficients = np.empty(self.dither.size)
-        coefficients[transform.coding_order(shape[0], shape[1])] = k - self.dither
-        return self.mu_p + transform.inverse(coefficients.reshape(shape)) * self.coef.delta
+        them; the rest, and the skipped bands, take k = round(u) = 0, as |u| <= 1/2)."""
+        k = np.zeros(self.dither.size)
+        k[np.flatnonzero(self.coded)[: symbols.size]] = symbols
+        return self.mu_p + transform.inverse_coded(k - self.dither, self.mu_p.shape) * self.coef.delta
 
 
 class Chain:
@@ -146,7 +137,7 @@ class Chain:
 
     def gamma(self, t_index: int) -> float:
         """gamma at a grid time, evaluated alone (the same float on both sides)."""
-        return float(self.runner.gammas(np.array([t_index * TIME_UNIT]))[0])
+        return float(self.runner.gammas(np.array([t_index / TIME_UNITS]))[0])
 
     @property
     def steps(self) -> int:
@@ -161,14 +152,15 @@ class Chain:
         x_eps, x_progressive, _ = self.runner.predict(z, self.gammas[layer], self.tiling, chain=True)
         return x_eps, x_progressive
 
-    def step(self, z: np.ndarray, layer: int, x_hat: np.ndarray, band_scales: np.ndarray) -> Step:
+    def dither(self, layer: int, count: int) -> np.ndarray:
+        return randomness.shared_uniform(self.seed, randomness.DITHER, layer, count)
+
+    def step(self, z: np.ndarray, layer: int, x_hat: np.ndarray, band_scales: np.ndarray,
+             dither: np.ndarray) -> Step:
         coef = dm.step_coefficients(self.gammas[layer], self.gammas[layer + 1])
-        band = transform.band_map(*z.shape[:2]).reshape(-1)[transform.coding_order(*z.shape[:2])]
-        scales = band_scales[band]
+        scales = band_scales[transform.coding_bands(*z.shape[:2])]
         coded = scales != SKIP
-        stds = entropy.SCALE_TABLE[scales[coded]]
-        dither = randomness.shared_uniform(self.seed, randomness.DITHER, layer, z.size)
-        return Step(layer, coef, coef.b * z + coef.c * x_hat, x_hat, dither, coded, stds)
+        return Step(coef, coef.b * z + coef.c * x_hat, dither, coded, entropy.SCALE_TABLE[scales[coded]])
 
     def pixel_model(self, z0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return dm.pixel_coding_model(z0, self.gammas[-1])
@@ -189,7 +181,7 @@ class _FitPlan:
     """A fixed sample of each band's coefficients (coding-order positions) for the scale fit."""
 
     def __init__(self, height: int, width: int) -> None:
-        band = transform.band_map(height, width).reshape(-1)[transform.coding_order(height, width)]
+        band = transform.coding_bands(height, width)
         self.counts = np.bincount(band, minlength=transform.NUM_BANDS)
         picks = []
         start = 0
@@ -214,7 +206,7 @@ def fit_scales(offsets: np.ndarray, dither: np.ndarray, plan: _FitPlan, allow_sk
     best_bits, best = None, None
     for trial in _SCALE_TRIALS:
         index = np.clip(base + trial, 0, top)
-        bits = np.bincount(band, uq_bits(o, u, entropy.SCALE_TABLE[index][band]), minlength=n)
+        bits = np.bincount(band, symbol_bits(np.rint(o + u), u, entropy.SCALE_TABLE[index][band]), minlength=n)
         if best_bits is None:
             best_bits, best = bits, index.copy()
         else:
@@ -236,19 +228,19 @@ class _Placer:
     the ratio of real to KL cost the layer's first try measures."""
 
     def __init__(self, runner: ModelRunner) -> None:
-        grid = np.linspace(0.0, 1.0, 4097)
-        self.times = grid
-        self.snr = np.exp(-runner.gammas(grid))
+        self.times = np.linspace(0.0, 1.0, 4097)
+        self.snr_table = np.exp(-runner.gammas(self.times))
+
+    def snr(self, t_index: int) -> float:
+        return float(np.interp(t_index / TIME_UNITS, self.times, self.snr_table))
 
     def time_for(self, t_index: int, kl_nats_per_snr: float, nats: float, steps_after: int) -> int:
-        """The time below t whose step from t costs about ``nats`` (in TIME_UNITs), leaving
+        """The time below t whose step from t costs about ``nats`` (in 1/TIME_UNITS), leaving
         room for ``steps_after`` more steps of at least MIN_STEP."""
-        t = t_index * TIME_UNIT
-        snr_t = float(np.interp(t, self.times, self.snr))
-        want = snr_t + nats / max(kl_nats_per_snr, 1e-30)
+        want = self.snr(t_index) + nats / max(kl_nats_per_snr, 1e-30)
         # SNR falls with t: find s with SNR(s) = want
-        s = float(np.interp(-want, -self.snr, self.times)) if want < self.snr[0] else 0.0
-        return int(min(max(round(s / TIME_UNIT), steps_after * MIN_STEP), t_index - MIN_STEP))
+        s = float(np.interp(-want, -self.snr_table, self.times)) if want < self.snr_table[0] else 0.0
+        return int(min(max(round(s * TIME_UNITS), steps_after * MIN_STEP), t_index - MIN_STEP))
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -259,10 +251,9 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
     height, width = rgb.shape[:2]
     pixels = height * width
     x = dm.scale_pixels_array(rgb)
-    order = transform.coding_order(height, width)
     plan = _FitPlan(height, width)
     placer = _Placer(runner)
-    chain = Chain(runner, [round(1.0 / TIME_UNIT)], [], seed, tiling)
+    chain = Chain(runner, [TIME_UNITS], [], seed, tiling)
     z = chain.start(height, width)
     infos, chunks, spent = [], [], 0.0
     total_layers = steps + TAIL_STEPS
@@ -271,35 +262,35 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         blend = best_blend(x, x_eps, x_progressive)
         x_hat = blend_estimate(x_eps, x_progressive, blend)
         t_index = chain.times[layer]
-        dither = randomness.shared_uniform(seed, randomness.DITHER, layer, z.size)
+        dither = chain.dither(layer, z.size)
+        error = transform.forward_coded(x - x_hat)  # the offsets of any step from t, up to c / Delta
 
         def trial(s_index: int) -> tuple[np.ndarray, np.ndarray, float]:
             coef = dm.step_coefficients(chain.gammas[layer], chain.gamma(s_index))
-            offsets = transform.forward(coef.c * (x - x_hat) / coef.delta).reshape(-1)[order]
+            offsets = (coef.c / coef.delta) * error
             scales, bits = fit_scales(offsets, dither, plan, allow_skip=layer < steps)
             return offsets, scales, bits
 
         if layer < steps:
-            error = float(np.sum((x - x_hat) ** 2))
+            half_error = 0.5 * float(np.sum(error * error))  # KL per unit of SNR
             want = (next_target(spent / pixels) * pixels - spent) * math.log(2)
-            s_index = placer.time_for(t_index, 0.5 * error, want, total_layers - layer - 1)
+            s_index = placer.time_for(t_index, half_error, want, total_layers - layer - 1)
             offsets, scales, bits = trial(s_index)
             if bits > 0:  # second try with the real-to-KL ratio of the first
-                kl = 0.5 * error * (float(np.interp(s_index * TIME_UNIT, placer.times, placer.snr))
-                                    - float(np.interp(t_index * TIME_UNIT, placer.times, placer.snr)))
+                kl = half_error * (placer.snr(s_index) - placer.snr(t_index))
                 ratio = float(np.clip(bits * math.log(2) / max(kl, 1e-30), 0.2, 5.0))
-                s_index = placer.time_for(t_index, 0.5 * error * ratio, want, total_layers - layer - 1)
+                s_index = placer.time_for(t_index, half_error * ratio, want, total_layers - layer - 1)
                 offsets, scales, bits = trial(s_index)
         else:  # the tail: equal steps in t from the last rate-placed layer down to 0
             left = total_layers - layer
-            s_index = t_index - (t_index - 0) // left if left > 1 else 0
+            s_index = t_index - t_index // left if left > 1 else 0
             offsets, scales, bits = trial(s_index)
         chain.times.append(s_index)
         chain.gammas.append(chain.gamma(s_index))
         chain.blends.append(blend)
-        step = chain.step(z, layer, x_hat, scales)
-        symbols = np.rint(offsets[step.coded] + step.dither[step.coded]).astype(np.int32)
-        info, data = _code_layer(symbols, step.dither[step.coded], step.stds,
+        step = chain.step(z, layer, x_hat, scales, dither)
+        symbols = np.rint(offsets[step.coded] + dither[step.coded]).astype(np.int32)
+        info, data = _code_layer(symbols, dither[step.coded], step.stds,
                                  *entropy.symbol_range(symbols), chunk_symbols, header=scales.tobytes())
         infos.append(info)
         chunks.append(data)
@@ -365,7 +356,7 @@ def chain_of(runner: ModelRunner, f: DfcFile) -> Chain:
         raise DiffcodecError("damaged file: the layer count does not match the time grid")
     if any(blend > BLEND_LEVELS for blend in header.blends):
         raise DiffcodecError("damaged file: invalid blend weight")
-    if header.times[0] != round(1.0 / TIME_UNIT) or header.times[-1] != 0 or any(
+    if header.times[0] != TIME_UNITS or header.times[-1] != 0 or any(
             a - b < MIN_STEP for a, b in zip(header.times, header.times[1:])):
         raise DiffcodecError("damaged file: invalid time grid")
     runner.check_model(header.model_name, header.model_hash)
@@ -390,7 +381,8 @@ def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | P
         complete = f.layer_complete(layer)
         if len(f.chunks[layer]) < 2 and not complete:  # nothing but the band scales
             return
-        step = chain.step(point.z, layer, point.x_hat, scales_from_bytes(f.chunks[layer][0]))
+        step = chain.step(point.z, layer, point.x_hat, scales_from_bytes(f.chunks[layer][0]),
+                          chain.dither(layer, point.z.size))
         symbols, complete = _decode_layer(f, layer, step.dither[step.coded], step.stds, first_chunk=1)
         point = _point(chain, step.latent(symbols), layer + 1, partial=not complete)
         if not complete:
@@ -425,7 +417,7 @@ def render(chain: Chain, point: Point | Pixels, completion_steps: int = 0) -> np
     if point.layers == chain.steps:
         return dm.pixel_mode(point.z, chain.gammas[-1])
     if completion_steps > 0:
-        t = chain.times[point.layers] * TIME_UNIT
+        t = chain.times[point.layers] / TIME_UNITS
         return complete_by_sampling(chain, point.z, t, completion_steps)
     return dm.nearest_pixels(point.x_hat)
 

@@ -89,3 +89,23 @@ def coding_order(height: int, width: int) -> np.ndarray:
     order = np.argsort(key, kind="stable")
     order.setflags(write=False)
     return order
+
+
+@functools.lru_cache(maxsize=8)
+def coding_bands(height: int, width: int) -> np.ndarray:
+    """The band of every coefficient, in coding order."""
+    band = band_map(height, width).reshape(-1)[coding_order(height, width)]
+    band.setflags(write=False)
+    return band
+
+
+def forward_coded(x: np.ndarray) -> np.ndarray:
+    """The block DCT of an (H, W, 3) array, flat in coding order."""
+    return forward(x).reshape(-1)[coding_order(x.shape[0], x.shape[1])]
+
+
+def inverse_coded(coefficients: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Inverse of :func:`forward_coded`."""
+    flat = np.empty(coefficients.size)
+    flat[coding_order(shape[0], shape[1])] = coefficients
+    return inverse(flat.reshape(shape))

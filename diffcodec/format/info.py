@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .container import ALPHA_ZLIB, DfcFile, Mode, parse_file
+from .container import ALPHA_ZLIB, TIME_UNITS, DfcFile, Mode, parse_file
 
 
 def _layer_label(f: DfcFile, index: int) -> str:
@@ -13,9 +13,9 @@ def _layer_label(f: DfcFile, index: int) -> str:
         return "zlib pixels"
     if index >= h.steps:
         return "pixels"
-    if h.times:  # explicit grid, in units of 2^-24
+    if h.times:  # explicit grid
         part = "rate-placed" if index < h.lossy_steps else "tail"
-        return f"{h.times[index] / 2**24:.4f}->{h.times[index + 1] / 2**24:.4f} ({part})"
+        return f"{h.times[index] / TIME_UNITS:.4f}->{h.times[index + 1] / TIME_UNITS:.4f} ({part})"
     return f"{(h.steps - index) / h.steps:.3f}->{(h.steps - index - 1) / h.steps:.3f}"
 
 
@@ -44,6 +44,6 @@ def describe(data: bytes) -> dict:
         "header_bytes": f.header_size, "file_bytes": len(data), "file_bpp": 8 * len(data) / pixels,
         "complete_layers": f.complete_layers(), "layers": layers, "bands": h.bands,
         "chain_scales": h.chain_scales, "rate_placed_layers": h.lossy_steps,
-        "times": [t / 2**24 for t in h.times], "blends": h.blends,
+        "times": [t / TIME_UNITS for t in h.times], "blends": h.blends,
         "bits_per_dim": 8 * len(data) / (pixels * h.channels),
     }

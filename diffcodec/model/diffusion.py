@@ -29,10 +29,16 @@ def scale_pixels_array(x: np.ndarray) -> np.ndarray:
     return (np.asarray(x).astype(np.float64) + 0.5) / 128.0 - 1.0
 
 
+def alpha_sigma_of(gamma: float) -> tuple[float, float]:
+    """alpha and sigma of the variance-preserving process at a float gamma (the coders' twin
+    of :func:`alpha_sigma`)."""
+    return math.sqrt(1 / (1 + math.exp(gamma))), math.sqrt(1 / (1 + math.exp(-gamma)))
+
+
 def pixel_coding_model(z0: np.ndarray, gamma_0: float) -> tuple[np.ndarray, np.ndarray]:
     """p(x | z_0) as a quantized Gaussian for the coders: flat means and stds in 8-bit level
     units (the discrete decoder centred on z_0 / alpha_0, scale exp(gamma_0 / 2))."""
-    alpha0 = math.sqrt(1 / (1 + math.exp(gamma_0)))
+    alpha0, _ = alpha_sigma_of(gamma_0)
     means = ((z0 / alpha0 + 1.0) * 128.0 - 0.5).reshape(-1)
     return means, np.full(means.shape, 128.0 * math.exp(0.5 * gamma_0))
 
@@ -43,7 +49,7 @@ def pixel_window_model(z0: np.ndarray, gamma_0: float) -> tuple[np.ndarray, np.n
     z_0 / alpha_0 (h = :func:`decoder_window`, beyond which the mass is negligible) and the
     unnormalised probabilities of those levels (0 outside 0..255). Sharper than the
     quantized Gaussian of :func:`pixel_coding_model` (the README has the figures)."""
-    alpha0 = math.sqrt(1 / (1 + math.exp(gamma_0)))
+    alpha0, _ = alpha_sigma_of(gamma_0)
     half = decoder_window(gamma_0)
     u = z0.reshape(-1) / alpha0
     nearest = np.clip(np.rint((u + 1.0) * 128.0 - 0.5), 0, NUM_LEVELS - 1)
@@ -62,7 +68,7 @@ def nearest_pixels(x_scaled: np.ndarray) -> np.ndarray:
 
 def pixel_mode(z0: np.ndarray, gamma_0: float) -> np.ndarray:
     """The most likely 8-bit image under p(x | z_0)."""
-    alpha0 = math.sqrt(1 / (1 + math.exp(gamma_0)))
+    alpha0, _ = alpha_sigma_of(gamma_0)
     return nearest_pixels(z0 / alpha0)
 
 
