@@ -2,7 +2,7 @@
 """Lossless rates of diffcodec against its own NELBO and against classical lossless codecs.
 
     python benchmarks/lossless.py IMAGES_DIR [--model default|PATH] [--steps 16,32,64]
-        [--limit N] [--quick] [--out results/] [--nelbo-samples 8] [--progressive-steps 8]
+        [--limit N] [--quick] [--out results/] [--nelbo-samples 8] [--progressive-steps 10]
 
 For every image and every step count T the bits-back lossless file is encoded and decoded
 (checked pixel-exact, both timed); its size is set against two bounds:
@@ -45,6 +45,7 @@ from benchmarks.common import (  # noqa: E402
     _jxl_available, add_common_arguments, center_crop, load_codec, load_images, machine_description,
     markdown_table, parse_int_list, timed, write_json,
 )
+from diffcodec.codec import DEFAULT_STEPS as PROGRESSIVE_STEPS  # noqa: E402
 from diffcodec.errors import DiffcodecError  # noqa: E402
 from diffcodec.train.evaluation import image_nelbo  # noqa: E402
 from diffcodec.format import describe  # noqa: E402
@@ -252,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=parse_int_list, default=None,
                         help="comma-separated lossless step counts T (default 16,32,64; --quick: 2,4)")
     parser.add_argument("--nelbo-samples", type=int, default=8, help="(t, eps) samples per NELBO estimate")
-    parser.add_argument("--progressive-steps", type=int, default=8, help="steps of the progressive file")
+    parser.add_argument("--progressive-steps", type=int, default=PROGRESSIVE_STEPS,
+                        help="rate-placed layers of the progressive file (the codec's default)")
     args = parser.parse_args(argv)
     steps_list = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
     if min(steps_list) < 1 or args.nelbo_samples < 1 or args.progressive_steps < 1:
