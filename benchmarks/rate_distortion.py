@@ -112,12 +112,13 @@ def measure_diffcodec(codec, image: np.ndarray, steps: int | None, completions: 
         budget_points = []
         for target in budgets:
             budget = int(target * pixels / 8)
-            if budget < header_bytes:
+            cut = parsed.prefix(max_bytes=budget).size if budget >= header_bytes else header_bytes
+            if cut == header_bytes:  # no layer data within the budget: nothing to decode
                 budget_points.append(None)
                 continue
-            cut = parsed.prefix(max_bytes=budget).size
             if cut not in decoded_cuts:
-                decoded, seconds = timed(codec.decode, data[:cut], completion_steps=completion)
+                decoded, seconds = timed(lambda d, **kw: codec.decode_result(d, **kw).image, data[:cut],
+                                         completion_steps=completion)
                 decoded_cuts[cut] = point(8 * cut / pixels, image, decoded, encode_seconds, seconds, bytes=cut)
             budget_points.append({**decoded_cuts[cut], "target_bpp": target})
         methods[budget_method(completion)] = budget_points

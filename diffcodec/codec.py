@@ -6,6 +6,7 @@ fields; the header is built here, once, from those and the image's own fields.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,14 +14,40 @@ import torch
 
 from .coding import entropy, lossless, progressive, stored
 from .coding.runner import DEFAULT_TILE, MAX_CODING_THREADS, ModelRunner, Tiling
-from .errors import DiffcodecError
-from .format.container import DfcFile, Header, Mode, pack_file, parse_file
+from .errors import DiffcodecError, LimitError, boundary
+from .format.container import (MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE, ContainerError,
+                               DfcFile, Header, Mode, pack_file, parse_file)
 from .images import prepare, restore
 from .model import DiffusionModel, load_named_model
 
 DEFAULT_STEPS = progressive.DEFAULT_STEPS
 DEFAULT_LOSSLESS_STEPS = lossless.DEFAULT_STEPS
 MAX_STEPS = 1024
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """How much work a decoder accepts from a file before it starts: ``max_pixels`` (the
+    image's), and ``max_work``, pixels times steps (network passes). A file is checked
+    against these before anything is allocated for it, so a small file cannot claim hours
+    and gigabytes; None lifts a limit (for real images beyond them). The defaults admit
+    images up to 32 megapixels at 64 steps."""
+
+    max_pixels: int | None = 1 << 25
+    max_work: int | None = 1 << 31
+
+    def check(self, header: Header) -> None:
+        pixels = header.height * header.width
+        if self.max_pixels is not None and pixels > self.max_pixels:
+            raise LimitError(f"the file is a {header.width}x{header.height} image, more than the "
+                             f"{self.max_pixels} pixels a decoder accepts by default (--max-pixels to allow it)")
+        if self.max_work is not None and pixels * header.steps > self.max_work:
+            raise LimitError(f"the file asks for {header.steps} steps on {pixels} pixels, more work than a "
+                             f"decoder accepts by default (--max-pixels 0 to allow it)")
+
+
+class PrefixWarning(UserWarning):
+    """A decode from a file that is only a prefix: the image is a preview, not the original."""
 
 
 @dataclass
@@ -33,6 +60,15 @@ class Decoded:
     layers_total: int
     partial: bool  # the chunks present of one more layer went into it too
     exact: bool  # the original pixels, not a best-effort preview of a prefix
+    bytes_used: int = 0  # of the file: the header and the chunks that went into the image
+    bytes_total: int = 0  # of the whole file, as its header describes it
+
+    def describe(self) -> str:
+        """One line: how far the decode got."""
+        part = f" and part of layer {self.layers_used + 1}" if self.partial else ""
+        state = "exact" if self.exact else "a preview from a prefix, not the original pixels"
+        return (f"{self.layers_used} of {self.layers_total} layers{part}, {self.bytes_used} of "
+                f"{self.bytes_total} bytes ({state})")
 
 
 class Codec:
@@ -42,15 +78,21 @@ class Codec:
     """
 
     def __init__(self, model: str | DiffusionModel | None = None, device: str = "cpu",
-                 tile: int = DEFAULT_TILE, chunk_symbols: int = entropy.CHUNK_SYMBOLS) -> None:
+                 tile: int = DEFAULT_TILE, chunk_symbols: int = entropy.CHUNK_SYMBOLS,
+                 limits: DecodeLimits = DecodeLimits()) -> None:
+        if tile % (stride := _stride(model)) or not MIN_TILE <= tile <= MAX_TILE:
+            raise DiffcodecError(f"tile must be a multiple of {stride} from {MIN_TILE} to {MAX_TILE}")
+        if not MIN_CHUNK_SYMBOLS <= chunk_symbols <= MAX_CHUNK_SYMBOLS:
+            raise DiffcodecError(f"chunk_symbols must be from {MIN_CHUNK_SYMBOLS} to {MAX_CHUNK_SYMBOLS}")
         if not isinstance(model, DiffusionModel):
             model = load_named_model(model or "default", device)
+            if tile % model.config.stride:
+                raise DiffcodecError(f"tile must be a multiple of {model.config.stride}")
         self.model = model
         self.runner = ModelRunner(model)
-        if tile % model.config.stride or not 0 < tile < 2**16:
-            raise DiffcodecError(f"tile must be a multiple of {model.config.stride} below 65536")
         self.tile = tile
         self.chunk_symbols = chunk_symbols
+        self.limits = limits
 
     def _tiling(self) -> Tiling:
         return Tiling(self.tile, min(torch.get_num_threads(), MAX_CODING_THREADS))
@@ -72,7 +114,12 @@ class Codec:
         if not 1 <= steps <= MAX_STEPS:
             raise DiffcodecError(f"steps must be between 1 and {MAX_STEPS}")
         prepared = prepare(image)
-        seed &= 2**64 - 1
+        if max(prepared.rgb.shape[:2]) > MAX_SIDE:
+            raise DiffcodecError(f"images up to {MAX_SIDE} pixels a side are supported")
+        with boundary("encoding"):
+            return self._encode(prepared, steps, seed & (2**64 - 1), mode, progress, stored_fallback)
+
+    def _encode(self, prepared, steps: int, seed: int, mode: Mode, progress: bool, stored_fallback: bool) -> bytes:
         tiling = self._tiling()
         if mode == Mode.PROGRESSIVE:
             coded = progressive.encode(self.runner, prepared.rgb, steps, seed, tiling, self.chunk_symbols, progress)
@@ -99,9 +146,19 @@ class Codec:
         of a cut layer). ``completion_steps``: reverse diffusion steps run after the last
         layer used (0 = the denoised estimate).
         """
-        f = data if isinstance(data, DfcFile) else parse_file(data)
-        if layers is not None or max_bytes is not None or bpp is not None:
-            f = f.prefix(layers=layers, max_bytes=max_bytes, bpp=bpp)
+        with boundary("decoding"):
+            f = data if isinstance(data, DfcFile) else parse_file(data)
+            if layers is not None or max_bytes is not None or bpp is not None:
+                f = f.prefix(layers=layers, max_bytes=max_bytes, bpp=bpp)
+            self.limits.check(f.header)
+            if f.header.mode != Mode.PROGRESSIVE and not f.complete:
+                raise ContainerError(f"truncated file: a {f.header.mode} file only decodes when complete")
+            if not any(f.chunks):
+                raise ContainerError("nothing to decode: the part of the file used holds no layer data, "
+                                     "only the header")
+            return self._decode(f, completion_steps, progress)
+
+    def _decode(self, f: DfcFile, completion_steps: int, progress: bool) -> Decoded:
         header = f.header
         if header.mode == Mode.PROGRESSIVE:
             chain = progressive.chain_of(self.runner, f)
@@ -112,25 +169,38 @@ class Codec:
             rgb = lossless.decode(self.runner, f, progress) if header.mode == Mode.LOSSLESS else stored.decode(f)
             used, partial, exact = 1, False, True
         image = restore(rgb, header.channels, header.alpha_kind, header.alpha)
-        return Decoded(image, header.mode, used, len(header.layers), partial, exact)
+        total = f.header_size + sum(layer.size for layer in header.layers)
+        return Decoded(image, header.mode, used, len(header.layers), partial, exact, f.size, total)
 
     def decode(self, data: bytes | DfcFile, layers: int | None = None, max_bytes: int | None = None,
                completion_steps: int = 0, progress: bool = False) -> np.ndarray:
-        """The image of :meth:`decode_result`: (H, W[, C]) uint8."""
-        return self.decode_result(data, layers=layers, max_bytes=max_bytes,
-                                  completion_steps=completion_steps, progress=progress).image
+        """The image of :meth:`decode_result`: (H, W[, C]) uint8. A file that is only a
+        prefix (no budget asked for) decodes to a preview, with a PrefixWarning."""
+        result = self.decode_result(data, layers=layers, max_bytes=max_bytes,
+                                    completion_steps=completion_steps, progress=progress)
+        if not result.exact and layers is None and max_bytes is None:
+            warnings.warn(PrefixWarning(f"the file is a prefix: {result.describe()}"), stacklevel=2)
+        return result.image
 
     def decode_every_layer(self, data: bytes, completion_steps: int = 0) -> list[np.ndarray]:
         """The image after 0, 1, ..., L complete layers, in one pass over the chain."""
-        f = parse_file(data)
-        if f.header.mode != Mode.PROGRESSIVE:
-            raise DiffcodecError("only progressive files have layers to show")
-        chain = progressive.chain_of(self.runner, f)
-        h = f.header
-        return [restore(progressive.render(chain, point, completion_steps), h.channels, h.alpha_kind, h.alpha)
-                for point in progressive.walk(chain, f)]
+        with boundary("decoding"):
+            f = parse_file(data)
+            if f.header.mode != Mode.PROGRESSIVE:
+                raise DiffcodecError("only progressive files have layers to show")
+            self.limits.check(f.header)
+            chain = progressive.chain_of(self.runner, f)
+            h = f.header
+            return [restore(progressive.render(chain, point, completion_steps), h.channels, h.alpha_kind, h.alpha)
+                    for point in progressive.walk(chain, f)]
 
     def lossless_bound(self, image, steps: int | None = None, seed: int = 0) -> dict:
         """The T-step NELBO (bits/dim) of the model the lossless coder uses: see lossless.bound."""
         rgb = prepare(image).rgb
-        return lossless.bound(self.runner, self._tiling(), rgb, steps or DEFAULT_LOSSLESS_STEPS, seed)
+        with boundary("computing the bound"):
+            return lossless.bound(self.runner, self._tiling(), rgb, steps or DEFAULT_LOSSLESS_STEPS, seed)
+
+
+def _stride(model) -> int:
+    """The input stride of a model, or 1 when only its name is known yet (checked after loading)."""
+    return model.config.stride if isinstance(model, DiffusionModel) else 1

@@ -5,6 +5,8 @@ missing file, a damaged checkpoint, a folder without images), not a bug, so the 
 prints ``error: <message>`` instead of a traceback.
 """
 
+import contextlib
+
 
 class DiffcodecError(Exception):
     """Base class for every error caused by bad input rather than by a bug."""
@@ -20,3 +22,27 @@ class DatasetError(DiffcodecError):
 
 class CheckpointError(DiffcodecError):
     """A model checkpoint is missing, damaged, foreign or of an unknown version."""
+
+
+class LimitError(DiffcodecError):
+    """A file asks for more work than the decoder accepts by default (codec.DecodeLimits)."""
+
+
+@contextlib.contextmanager
+def boundary(action: str):
+    """Turn anything a dependency raises (constriction, zlib, Pillow, torch, numpy), including
+    constriction's Rust panics, which derive from BaseException, into a DiffcodecError, so a
+    caller's ``except DiffcodecError`` (and the CLI's one-line errors) cover them.
+
+    ``action`` names what failed ("decoding", "encoding"). Ctrl-C and exits pass through.
+    """
+    try:
+        yield
+    except (DiffcodecError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except MemoryError:
+        raise DiffcodecError(f"out of memory while {action} (a smaller image, or fewer threads)") from None
+    except BaseException as exc:  # noqa: BLE001 - a panic is a BaseException
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        name = type(exc).__name__
+        raise DiffcodecError(f"{action} failed: {name}{': ' + detail if detail else ''}") from exc

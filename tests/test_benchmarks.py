@@ -96,7 +96,8 @@ def test_rate_distortion_quick(bench_inputs):
     root, folder, model_path = bench_inputs
     out = root / "rd"
     result = run_script("rate_distortion.py", folder, "--model", model_path, "--quick", "--steps", "3",
-                        "--completion-steps", "0,2", "--chunk-symbols", "512", "--out", out)
+                        "--completion-steps", "0,2", "--chunk-symbols", "512", "--budget-bpps", "6,12",
+                            "--out", out)
     documents = {d["name"]: d for d in (json.loads(p.read_text()) for p in out.glob("*.json")) if "results" in d}
     classical, _ = classical_codecs()
     expected = {"diffcodec (denoised)", "diffcodec (completion 2)", "diffcodec budget (denoised)",

@@ -128,7 +128,9 @@ def test_encode_decode_info_truncate(coding_setup, tmp_path):
     small = tmp_path / "small.dfc"
     assert run("truncate", dfc, "-o", small, "--layers", "2").exit_code == 0
     assert json.loads(run("info", small, "--json").output)["complete_layers"] == 2
-    for flag in (["--layers", "1"], ["--bytes", "300"], ["--bpp", "2.5"], ["--steps", "2"]):
+    enough = report["header_bytes"] + 200  # the header, and some layer data
+    bpp = 8 * enough / (image.shape[0] * image.shape[1])
+    for flag in (["--layers", "1"], ["--bytes", str(enough)], ["--bpp", f"{bpp:.3f}"], ["--steps", "2"]):
         target = tmp_path / f"p{flag[0]}.png"
         result = run("decode", small, "-o", target, "--model", model_path, "-q", *flag)
         assert result.exit_code == 0, result.output

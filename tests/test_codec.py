@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 import diffcodec
-from diffcodec.codec import Codec
-from diffcodec.format.container import parse_file
+from diffcodec.codec import Codec, PrefixWarning
+from diffcodec.format.container import pack_file, parse_file
 from diffcodec.coding.progressive import TAIL_STEPS
 from diffcodec.errors import DiffcodecError
 from diffcodec.format import describe
@@ -64,12 +64,19 @@ def test_every_prefix_decodes(codec):
     data = codec.encode(image, steps=4)
     parsed = parse_file(data)
     assert any(len(layer.chunk_lengths) > 1 for layer in parsed.header.layers)  # cuts inside layers happen
-    for cut in range(parsed.header_size, len(data) + 1, 97):
-        out = codec.decode(data[:cut])
-        assert out.shape == image.shape
-    for layers in range(len(parsed.header.layers) + 1):
+    first_chunk = parsed.header_size + parsed.header.layers[0].chunk_lengths[0]
+    for cut in range(first_chunk, len(data), 97):
+        result = codec.decode_result(data[:cut])
+        assert result.image.shape == image.shape and not result.exact
+        assert result.bytes_used <= cut and result.bytes_total == len(data)
+    with pytest.warns(PrefixWarning, match="prefix"):
+        codec.decode(data[:first_chunk])
+    for layers in range(1, len(parsed.header.layers) + 1):
         assert codec.decode(data, layers=layers).shape == image.shape
     assert np.array_equal(codec.decode(data, layers=len(parsed.header.layers)), image)
+    for nothing in (dict(layers=0), dict(max_bytes=first_chunk - 1)):  # the header alone is no image
+        with pytest.raises(DiffcodecError, match="nothing to decode"):
+            codec.decode(data, **nothing)
 
 
 def test_cut_inside_a_layer_uses_its_complete_chunks(codec):
@@ -227,5 +234,9 @@ def test_rate_placed_grid_and_band_scales(codec):
     assert np.array_equal(codec.decode(data[:scales_only]), codec.decode(data, layers=1))
     damaged = bytearray(data)
     damaged[f.prefix(layers=1).size] = 200  # a scale index the table does not have
-    with pytest.raises(DiffcodecError, match="band scales"):
+    with pytest.raises(DiffcodecError, match="layer 2 fails its check"):
         codec.decode(bytes(damaged))
+    chunks = [list(layer) for layer in f.chunks]  # the same, its checks recomputed: caught all the same
+    chunks[1][0] = bytes([200]) + chunks[1][0][1:]
+    with pytest.raises(DiffcodecError, match="band scales"):
+        codec.decode(pack_file(header, chunks))

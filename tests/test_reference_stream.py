@@ -17,8 +17,8 @@ from diffcodec import Codec, DiffusionModel, ModelConfig
 from diffcodec.coding.runner import network_threads
 
 FROZEN = {
-    "progressive": "4feac644565a2999",
-    "lossless": "31fedce979c0eedf",
+    "progressive": "d11ed5fdf9e8a803",
+    "lossless": "6e0678804f2f1e86",
 }
 
 

@@ -33,6 +33,7 @@ import math
 import numpy as np
 
 from ..errors import DiffcodecError
+from ..format.container import CHAIN_SCALE_RANGE
 from ..model.diffusion import NUM_LEVELS, pixel_window_model, scale_pixels_array, step_coefficients
 from .ans import AnsStack
 
@@ -41,7 +42,7 @@ GRID_FRACTION = 2
 BAND_MARGIN_BITS = 0.5
 # Per-step calibration of the reverse step's error term: factor 2^(index / CALIBRATION_STEPS_PER_OCTAVE).
 CALIBRATION_STEPS_PER_OCTAVE = 16
-CALIBRATION_INDEX_RANGE = (-128, 48)
+CALIBRATION_INDEX_RANGE = CHAIN_SCALE_RANGE  # a format limit: the container checks it
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 

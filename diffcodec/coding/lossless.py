@@ -211,19 +211,13 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
 
 def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarray:
     """The exact (H, W, 3) pixels of a complete lossless file."""
-    header = f.header
-    if len(header.layers) != 1:
-        raise DiffcodecError("damaged file: a lossless file has exactly one layer")
+    header = f.header  # fields validated by the container
     if not f.layer_complete(0):
         raise DiffcodecError("truncated file: a lossless file only decodes when complete")
-    runner.check_model(header.model_name, header.model_hash)
+    runner.check_model(header.model_name, header.model_hash, header.tile)
     data = b"".join(f.chunks[0])
-    if len(data) % 4:
-        raise DiffcodecError("damaged file: the lossless stream is not a whole number of words")
     grid = chain_grid(runner, header.steps, header.chain_scales)
     bands = header.bands
-    if not bands or sum(bands) != header.height or min(bands) < 1:
-        raise DiffcodecError("damaged file: the band plan does not match the image height")
     tiling = Tiling(header.tile, header.threads)
     stack = AnsStack(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     decoded: list = [None] * len(bands)

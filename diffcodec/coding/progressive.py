@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from ..errors import DiffcodecError
-from ..format.container import TIME_UNITS, CodedImage, DfcFile, LayerInfo, Mode
+from ..format.container import (BAND_SCALE_BYTES, BLEND_LEVELS, MAX_SYMBOL, MIN_STEP, TIME_UNITS, CodedImage, DfcFile,
+                                LayerInfo, Mode)
 from ..model import diffusion as dm
 from . import entropy, randomness, transform
 from .progress import progress_bar
@@ -49,12 +50,11 @@ DEFAULT_STEPS = 10
 # Cumulative bits per pixel at which the rate-placed layers end; beyond the list, x1.5 each.
 RATE_TARGETS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 TAIL_STEPS = 4
-MIN_STEP = TIME_UNITS >> 12  # shortest step: 1/4096 in t
 SKIP = 255  # band scale byte of a skipped band
 SKIP_COST_RATIO = 2.5
-BLEND_LEVELS = 16  # the direct-head blend weight is a multiple of 1 / BLEND_LEVELS
 FIT_SAMPLES = 4096  # coefficients per band the scale fit looks at
 _SCALE_TRIALS = range(-8, 9, 2)  # table steps around each band's RMS the fit tries
+assert transform.NUM_BANDS == BAND_SCALE_BYTES  # the container checks a step layer's first chunk
 
 
 def next_target(spent_bpp: float) -> float:
@@ -289,7 +289,10 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         chain.gammas.append(chain.gamma(s_index))
         chain.blends.append(blend)
         step = chain.step(z, layer, x_hat, scales, dither)
-        symbols = np.rint(offsets[step.coded] + dither[step.coded]).astype(np.int32)
+        symbols = np.rint(offsets[step.coded] + dither[step.coded]).astype(np.int64)
+        if symbols.size and np.abs(symbols).max() > MAX_SYMBOL:
+            raise DiffcodecError("progressive coding failed: a symbol is absurdly large (is the model broken?)")
+        symbols = symbols.astype(np.int32)
         info, data = _code_layer(symbols, dither[step.coded], step.stds,
                                  *entropy.symbol_range(symbols), chunk_symbols, header=scales.tobytes())
         infos.append(info)
@@ -350,16 +353,9 @@ def _decode_layer(f: DfcFile, layer: int, means: np.ndarray, stds: np.ndarray,
 
 
 def chain_of(runner: ModelRunner, f: DfcFile) -> Chain:
+    """The chain of a parsed file (its header fields were validated by the container)."""
     header = f.header
-    steps = len(header.times) - 1
-    if len(header.layers) != steps + 1 or len(header.blends) != steps or steps != header.steps:
-        raise DiffcodecError("damaged file: the layer count does not match the time grid")
-    if any(blend > BLEND_LEVELS for blend in header.blends):
-        raise DiffcodecError("damaged file: invalid blend weight")
-    if header.times[0] != TIME_UNITS or header.times[-1] != 0 or any(
-            a - b < MIN_STEP for a, b in zip(header.times, header.times[1:])):
-        raise DiffcodecError("damaged file: invalid time grid")
-    runner.check_model(header.model_name, header.model_hash)
+    runner.check_model(header.model_name, header.model_hash, header.tile)
     return Chain(runner, header.times, header.blends, header.seed, Tiling(header.tile, header.threads))
 
 
@@ -383,6 +379,9 @@ def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | P
             return
         step = chain.step(point.z, layer, point.x_hat, scales_from_bytes(f.chunks[layer][0]),
                           chain.dither(layer, point.z.size))
+        coded = int(step.coded.sum())
+        if len(header.layers[layer].chunk_lengths) != 1 + -(-coded // header.chunk_symbols):
+            raise DiffcodecError(f"damaged file: layer {layer + 1} has the wrong number of chunks")
         symbols, complete = _decode_layer(f, layer, step.dither[step.coded], step.stds, first_chunk=1)
         point = _point(chain, step.latent(symbols), layer + 1, partial=not complete)
         if not complete:

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from ..errors import DiffcodecError
+from ..format.container import MAX_THREADS
 from ..model import DiffusionModel, model_hash
 
 DEFAULT_TILE = 1024
 TILE_HALO = 32
-MAX_CODING_THREADS = 16
+MAX_CODING_THREADS = MAX_THREADS
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,15 @@ class ModelRunner:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
 
-    def check_model(self, model_name: str, file_hash: bytes) -> None:
-        """Refuse a file written with another model."""
+    def check_model(self, model_name: str, file_hash: bytes, tile: int) -> None:
+        """Refuse a file written with another model, or with a tile this model cannot run."""
         if file_hash != self.hash:
             raise DiffcodecError(
                 f"this file was encoded with model '{model_name}' ({file_hash.hex()[:12]}), "
                 f"not the loaded model '{self.name}' ({self.hash_hex[:12]}): pass the right --model")
+        if tile % self.model.config.stride:
+            raise DiffcodecError(f"damaged file: tile size {tile} is not a multiple of the model's "
+                                 f"stride {self.model.config.stride}")
 
     @torch.no_grad()
     def gammas(self, times: np.ndarray) -> np.ndarray:

@@ -15,12 +15,22 @@ then the time grid (count and each time in units of 2^-24, varints; progressive 
 explicit grid), the count of rate-placed layers (varint) and the count and each step
 layer's blend weight of the direct head (varints; progressive mode). A progressive step
 layer's first chunk holds its band scales, so a prefix pays only for the layers it holds.
+Last, the chunk checks: a u32 per chunk, in file order (see below).
 
 Every byte of a file after the header belongs to some layer chunk, so any prefix that
 holds the header decodes: complete layers, plus the complete chunks of the next one.
 
-Writing and reading the layout are kept in one file (a little over 300 lines) so that the
-two can be checked against each other field by field.
+Checks. The header CRC covers the header. Each chunk's check is the CRC32 of its bytes,
+started from the CRC32 of the header body before the check table (the "key"), so every
+chunk present is verified when the file is parsed, before any work: damage is caught in a
+cut layer as in a whole one, a deleted byte shifts every chunk after it and fails the
+first, and a header whose fields were changed (with its own CRC recomputed) fails every
+chunk. Each layer's CRC of its symbols then catches a decoder that computes differently
+from the encoder. :func:`validate_header` refuses any field an encoder cannot write
+before anything is allocated for it.
+
+Writing and reading the layout are kept in one file so that the two can be checked
+against each other field by field.
 """
 
 from __future__ import annotations
@@ -34,11 +44,23 @@ from dataclasses import dataclass, field
 from ..errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
-VERSION = 3  # 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
+VERSION = 4  # 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
 TIME_GRIDS = {0: "uniform", 1: "explicit"}  # how a file's steps are spaced in t
 TIME_UNITS = 1 << 24  # an explicit grid stores t as an integer count of 1/TIME_UNITS
 ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2
 _PREFIX = struct.Struct("<4sBI")
+
+# What an encoder can write; a header outside these limits is refused before any work.
+MAX_SIDE = 1 << 16  # pixels per side
+MAX_GRID_STEPS = 1100  # steps of a chain: --steps up to 1024, plus the progressive tail
+MIN_TILE, MAX_TILE = 64, (1 << 16) - 1
+MIN_CHUNK_SYMBOLS, MAX_CHUNK_SYMBOLS = 64, 1 << 18
+MAX_THREADS = 16  # CPU threads the network runs with (deterministic sums need the same count)
+MAX_SYMBOL = 1 << 20  # |low|, |high| of a layer's symbol range
+BAND_SCALE_BYTES = 108  # a progressive step layer's first chunk: one scale byte per band
+BLEND_LEVELS = 16  # a progressive step's direct-head weight is a multiple of 1 / BLEND_LEVELS
+MIN_STEP = TIME_UNITS >> 12  # shortest progressive step in t: 1/4096
+CHAIN_SCALE_RANGE = (-128, 48)  # lossless per-step variance calibration indices
 
 
 class ContainerError(DiffcodecError):
@@ -75,6 +97,7 @@ class LayerInfo:
     crc: int
     estimated_bits: int
     chunk_lengths: list[int] = field(default_factory=list)
+    chunk_checks: list[int] = field(default_factory=list)  # set by pack_file, verified by parse_file
 
     @classmethod
     def of(cls, chunks: list[bytes], low: int, high: int, crc: int, estimated_bits: float) -> "LayerInfo":
@@ -130,7 +153,7 @@ class DfcFile:
 
     header: Header
     header_size: int
-    chunks: list[list[bytes]]  # per layer, the complete chunks present
+    chunks: list[list[bytes]]  # per layer, the complete chunks present (each verified)
 
     @property
     def size(self) -> int:
@@ -226,7 +249,8 @@ class _Reader:
 
 
 # -- writing --------------------------------------------------------------------------
-def pack_header(header: Header) -> bytes:
+def _pack_core(header: Header) -> bytes:
+    """The header body up to the chunk checks: what the checks are keyed with."""
     body = bytearray()
     name = header.model_name.encode()[:255]
     body += struct.pack("<B", int(header.mode))
@@ -261,21 +285,36 @@ def pack_header(header: Header) -> bytes:
     _put_varint(body, len(header.blends))
     for blend in header.blends:
         _put_varint(body, blend)
-    body = bytes(body)
+    return bytes(body)
+
+
+def pack_header(header: Header) -> bytes:
+    """The header bytes, with the chunk checks its layers hold (pack_file computes them)."""
+    core = _pack_core(header)
+    checks = [check for layer in header.layers for check in layer.chunk_checks]
+    if len(checks) != sum(len(layer.chunk_lengths) for layer in header.layers):
+        raise ValueError("every chunk needs a check: use pack_file")
+    body = core + struct.pack(f"<{len(checks)}I", *checks)
     return _PREFIX.pack(MAGIC, VERSION, len(body)) + body + struct.pack("<I", zlib.crc32(body))
 
 
 def pack_file(header: Header, layer_chunks: list[list[bytes]]) -> bytes:
-    """Header plus layers."""
+    """Header plus layers; the header's chunk checks are computed here from the chunks. The
+    encoder's header passes the decoder's validation, or nothing is written."""
+    validate_header(header)
+    key = zlib.crc32(_pack_core(header))
+    layers = []
     for info, chunks in zip(header.layers, layer_chunks, strict=True):
         if [len(c) for c in chunks] != info.chunk_lengths:
             raise ValueError("the chunks do not match the header's layer descriptions")
-    return pack_header(header) + b"".join(b"".join(chunks) for chunks in layer_chunks)
+        layers.append(dataclasses.replace(info, chunk_checks=[zlib.crc32(c, key) for c in chunks]))
+    return pack_header(dataclasses.replace(header, layers=layers)) + b"".join(b"".join(c) for c in layer_chunks)
 
 
 # -- reading --------------------------------------------------------------------------
-def parse_header(data: bytes) -> tuple[Header, int]:
-    """The header and its size in bytes; clear errors for foreign, truncated or damaged data."""
+def _read_header(data: bytes) -> tuple[Header, int, int]:
+    """The header as stored, its size in bytes and the chunk-check key; clear errors for
+    foreign, truncated or damaged data (fields are validated by validate_header)."""
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise ContainerError("not a .dfc file (wrong magic bytes)")
     if len(data) < _PREFIX.size:
@@ -295,14 +334,15 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     if mode_id not in Mode._value2member_map_:
         raise ContainerError(f"damaged file: unknown mode {mode_id}")
     (name_len,) = r.unpack("<B")
-    name = r.take(name_len).decode("utf-8", errors="replace")
+    try:
+        name = r.take(name_len).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ContainerError("damaged file: the model name is not UTF-8") from None
     model_hash = r.take(16)
     height, width, channels, steps, time_grid, tile, seed = r.unpack("<IIBHBHQ")
     chunk_symbols, threads = r.unpack("<IB")
     if time_grid not in TIME_GRIDS:
         raise ContainerError(f"damaged file: unknown time grid {time_grid}")
-    if not (height and width and channels in (1, 2, 3, 4) and steps and tile and chunk_symbols and threads):
-        raise ContainerError("damaged file: invalid image size, channel, step, tile or chunk count")
     (alpha_kind,) = r.unpack("<B")
     alpha = r.take(r.varint())
     (layer_count,) = r.unpack("<H")
@@ -318,28 +358,112 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     times = [r.varint() for _ in range(r.varint())]
     lossy_steps = r.varint()
     blends = [r.varint() for _ in range(r.varint())]
+    key = zlib.crc32(body[: r.pos])
+    for layer in layers:
+        layer.chunk_checks = list(r.unpack(f"<{len(layer.chunk_lengths)}I"))
     if r.pos != len(body):
         raise ContainerError("damaged file: unexpected bytes in the header")
     header = Header(Mode(mode_id), name, model_hash, height, width, channels, steps, seed, tile,
                     chunk_symbols, threads, TIME_GRIDS[time_grid], alpha_kind, alpha, layers, bands,
                     chain_scales, times, lossy_steps, blends)
-    return header, end
+    return header, end, key
+
+
+def _chunks_for(symbols: int, chunk_symbols: int) -> int:
+    return -(-symbols // chunk_symbols)
+
+
+def validate_header(h: Header) -> None:
+    """Refuse any header an encoder cannot write, before anything is allocated for it:
+    sizes, steps, tile, threads, channel and alpha fields, symbol ranges, the chunk layout
+    each mode implies, and the mode's own fields. (How much work a decoder accepts is a
+    separate, overridable limit: codec.DecodeLimits.)"""
+    def bad(what: str) -> ContainerError:
+        return ContainerError(f"damaged file: {what}")
+
+    if not (1 <= h.height <= MAX_SIDE and 1 <= h.width <= MAX_SIDE):
+        raise bad(f"image size {h.width}x{h.height} out of range")
+    if h.channels not in (1, 2, 3, 4):
+        raise bad(f"{h.channels} channels")
+    if not 1 <= h.steps <= MAX_GRID_STEPS:
+        raise bad(f"{h.steps} steps")
+    if not MIN_TILE <= h.tile <= MAX_TILE:
+        raise bad(f"tile size {h.tile}")
+    if not MIN_CHUNK_SYMBOLS <= h.chunk_symbols <= MAX_CHUNK_SYMBOLS:
+        raise bad(f"{h.chunk_symbols} symbols per chunk")
+    if not 1 <= h.threads <= MAX_THREADS:
+        raise bad(f"{h.threads} network threads")
+    has_alpha = h.channels in (2, 4)
+    if has_alpha and h.alpha_kind not in (ALPHA_OPAQUE, ALPHA_ZLIB) or not has_alpha and h.alpha_kind != ALPHA_NONE:
+        raise bad("alpha kind does not match the channels")
+    if (h.alpha_kind == ALPHA_ZLIB) != bool(h.alpha) or len(h.alpha) > h.height * h.width * 1001 // 1000 + 1024:
+        raise bad("alpha payload does not match its kind or size")
+    for layer in h.layers:
+        if not -MAX_SYMBOL <= layer.low < layer.high <= MAX_SYMBOL:
+            raise bad(f"symbol range [{layer.low}, {layer.high}]")
+        if not layer.chunk_lengths or min(layer.chunk_lengths) < 1:
+            raise bad("empty layer or chunk")
+    symbols = 3 * h.height * h.width
+    per_layer = _chunks_for(symbols, h.chunk_symbols)
+    if h.mode == Mode.PROGRESSIVE:
+        if h.time_grid != "explicit" or len(h.times) != h.steps + 1 or len(h.layers) != h.steps + 1:
+            raise bad("the layer count does not match the time grid")
+        if h.times[0] != TIME_UNITS or h.times[-1] != 0 or any(
+                a - b < MIN_STEP for a, b in zip(h.times, h.times[1:])):
+            raise bad("invalid time grid")
+        if len(h.blends) != h.steps or max(h.blends) > BLEND_LEVELS or h.lossy_steps > h.steps:
+            raise bad("invalid blend weights or rate-placed layer count")
+        if h.bands or h.chain_scales:
+            raise bad("lossless fields in a progressive file")
+        for layer in h.layers[:-1]:
+            lengths = layer.chunk_lengths
+            if lengths[0] != BAND_SCALE_BYTES or len(lengths) > 1 + per_layer or any(n % 4 for n in lengths[1:]):
+                raise bad("invalid step layer chunks")
+        pixels = h.layers[-1]
+        if (pixels.low, pixels.high) != (0, 255) or len(pixels.chunk_lengths) != per_layer or any(
+                n % 4 for n in pixels.chunk_lengths):
+            raise bad("invalid pixel layer")
+    else:
+        if len(h.layers) != 1 or len(h.layers[0].chunk_lengths) != 1 or (h.layers[0].low, h.layers[0].high) != (0, 255):
+            raise bad(f"a {h.mode} file has one layer of one chunk")
+        if h.time_grid != "uniform" or h.times or h.blends or h.lossy_steps:
+            raise bad(f"progressive fields in a {h.mode} file")
+        if h.mode == Mode.LOSSLESS:
+            low, high = CHAIN_SCALE_RANGE
+            if len(h.chain_scales) != h.steps or not all(low <= i <= high for i in h.chain_scales):
+                raise bad("invalid chain scale indices")
+            if not h.bands or min(h.bands) < 1 or sum(h.bands) != h.height or h.layers[0].chunk_lengths[0] % 4:
+                raise bad("the band plan does not match the image height")
+        elif h.bands or h.chain_scales:
+            raise bad("lossless fields in a stored file")
+
+
+def parse_header(data: bytes) -> tuple[Header, int]:
+    """The validated header and its size in bytes."""
+    header, size, _ = _read_header(data)
+    validate_header(header)
+    return header, size
 
 
 def parse_file(data: bytes) -> DfcFile:
-    """Parse a whole file or any prefix of one that holds the header."""
-    header, header_size = parse_header(data)
+    """Parse a whole file or any prefix of one that holds the header; every chunk present is
+    verified against its check (a chunk cut short is not present)."""
+    header, header_size, key = _read_header(data)
+    validate_header(header)
     offset = header_size
     expected = offset + sum(layer.size for layer in header.layers)
     if len(data) > expected:
         raise ContainerError("damaged file: more bytes than its header describes")
     chunks: list[list[bytes]] = []
-    for layer in header.layers:
+    for index, layer in enumerate(header.layers):
         present = []
-        for length in layer.chunk_lengths:
+        for length, check in zip(layer.chunk_lengths, layer.chunk_checks):
             if offset + length > len(data):
                 break
-            present.append(data[offset : offset + length])
+            chunk = data[offset : offset + length]
+            if zlib.crc32(chunk, key) != check:
+                raise ContainerError(f"damaged file: layer {index + 1} fails its check at byte {offset}")
+            present.append(chunk)
             offset += length
         chunks.append(present)
         if len(present) < len(layer.chunk_lengths):
