@@ -17,9 +17,24 @@ import click
 from .errors import DiffcodecError
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+    sys.exit(status)
+
+
+class _Commands(click.Group):
+    """click's group, with usage errors (a bad option or value) as one line and exit status 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as exc:
+            _fail(exc.format_message().replace("\n", " "), exc.exit_code)
+        except click.Abort:
+            _fail("interrupted")
+        sys.exit(result if isinstance(result, int) else 0)
 
 
 def friendly_errors(func):
@@ -43,7 +58,7 @@ def _warn_skip(path: Path, reason: str) -> None:
     click.echo(f"warning: skipping {path}: {reason}", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="diffcodec")
 def main() -> None:
     """diffcodec: a diffusion model as a progressive and lossless image codec."""
@@ -151,27 +166,59 @@ def evaluate(model_path, folder, samples, steps, seed, device, json_path):
 
 
 # -- coding commands ---------------------------------------------------------------------
-def _write_output(path: Path, data: bytes | None, force: bool, image=None) -> None:
-    """Write bytes or a PIL image to ``path`` atomically; never overwrite without --force."""
+def _check_output(path: Path, force: bool, source: Path | None = None) -> None:
+    """Refuse, before any work, an output that would overwrite the input, an existing file
+    without --force, a folder, or a place that is not a writable folder."""
     import os
 
-    if path.exists() and not force:
+    if source is not None and path.exists() and source.exists() and os.path.samefile(path, source):
+        raise DiffcodecError(f"{path} is the input: write the output to another path")
+    if path.is_dir():
+        raise DiffcodecError(f"{path} is a folder: give a file name")
+    if (path.exists() or path.is_symlink()) and not force:
         raise DiffcodecError(f"{path} already exists (use --force to overwrite)")
-    if path.parent and not path.parent.exists():
-        raise DiffcodecError(f"output folder does not exist: {path.parent}")
-    tmp = path.with_name(f".{path.name}.partial")
+    parent = path.parent
+    if not parent.exists():
+        raise DiffcodecError(f"output folder does not exist: {parent}")
+    if not parent.is_dir():
+        raise DiffcodecError(f"{parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DiffcodecError(f"cannot write to {parent}: permission denied")
+
+
+def _write_output(path: Path, data: bytes | None, force: bool, image=None, source: Path | None = None) -> None:
+    """Write bytes or a PIL image to ``path`` atomically: into a new temporary file created
+    exclusively beside it (never through a link planted there), then renamed over it. A
+    crash leaves the old file as it was; nothing is overwritten without --force."""
+    import os
+    import tempfile
+
+    _check_output(path, force, source)
     try:
-        if image is not None:
-            try:
-                image.save(tmp, format=_image_format(path))
-            except (KeyError, ValueError, OSError) as exc:
-                raise DiffcodecError(f"cannot write {path}: {exc}") from None
-        else:
-            tmp.write_bytes(data)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as exc:
+        raise DiffcodecError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+    tmp = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            if image is not None:
+                fmt = _image_format(path)
+                try:
+                    image.save(out, format=fmt, **_LOSSLESS_SAVE.get(fmt, {}))
+                except (KeyError, ValueError, OSError, TypeError) as exc:
+                    raise DiffcodecError(f"cannot write {path} as {fmt}: {exc}") from None
+            else:
+                out.write(data)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise DiffcodecError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# Formats that store 8-bit pixels exactly (WebP only when asked to); any other one is warned of.
+_LOSSLESS_SAVE = {"PNG": {}, "BMP": {}, "TIFF": {}, "PPM": {}, "TGA": {}, "WEBP": {"lossless": True, "quality": 100}}
 
 
 def _image_format(path: Path) -> str:
@@ -179,7 +226,7 @@ def _image_format(path: Path) -> str:
 
     Image.init()
     fmt = Image.EXTENSION.get(path.suffix.lower())
-    if fmt is None:
+    if fmt is None or fmt not in Image.SAVE:
         raise DiffcodecError(f"cannot tell the image format from '{path.name}': use .png, .bmp, .tif, ...")
     return fmt
 
@@ -192,15 +239,22 @@ def _read_input(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _codec(model: str, device: str):
-    from .codec import Codec
+def _codec(model: str, device: str, max_pixels: int | None = None):
+    import torch
 
-    if device.startswith("cuda"):
-        import torch
+    from .codec import Codec, DecodeLimits
 
-        if not torch.cuda.is_available():
-            raise DiffcodecError("--device cuda asked for, but no CUDA GPU is available")
-    return Codec(model, device=device)
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise DiffcodecError(f"unknown device {device!r}: cpu, cuda or cuda:N") from None
+    if kind not in ("cpu", "cuda"):
+        raise DiffcodecError(f"unsupported device {device!r}: cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DiffcodecError("--device cuda asked for, but no CUDA GPU is available")
+    limits = DecodeLimits() if max_pixels is None else (
+        DecodeLimits(None, None) if max_pixels == 0 else DecodeLimits(max_pixels, None))
+    return Codec(model, device=device, limits=limits)
 
 
 def _one_budget(layers, max_bytes, bpp, required: bool) -> None:
@@ -247,14 +301,13 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
     from .format.container import parse_header
     from .images import read_image
 
-    if output.exists() and not force:
-        raise DiffcodecError(f"{output} already exists (use --force to overwrite)")
+    _check_output(output, force, source)
     array = read_image(source)
     codec = _codec(model or "default", device)
     start = time.perf_counter()
     data = codec.encode(array, steps=steps, seed=seed, mode=mode, progress=not quiet)
     seconds = time.perf_counter() - start
-    _write_output(output, data, force)
+    _write_output(output, data, force, source=source)
     if not quiet:
         h, w = array.shape[:2]
         header, _ = parse_header(data)
@@ -269,31 +322,33 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
 @_budget
 @click.option("--steps", "completion_steps", default=0, show_default=True, type=click.IntRange(0, 10000),
               help="Reverse diffusion steps after the last layer used (0 = denoised estimate).")
+@click.option("--max-pixels", type=click.IntRange(min=0),
+              help="Largest image to decode [default: 33554432, with at most 64 steps]; 0: no limit.")
 @_model_option
 @_device_option
 @_force_option
 @_quiet_option
 @friendly_errors
-def decode(source, output, layers, max_bytes, bpp, completion_steps, model, device, force, quiet):
+def decode(source, output, layers, max_bytes, bpp, completion_steps, max_pixels, model, device, force, quiet):
     """Decode a .dfc file (or a prefix of one) to an image."""
     from .format import parse_file
     from .images import to_pil
     from .model import registered_or_default
 
     _one_budget(layers, max_bytes, bpp, required=False)
-    if output.exists() and not force:
-        raise DiffcodecError(f"{output} already exists (use --force to overwrite)")
-    _image_format(output)
+    _check_output(output, force, source)
+    fmt = _image_format(output)
     parsed = parse_file(_read_input(source))
-    codec = _codec(model or registered_or_default(parsed.header.model_name), device)
+    codec = _codec(model or registered_or_default(parsed.header.model_name), device, max_pixels)
     result = codec.decode_result(parsed, layers=layers, max_bytes=max_bytes, bpp=bpp,
                                  completion_steps=completion_steps, progress=not quiet)
-    _write_output(output, None, force, image=to_pil(result.image))
-    if not quiet:
-        part = f" and part of layer {result.layers_used + 1}" if result.partial else ""
-        state = "exact" if result.exact else "a preview from a prefix"
-        click.echo(f"{output}: {result.image.shape[1]}x{result.image.shape[0]}, {result.layers_used} of "
-                   f"{result.layers_total} layers{part} ({state})", err=True)
+    _write_output(output, None, force, image=to_pil(result.image), source=source)
+    if fmt not in _LOSSLESS_SAVE:
+        click.echo(f"warning: {fmt} does not store the pixels exactly: {output} differs from the decoded "
+                   "image (use .png for the exact pixels)", err=True)
+    asked = layers is not None or max_bytes is not None or bpp is not None
+    if not quiet or (not result.exact and not asked):
+        click.echo(f"{output}: {result.image.shape[1]}x{result.image.shape[0]}, {result.describe()}", err=True)
 
 
 @main.command()
@@ -337,11 +392,10 @@ def truncate(source, output, layers, max_bytes, bpp, force):
     from . import truncate as cut_file
 
     _one_budget(layers, max_bytes, bpp, required=True)
+    _check_output(output, force, source)
     data = _read_input(source)
-    if output.resolve() == source.resolve():
-        raise DiffcodecError("write the truncated file to a new path (-o), not over its source")
     kept = cut_file(data, layers=layers, max_bytes=max_bytes, bpp=bpp)
-    _write_output(output, kept, force)
+    _write_output(output, kept, force, source=source)
     click.echo(f"{output}: {len(kept)} of {len(data)} bytes", err=True)
 
 

@@ -7,7 +7,9 @@ Policy (the model codes 8-bit RGB):
 * An alpha channel (RGBA, LA, PA) is kept exactly: colour is coded by the model, alpha is
   stored losslessly (zlib) in the header, or as one flag when it is fully opaque.
 * Palette images are expanded to RGB(A); 16-bit and float images are refused with a
-  clear message (convert them to 8 bits first).
+  clear message (convert them to 8 bits first), also where Pillow would quietly reduce
+  them to 8 bits (16-bit RGB and gray-alpha PNG). Animated and multi-page files are
+  refused (extract a frame first): coding the first frame alone would lose the rest.
 
 Files are read by one reader (:func:`read_image`), which applies that policy; training and
 benchmarks take the colour part (:func:`read_rgb`). Unreadable files in a folder are
@@ -41,7 +43,24 @@ class PreparedImage:
     alpha: bytes
 
 
+def _stored_bits_above_8(image: Image.Image) -> bool:
+    """Whether the file stores more than 8 bits per sample, whatever mode Pillow presents
+    (it opens 16-bit RGB PNGs as 8-bit RGB): read from the decoder's raw modes."""
+    for tile in getattr(image, "tile", None) or []:
+        args = tile[3] if isinstance(tile, tuple) and len(tile) > 3 else getattr(tile, "args", None)
+        rawmode = args[0] if isinstance(args, tuple) and args else args
+        if isinstance(rawmode, str) and ("16" in rawmode or "32" in rawmode or rawmode.startswith("F")):
+            return True
+    return False
+
+
 def _from_pil(image: Image.Image) -> np.ndarray:
+    if getattr(image, "n_frames", 1) > 1:
+        raise ImageReadError(f"animated or multi-page images are not supported ({image.n_frames} frames); "
+                             "extract one frame first")
+    if _stored_bits_above_8(image):
+        raise ImageReadError("images with more than 8 bits per channel are not supported; "
+                             "convert to 8 bits per channel first")
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F") or mode.startswith("I;"):
         raise ImageReadError(f"{mode} images ({'16-bit' if '16' in mode else '32-bit'}) are not supported; "
@@ -117,11 +136,12 @@ def restore(rgb: np.ndarray, channels: int, alpha_kind: int, alpha: bytes) -> np
     colour = rgb[:, :, :1] if channels in (1, 2) else rgb
     if channels in (2, 4):
         if alpha_kind == ALPHA_ZLIB:
-            try:
-                plane = np.frombuffer(zlib.decompress(alpha), dtype=np.uint8)
+            inflater = zlib.decompressobj()
+            try:  # bounded: never more than the plane's size, whatever the payload claims
+                plane = np.frombuffer(inflater.decompress(alpha, height * width + 1), dtype=np.uint8)
             except zlib.error:
                 raise DiffcodecError("damaged file: the alpha channel cannot be decompressed") from None
-            if plane.size != height * width:
+            if plane.size != height * width or not inflater.eof or inflater.unused_data:
                 raise DiffcodecError("damaged file: the alpha channel has the wrong size")
             plane = plane.reshape(height, width, 1)
         else:
@@ -148,11 +168,15 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"file not found: {path}")
     try:
         with Image.open(path) as image:
+            if getattr(image, "n_frames", 1) > 1 or _stored_bits_above_8(image):
+                return to_array(image)  # refused with its reason, before decoding the pixels
             image.load()
             return to_array(image)
     except DiffcodecError:
         raise
-    except Exception as exc:  # Pillow raises many types for unreadable files
+    except MemoryError:
+        raise ImageReadError(f"cannot read {path}: out of memory") from None
+    except Exception as exc:  # Pillow raises many types for unreadable files (and decompression bombs)
         raise ImageReadError(f"cannot read {path} as an image: {exc}") from None
 
 

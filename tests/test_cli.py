@@ -215,3 +215,69 @@ def test_lossless_encode_decode_and_info(coding_setup, tmp_path):
         assert len(report["chain_scales"]) == 3 and sum(report["bands"]) == 21
     else:
         assert "zlib pixels" in result.output
+
+
+def test_output_problems_are_one_line_errors(coding_setup, tmp_path):
+    model_path, _, source = coding_setup
+    dfc = tmp_path / "a.dfc"
+    assert run("encode", source, "-o", dfc, "--model", model_path, "-q").exit_code == 0
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert_one_line_error(run("decode", dfc, "-o", folder, "--force", "--model", model_path), "is a folder")
+    assert_one_line_error(run("decode", dfc, "-o", dfc / "x.png", "--model", model_path), "is not a folder")
+    assert_one_line_error(run("decode", dfc, "-o", tmp_path / "no" / "x.png", "--model", model_path),
+                          "does not exist")
+    assert_one_line_error(run("encode", source, "-o", source, "--force", "--model", model_path), "is the input")
+    assert_one_line_error(run("truncate", dfc, "-o", dfc, "--force", "--layers", "1"), "is the input")
+    assert_one_line_error(run("decode", dfc, "-o", tmp_path / "x.png", "--device", "gpu7"), "unknown device")
+    assert source.stat().st_size > 0 and dfc.stat().st_size > 0
+
+
+def test_writes_never_follow_a_planted_link(coding_setup, tmp_path):
+    """The temporary file is new and exclusive: a link planted at the old fixed temporary
+    name, or at the target itself (with --force), never writes through to its target."""
+    model_path, _, source = coding_setup
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    dfc = tmp_path / "a.dfc"
+    (tmp_path / ".a.dfc.partial").symlink_to(victim)
+    assert run("encode", source, "-o", dfc, "--model", model_path, "-q").exit_code == 0
+    link = tmp_path / "b.dfc"
+    link.symlink_to(victim)
+    assert_one_line_error(run("encode", source, "-o", link, "--model", model_path), "already exists")
+    assert run("encode", source, "-o", link, "--model", model_path, "-q", "--force").exit_code == 0
+    assert victim.read_bytes() == b"precious" and not link.is_symlink()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial") and not p.is_symlink()]
+
+
+def test_usage_errors_are_one_line(coding_setup, tmp_path):
+    model_path, _, source = coding_setup
+    for args in (["encode", source, "-o", tmp_path / "a.dfc", "--steps", "0"], ["decode"], ["frobnicate"],
+                 ["encode", source, "-o", tmp_path / "a.dfc", "--mode", "lossy"]):
+        result = run(*args)
+        assert result.exit_code == 2, result.output
+        assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error:"), result.output
+
+
+def test_input_and_output_policy(coding_setup, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    model_path, image, source = coding_setup
+    frames = [Image.fromarray(image), Image.fromarray(255 - image)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert_one_line_error(run("encode", tmp_path / "anim.gif", "-o", tmp_path / "a.dfc", "--model", model_path),
+                          "animated")
+    dfc = tmp_path / "a.dfc"
+    assert run("encode", source, "-o", dfc, "--model", model_path, "-q", "--steps", "2").exit_code == 0
+    result = run("decode", dfc, "-o", tmp_path / "x.jpg", "--model", model_path, "-q")
+    assert result.exit_code == 0 and "warning: JPEG does not store the pixels exactly" in result.output
+    result = run("decode", dfc, "-o", tmp_path / "x.webp", "--model", model_path, "-q")
+    assert result.exit_code == 0 and "warning" not in result.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "x.webp")), image)  # stored lossless
+    cut = tmp_path / "cut.dfc"
+    cut.write_bytes(dfc.read_bytes()[:-10])
+    result = run("decode", cut, "-o", tmp_path / "c.png", "--model", model_path, "-q")
+    assert result.exit_code == 0 and "a preview from a prefix" in result.output  # said even with -q
+    assert_one_line_error(run("decode", dfc, "-o", tmp_path / "m.png", "--model", model_path,
+                              "--max-pixels", "100"), "--max-pixels")

@@ -3,15 +3,19 @@
 A checkpoint is a ``torch.save`` dict of plain types and tensors only, so it loads with
 ``weights_only=True`` (no pickled code runs). The hash covers the config and every
 weight; it identifies the model inside every bitstream and detects damaged files.
+
+Loading trusts nothing in the file: the config's types and ranges are checked, the
+network it describes is built on the meta device (no memory) and every stored tensor's
+name, type and shape compared with it before the real model is allocated; only
+CheckpointError escapes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,55 @@ from .vdm import DiffusionModel
 
 CHECKPOINT_FORMAT = "diffcodec-model"
 CHECKPOINT_VERSION = 1
+MAX_PARAMETERS = 1 << 30
+
+# Each config field: its JSON type, and a check of its value (ranges generous, types strict).
+_INT = lambda low, high: (int, lambda v: low <= v <= high)  # noqa: E731
+_CONFIG_FIELDS = {
+    "name": (str, lambda v: 0 < len(v.encode()) <= 255),
+    "image_channels": _INT(1, 4),
+    "level_channels": (list, lambda v: 1 <= len(v) <= 8 and all(type(c) is int and 1 <= c <= 4096 for c in v)),
+    "blocks_per_level": _INT(1, 16),
+    "patch_size": _INT(1, 16),
+    "fourier_exponents": (list, lambda v: len(v) <= 16 and all(type(c) is int and 0 <= c <= 32 for c in v)),
+    "time_embedding_dim": _INT(1, 4096),
+    "schedule": (str, lambda v: True),
+    "gamma_min": (float, math.isfinite),
+    "gamma_max": (float, math.isfinite),
+    "progressive_heads": (bool, lambda v: True),
+}
+
+
+def _check_config(path, stored: dict) -> None:
+    """Types and ranges of a stored config, before anything is built from it."""
+    for key, value in stored.items():
+        if key not in _CONFIG_FIELDS:
+            continue  # ModelConfig.from_dict names unknown fields
+        kind, valid = _CONFIG_FIELDS[key]
+        typed = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else type(value) is kind
+        if not typed or not valid(value):
+            raise CheckpointError(f"{path} is damaged: invalid config field {key}={str(value)[:60]!r}")
+
+
+def _check_weights(path, config: ModelConfig, state: Any) -> None:
+    """The stored tensors against the network the config describes (built on the meta device,
+    so a config with absurd widths costs no memory): names, types and shapes."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path} is damaged: its weights are not a table of tensors")
+    try:
+        with torch.device("meta"):
+            expected = DiffusionModel(config).state_dict()
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{path}: its config describes no valid network ({exc})") from None
+    if sum(t.numel() for t in expected.values()) > MAX_PARAMETERS:
+        raise CheckpointError(f"{path}: its config describes a network too large to load")
+    if set(state) != set(expected):
+        raise CheckpointError(f"{path}: weights do not fit the architecture in its config")
+    for name, tensor in state.items():
+        want = expected[name]
+        if tensor.shape != want.shape or tensor.dtype != want.dtype or tensor.layout != torch.strided:
+            raise CheckpointError(f"{path}: weights do not fit the architecture in its config ({name})")
 
 
 def weights_hash(config: ModelConfig | dict, state_dict: dict[str, torch.Tensor]) -> str:
@@ -74,8 +127,7 @@ def read_torch_file(path: str | Path, what: str) -> Any:
         raise CheckpointError(f"{what} not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError,
-            AttributeError, TypeError, KeyError, IndexError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for bad files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable {what} (damaged or not a diffcodec file): "
                               f"{first_line[:200]}") from None
@@ -97,22 +149,27 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Diffusio
         raise CheckpointError(f"{path} has checkpoint version {data.get('version')}, "
                               f"this diffcodec reads version {CHECKPOINT_VERSION}")
     stored_config = data.get("config")
-    if not isinstance(stored_config, dict):
+    if not isinstance(stored_config, dict) or not all(isinstance(k, str) for k in stored_config):
         raise CheckpointError(f"{path} holds no model configuration")
+    _check_config(path, stored_config)
     config = ModelConfig.from_dict(stored_config)
     state = data.get("state_dict")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds no weights")
-    if weights_hash(stored_config, state) != data.get("hash"):  # the config as stored
+    _check_weights(path, config, state)
+    if not isinstance(data.get("hash"), str) or weights_hash(stored_config, state) != data["hash"]:
         raise CheckpointError(f"{path} is damaged: its weights do not match the stored hash")
+    metadata = data.get("metadata") or "{}"
+    try:
+        metadata = json.loads(metadata) if isinstance(metadata, str) else None
+    except json.JSONDecodeError:
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path} is damaged: its metadata is not a JSON object")
     model = DiffusionModel(config)
     try:
         model.load_state_dict(state)
-    except RuntimeError:
-        raise CheckpointError(f"{path}: weights do not fit the architecture in its config") from None
+        model = model.to(device)
+    except (RuntimeError, MemoryError) as exc:
+        raise CheckpointError(f"{path}: cannot load the weights ({type(exc).__name__})") from None
     model.model_hash = data["hash"]
-    try:
-        model.metadata = json.loads(data.get("metadata") or "{}")
-    except json.JSONDecodeError:
-        model.metadata = {}
-    return model.to(device).eval()
+    model.metadata = metadata
+    return model.eval()
