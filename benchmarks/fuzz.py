@@ -2,6 +2,7 @@
 
     python benchmarks/fuzz.py [--files 10000] [--model default] [--seed 0] [--workers 2]
                               [--out benchmarks/results/fuzz]
+    python benchmarks/fuzz.py --cli 110      # through the `diffcodec decode` command
 
 Clean files of a few small generated images are written in both modes (progressive with
 small chunks, so layers are cut inside; lossless; stored). Each fuzzed file is one of
@@ -460,6 +461,50 @@ def run(model: str, files: int, seed: int, workers: int = 1, log=print, hang_fac
                 seconds=time.perf_counter() - start)
 
 
+def cli_run(model: str, files: int, seed: int, log=print) -> dict:
+    """``files`` fuzzed files through ``diffcodec decode`` in a fresh process each: the exit
+    status and what stderr shows. refused: status 1 and one ``error:`` line, no output
+    file; decoded: status 0, an image written, no more than a summary and a warning line;
+    anything else (a traceback, a panic message, several lines) is BAD."""
+    import subprocess
+    import tempfile
+
+    import torch
+
+    from diffcodec.codec import Codec
+
+    torch.set_num_threads(1)
+    cleans = make_clean(Codec(model, tile=TILE, chunk_symbols=CHUNK_SYMBOLS))
+    rng = random.Random(seed)
+    counts: dict[str, Counter] = defaultdict(Counter)
+    examples = []
+    with tempfile.TemporaryDirectory() as folder:
+        source, output = Path(folder) / "in.dfc", Path(folder) / "out.png"
+        for index in range(files):
+            family = FAMILIES[index % len(FAMILIES)]
+            clean, other = rng.choice(cleans), rng.choice(cleans)
+            source.write_bytes(DAMAGE[family](rng, clean.data, other.data, container._read_header(clean.data)[1]))
+            output.unlink(missing_ok=True)
+            done = subprocess.run([sys.executable, "-m", "diffcodec.cli", "decode", str(source), "-o", str(output),
+                                   "--model", str(model), "-q"], capture_output=True, text=True, timeout=600)
+            lines = done.stderr.strip().splitlines()
+            if done.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: ") and not output.exists():
+                outcome = "refused"
+            elif done.returncode == 0 and output.exists() and len(lines) <= 2 and "Traceback" not in done.stderr:
+                outcome = "decoded"
+            else:
+                outcome = "BAD"
+                examples.append(dict(family=family, status=done.returncode, stderr=done.stderr[-400:]))
+            counts[family][outcome] += 1
+            if (index + 1) % 20 == 0:
+                log(f"cli: {index + 1} files")
+    totals = Counter()
+    for family_counts in counts.values():
+        totals.update(family_counts)
+    return dict(files=files, counts={f: dict(counts[f]) for f in FAMILIES}, totals=dict(totals),
+                bad=totals["BAD"], examples=examples[:5])
+
+
 def table(report: dict) -> str:
     outcomes = ["refused", "exact", "prefix", "forged-decoded", *BAD_OUTCOMES]
     lines = ["| family | files | " + " | ".join(outcomes) + " |", "|---" * (len(outcomes) + 2) + "|"]
@@ -475,11 +520,24 @@ def main() -> None:
     parser.add_argument("--model", default="default", help="registered model name or checkpoint path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="decoding processes")
+    parser.add_argument("--cli", type=int, default=0, metavar="N",
+                        help="instead: N fuzzed files through the `diffcodec decode` command (a process each)")
     parser.add_argument("--out", default="benchmarks/results/fuzz")
     args = parser.parse_args()
-    report = run(args.model, args.files, args.seed, args.workers, log=lambda m: print(m, file=sys.stderr))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.cli:
+        report = cli_run(args.model, args.cli, args.seed, log=lambda m: print(m, file=sys.stderr))
+        (out / "fuzz_cli.json").write_text(json.dumps(report, indent=1))
+        lines = ["| family | files | refused | decoded | BAD |", "|---|---|---|---|---|"]
+        for family, counts in [*report["counts"].items(), ("**all**", report["totals"])]:
+            lines.append(f"| {family} | {sum(counts.values())} | " + " | ".join(
+                str(counts.get(o, 0)) for o in ("refused", "decoded", "BAD")) + " |")
+        text = f"{args.cli} files through `diffcodec decode`, seed {args.seed}, model {args.model}\n\n" + "\n".join(lines) + "\n"
+        (out / "fuzz_cli.md").write_text(text)
+        print(text)
+        sys.exit(1 if report["bad"] else 0)
+    report = run(args.model, args.files, args.seed, args.workers, log=lambda m: print(m, file=sys.stderr))
     (out / "fuzz.json").write_text(json.dumps(report, indent=1, default=str))
     text = (f"{report['files']} files, seed {report['seed']}, model {report['model']}, "
             f"{report['seconds']:.0f} s; slowest decode {report['slowest_ratio']:.2f}x its normal time "

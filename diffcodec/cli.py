@@ -187,34 +187,26 @@ def _check_output(path: Path, force: bool, source: Path | None = None) -> None:
 
 
 def _write_output(path: Path, data: bytes | None, force: bool, image=None, source: Path | None = None) -> None:
-    """Write bytes or a PIL image to ``path`` atomically: into a new temporary file created
-    exclusively beside it (never through a link planted there), then renamed over it. A
-    crash leaves the old file as it was; nothing is overwritten without --force."""
-    import os
-    import tempfile
+    """Write bytes or a PIL image to ``path`` atomically (files.write_atomic: never through a
+    link, a crash leaves the old file as it was); nothing is overwritten without --force."""
+    from .files import write_atomic
 
     _check_output(path, force, source)
+    fmt = _image_format(path) if image is not None else None
+
+    def write(out) -> None:
+        if image is None:
+            out.write(data)
+            return
+        try:
+            image.save(out, format=fmt, **_LOSSLESS_SAVE.get(fmt, {}))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DiffcodecError(f"cannot write {path} as {fmt}: {exc}") from None
+
     try:
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    except OSError as exc:
-        raise DiffcodecError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
-    tmp = Path(name)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            if image is not None:
-                fmt = _image_format(path)
-                try:
-                    image.save(out, format=fmt, **_LOSSLESS_SAVE.get(fmt, {}))
-                except (KeyError, ValueError, OSError, TypeError) as exc:
-                    raise DiffcodecError(f"cannot write {path} as {fmt}: {exc}") from None
-            else:
-                out.write(data)
-        os.replace(tmp, path)
+        write_atomic(path, write)
     except OSError as exc:
         raise DiffcodecError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # Formats that store 8-bit pixels exactly (WebP only when asked to); any other one is warned of.

@@ -248,6 +248,11 @@ def test_writes_never_follow_a_planted_link(coding_setup, tmp_path):
     assert run("encode", source, "-o", link, "--model", model_path, "-q", "--force").exit_code == 0
     assert victim.read_bytes() == b"precious" and not link.is_symlink()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial") and not p.is_symlink()]
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert dfc.stat().st_mode & 0o777 == 0o666 & ~mask  # the usual permissions, not mkstemp's 0600
 
 
 def test_usage_errors_are_one_line(coding_setup, tmp_path):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 
 from .config import ModelConfig
 from ..errors import CheckpointError
+from ..files import write_atomic
 from .vdm import DiffusionModel
 
 CHECKPOINT_FORMAT = "diffcodec-model"
@@ -94,12 +94,10 @@ def model_hash(model: DiffusionModel) -> str:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves half a file."""
+    """torch.save through files.write_atomic: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda out: torch.save(obj, out))
 
 
 def save_model(model: DiffusionModel, path: str | Path, metadata: dict[str, Any] | None = None) -> str:
