@@ -3,22 +3,22 @@
     import diffcodec
     data = diffcodec.encode(image)            # PIL image, uint8 array (H, W[, C]) or tensor
     pixels = diffcodec.decode(data)           # exact uint8 array
-    preview = diffcodec.decode(data[:2000])   # any prefix decodes
+    preview = diffcodec.decode(data[:2000])   # any prefix decodes (with a PrefixWarning)
     codec = diffcodec.Codec("default")        # keep a loaded model for many images
 """
 
 from __future__ import annotations
 
-from .codec import DEFAULT_LOSSLESS_STEPS, DEFAULT_STEPS, Codec, Decoded
-from .errors import CheckpointError, DiffcodecError, ImageReadError
+from .codec import DEFAULT_LOSSLESS_STEPS, DEFAULT_STEPS, Codec, DecodeLimits, Decoded, PrefixWarning
+from .errors import CheckpointError, DiffcodecError, ImageReadError, LimitError
 from .format import ContainerError, DfcFile, Mode, describe, parse_file
 from .model import DiffusionModel, ModelConfig, load_model, registered_or_default, save_model
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Codec", "Decoded", "DiffusionModel", "ModelConfig", "Mode", "DfcFile",
-    "DiffcodecError", "CheckpointError", "ContainerError", "ImageReadError",
+    "Codec", "Decoded", "DecodeLimits", "PrefixWarning", "DiffusionModel", "ModelConfig", "Mode", "DfcFile",
+    "DiffcodecError", "CheckpointError", "ContainerError", "ImageReadError", "LimitError",
     "encode", "decode", "decode_result", "info", "truncate", "parse_file", "load_model", "save_model",
     "DEFAULT_STEPS", "DEFAULT_LOSSLESS_STEPS",
 ]
@@ -43,7 +43,12 @@ def decode(data: bytes, model=None, layers: int | None = None, max_bytes: int | 
     """Decode .dfc bytes (or a prefix). ``output``: "numpy" (H, W[, C]) uint8, "pil", or "tensor" (C, H, W)."""
     if output not in ("numpy", "pil", "tensor"):
         raise DiffcodecError(f"unknown output type {output!r}: numpy, pil or tensor")
-    array = decode_result(data, model, layers=layers, max_bytes=max_bytes, completion_steps=completion_steps).image
+    result = decode_result(data, model, layers=layers, max_bytes=max_bytes, completion_steps=completion_steps)
+    if not result.exact and layers is None and max_bytes is None:
+        import warnings
+
+        warnings.warn(PrefixWarning(f"the file is a prefix: {result.describe()}"), stacklevel=2)
+    array = result.image
     if output == "pil":
         from .images import to_pil
 

@@ -179,3 +179,13 @@ def test_bounded_fuzz_run(trained_tiny_model, tmp_path):
     assert all(sum(c.values()) == 50 for c in report["counts"].values())
     totals = report["totals"]
     assert totals["refused"] > 300 and totals["prefix"] > 10 and totals.get("forged-decoded", 0) > 0
+
+
+def test_the_top_level_decode_warns_of_a_prefix(codec, trained_tiny_model):
+    import diffcodec
+
+    data = codec.encode(synthetic_image(12, 10, "shapes"), steps=1)
+    with pytest.warns(diffcodec.PrefixWarning, match="a preview from a prefix"):
+        diffcodec.decode(data[:-4], model=trained_tiny_model)
+    result = diffcodec.decode_result(data[:-4], model=trained_tiny_model)
+    assert not result.exact and result.bytes_used < result.bytes_total == len(data)
