@@ -42,6 +42,7 @@ import json
 import multiprocessing as mp
 import random
 import resource
+import struct
 import sys
 import time
 import zlib
@@ -230,7 +231,7 @@ def _crafted(rng, data, other, header_size, recompute_checks: bool = False):
             layer.chunk_checks = (layer.chunk_checks + [0] * len(layer.chunk_lengths))[: len(layer.chunk_lengths)]
     try:
         packed = container.pack_header(mutated)
-    except (ValueError, OverflowError, KeyError, StopIteration, __import__("struct").error):
+    except (ValueError, OverflowError, KeyError, StopIteration, struct.error):
         packed = data[:size]  # a value the layout cannot hold: keep the header
     rest = data[size:]
     if rng.random() < 0.3:
@@ -245,6 +246,21 @@ def _forged(rng, data, other, header_size):
 CUT_FIRST = ("bitflip", "insert", "delete", "zero")
 DAMAGE = dict(bitflip=_bitflip, truncate=_truncate, insert=_insert, delete=_delete, zero=_zero, splice=_splice,
               crafted=_crafted, forged=_forged, random=_random)
+
+
+def make_jobs(cleans: list[Clean], files: int, seed: int) -> list[tuple[str, Clean, bytes]]:
+    """(family, the clean file it came from, the fuzzed bytes), the families in turn."""
+    rng = random.Random(seed)
+    jobs = []
+    for index in range(files):
+        family = FAMILIES[index % len(FAMILIES)]
+        clean, other = rng.choice(cleans), rng.choice(cleans)
+        header_size = container._read_header(clean.data)[1]
+        source = clean.data
+        if family in CUT_FIRST and rng.random() < 0.4:  # damage inside a file that is also cut
+            source = source[: rng.randrange(header_size + 1, len(source) + 1)]
+        jobs.append((family, clean, DAMAGE[family](rng, source, other.data, header_size)))
+    return jobs
 
 
 # -- the worker ------------------------------------------------------------------------------
@@ -293,17 +309,24 @@ class Worker:
             raise RuntimeError("the fuzz worker did not start")
         _, self.baseline_kb = self.connection.recv()
 
-    def decode(self, data: bytes, timeout: float):
+    def send(self, data: bytes) -> None:
         self.connection.send(data)
+
+    def receive(self, timeout: float):
+        """The reply to what was sent, or None when the worker hung or died (it is replaced)."""
         if self.connection.poll(timeout):
             try:
                 return self.connection.recv()
             except EOFError:
                 pass
-        self.process.kill()  # hung or dead: replace it
+        self.process.kill()
         self.process.join()
         self._start()
         return None
+
+    def decode(self, data: bytes, timeout: float):
+        self.send(data)
+        return self.receive(timeout)
 
     def close(self) -> None:
         try:
@@ -318,7 +341,7 @@ def claimed(data: bytes) -> tuple[int | None, int]:
     """pixels x steps and the network threads the header claims, when it can be read at all."""
     try:
         header, _, _ = container._read_header(data)
-    except (DiffcodecError, Exception):  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any damage: nothing is claimed
         return None, 1
     return header.height * header.width * max(header.steps, 1), header.threads
 
@@ -366,7 +389,7 @@ class NormalTime:
 def judge(reply, family: str, clean: Clean, codec, normal: float, hang_factor: float, baseline_kb: int) -> tuple:
     """(outcome, detail) of one decoded fuzzed file."""
     if reply is None:
-        return "HANG", "killed"
+        return "HANG", "killed: hung or died"
     kind, *rest = reply
     seconds, maxrss = rest[-2], rest[-1]
     if maxrss - baseline_kb > MEMORY_LIMIT_KB:
@@ -404,34 +427,21 @@ def run(model: str, files: int, seed: int, workers: int = 1, log=print, hang_fac
     for clean in cleans:  # the normal decode time of each clean file, in a worker
         clean.seconds = _decode_seconds(pool[0], clean.data)
     normals = [NormalTime(cleans, worker) for worker in pool]
-    rng = random.Random(seed)
     counts: dict[str, Counter] = defaultdict(Counter)
     examples: dict[str, list] = defaultdict(list)
     slowest = (0.0, {})
     peak_kb = 0
     start = time.perf_counter()
-    jobs = []
-    for index in range(files):
-        family = FAMILIES[index % len(FAMILIES)]
-        clean, other = rng.choice(cleans), rng.choice(cleans)
-        header_size = container._read_header(clean.data)[1]
-        source = clean.data
-        if family in CUT_FIRST and rng.random() < 0.4:  # damage inside a file that is also cut
-            source = source[: rng.randrange(header_size + 1, len(source) + 1)]
-        jobs.append((family, clean, DAMAGE[family](rng, source, other.data, header_size)))
+    jobs = make_jobs(cleans, files, seed)
     for index in range(0, len(jobs), len(pool)):
         batch = jobs[index : index + len(pool)]
         expected = [normal(data, clean) for normal, (_, clean, data) in zip(normals, batch)]
         for worker, (family, clean, data) in zip(pool, batch):
-            worker.connection.send(data)
+            worker.send(data)
         for worker, (family, clean, data), normal in zip(pool, batch, expected):
             timeout = min(600.0, 3 * hang_factor * normal + 5)
-            reply = worker.connection.recv() if worker.connection.poll(timeout) else None
-            if reply is None:
-                worker.process.kill()
-                worker.process.join()
-                worker._start()
-            else:
+            reply = worker.receive(timeout)
+            if reply is not None:
                 for _ in range(2):  # a real hang repeats; a scheduling hiccup on a short decode does not
                     if reply[-2] <= hang_factor * normal:
                         break
@@ -475,15 +485,12 @@ def cli_run(model: str, files: int, seed: int, log=print) -> dict:
 
     torch.set_num_threads(1)
     cleans = make_clean(Codec(model, tile=TILE, chunk_symbols=CHUNK_SYMBOLS))
-    rng = random.Random(seed)
     counts: dict[str, Counter] = defaultdict(Counter)
     examples = []
     with tempfile.TemporaryDirectory() as folder:
         source, output = Path(folder) / "in.dfc", Path(folder) / "out.png"
-        for index in range(files):
-            family = FAMILIES[index % len(FAMILIES)]
-            clean, other = rng.choice(cleans), rng.choice(cleans)
-            source.write_bytes(DAMAGE[family](rng, clean.data, other.data, container._read_header(clean.data)[1]))
+        for index, (family, _, data) in enumerate(make_jobs(cleans, files, seed)):
+            source.write_bytes(data)
             output.unlink(missing_ok=True)
             done = subprocess.run([sys.executable, "-m", "diffcodec.cli", "decode", str(source), "-o", str(output),
                                    "--model", str(model), "-q"], capture_output=True, text=True, timeout=600)

@@ -29,26 +29,28 @@ def encode(image, steps: int | None = None, model="default", seed: int = 0, mode
     return Codec(model).encode(image, steps=steps, seed=seed, mode=mode)
 
 
+def _codec_for(f: DfcFile, model) -> Codec:
+    """``model``, or else the registered model the file names (else the default)."""
+    return Codec(model if model is not None else registered_or_default(f.header.model_name))
+
+
 def decode_result(data: bytes, model=None, layers: int | None = None, max_bytes: int | None = None,
                   bpp: float | None = None, completion_steps: int = 0) -> Decoded:
     """Decode .dfc bytes (or a prefix) and say how: layers used, and whether it is exact.
     ``model=None`` takes the registered model the file names (else the default)."""
     f = parse_file(data)
-    codec = Codec(model if model is not None else registered_or_default(f.header.model_name))
-    return codec.decode_result(f, layers=layers, max_bytes=max_bytes, bpp=bpp, completion_steps=completion_steps)
+    return _codec_for(f, model).decode_result(f, layers=layers, max_bytes=max_bytes, bpp=bpp,
+                                              completion_steps=completion_steps)
 
 
 def decode(data: bytes, model=None, layers: int | None = None, max_bytes: int | None = None,
            completion_steps: int = 0, output: str = "numpy"):
-    """Decode .dfc bytes (or a prefix). ``output``: "numpy" (H, W[, C]) uint8, "pil", or "tensor" (C, H, W)."""
+    """Decode .dfc bytes (or a prefix; with a PrefixWarning when no budget was asked for).
+    ``output``: "numpy" (H, W[, C]) uint8, "pil", or "tensor" (C, H, W)."""
     if output not in ("numpy", "pil", "tensor"):
         raise DiffcodecError(f"unknown output type {output!r}: numpy, pil or tensor")
-    result = decode_result(data, model, layers=layers, max_bytes=max_bytes, completion_steps=completion_steps)
-    if not result.exact and layers is None and max_bytes is None:
-        import warnings
-
-        warnings.warn(PrefixWarning(f"the file is a prefix: {result.describe()}"), stacklevel=2)
-    array = result.image
+    f = parse_file(data)
+    array = _codec_for(f, model).decode(f, layers=layers, max_bytes=max_bytes, completion_steps=completion_steps)
     if output == "pil":
         from .images import to_pil
 

@@ -186,13 +186,11 @@ def _check_output(path: Path, force: bool, source: Path | None = None) -> None:
         raise DiffcodecError(f"cannot write to {parent}: permission denied")
 
 
-def _write_output(path: Path, data: bytes | None, force: bool, image=None, source: Path | None = None) -> None:
-    """Write bytes or a PIL image to ``path`` atomically (files.write_atomic: never through a
-    link, a crash leaves the old file as it was); nothing is overwritten without --force."""
+def _write_output(path: Path, data: bytes | None = None, image=None, fmt: str | None = None) -> None:
+    """Write bytes, or a PIL image in format ``fmt``, to ``path`` (checked by _check_output
+    before the work) atomically: files.write_atomic never writes through a link, and a
+    crash leaves the old file as it was."""
     from .files import write_atomic
-
-    _check_output(path, force, source)
-    fmt = _image_format(path) if image is not None else None
 
     def write(out) -> None:
         if image is None:
@@ -299,7 +297,7 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
     start = time.perf_counter()
     data = codec.encode(array, steps=steps, seed=seed, mode=mode, progress=not quiet)
     seconds = time.perf_counter() - start
-    _write_output(output, data, force, source=source)
+    _write_output(output, data)
     if not quiet:
         h, w = array.shape[:2]
         header, _ = parse_header(data)
@@ -334,7 +332,7 @@ def decode(source, output, layers, max_bytes, bpp, completion_steps, max_pixels,
     codec = _codec(model or registered_or_default(parsed.header.model_name), device, max_pixels)
     result = codec.decode_result(parsed, layers=layers, max_bytes=max_bytes, bpp=bpp,
                                  completion_steps=completion_steps, progress=not quiet)
-    _write_output(output, None, force, image=to_pil(result.image), source=source)
+    _write_output(output, image=to_pil(result.image), fmt=fmt)
     if fmt not in _LOSSLESS_SAVE:
         click.echo(f"warning: {fmt} does not store the pixels exactly: {output} differs from the decoded "
                    "image (use .png for the exact pixels)", err=True)
@@ -387,7 +385,7 @@ def truncate(source, output, layers, max_bytes, bpp, force):
     _check_output(output, force, source)
     data = _read_input(source)
     kept = cut_file(data, layers=layers, max_bytes=max_bytes, bpp=bpp)
-    _write_output(output, kept, force, source=source)
+    _write_output(output, kept)
     click.echo(f"{output}: {len(kept)} of {len(data)} bytes", err=True)
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from .coding import entropy, lossless, progressive, stored
-from .coding.runner import DEFAULT_TILE, MAX_CODING_THREADS, ModelRunner, Tiling
+from .coding.runner import DEFAULT_TILE, ModelRunner, Tiling
 from .errors import DiffcodecError, LimitError, boundary
-from .format.container import (MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE, ContainerError,
-                               DfcFile, Header, Mode, pack_file, parse_file)
+from .format.container import (MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_THREADS, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE,
+                               ContainerError, DfcFile, Header, Mode, pack_file, parse_file)
 from .images import prepare, restore
 from .model import DiffusionModel, load_named_model
 
@@ -80,14 +80,12 @@ class Codec:
     def __init__(self, model: str | DiffusionModel | None = None, device: str = "cpu",
                  tile: int = DEFAULT_TILE, chunk_symbols: int = entropy.CHUNK_SYMBOLS,
                  limits: DecodeLimits = DecodeLimits()) -> None:
-        if tile % (stride := _stride(model)) or not MIN_TILE <= tile <= MAX_TILE:
-            raise DiffcodecError(f"tile must be a multiple of {stride} from {MIN_TILE} to {MAX_TILE}")
         if not MIN_CHUNK_SYMBOLS <= chunk_symbols <= MAX_CHUNK_SYMBOLS:
             raise DiffcodecError(f"chunk_symbols must be from {MIN_CHUNK_SYMBOLS} to {MAX_CHUNK_SYMBOLS}")
         if not isinstance(model, DiffusionModel):
             model = load_named_model(model or "default", device)
-            if tile % model.config.stride:
-                raise DiffcodecError(f"tile must be a multiple of {model.config.stride}")
+        if tile % model.config.stride or not MIN_TILE <= tile <= MAX_TILE:
+            raise DiffcodecError(f"tile must be a multiple of {model.config.stride} from {MIN_TILE} to {MAX_TILE}")
         self.model = model
         self.runner = ModelRunner(model)
         self.tile = tile
@@ -95,7 +93,7 @@ class Codec:
         self.limits = limits
 
     def _tiling(self) -> Tiling:
-        return Tiling(self.tile, min(torch.get_num_threads(), MAX_CODING_THREADS))
+        return Tiling(self.tile, min(torch.get_num_threads(), MAX_THREADS))
 
     def encode(self, image, steps: int | None = None, seed: int = 0, mode: str | Mode = "progressive",
                progress: bool = False, stored_fallback: bool = True) -> bytes:
@@ -151,9 +149,7 @@ class Codec:
             if layers is not None or max_bytes is not None or bpp is not None:
                 f = f.prefix(layers=layers, max_bytes=max_bytes, bpp=bpp)
             self.limits.check(f.header)
-            if f.header.mode != Mode.PROGRESSIVE and not f.complete:
-                raise ContainerError(f"truncated file: a {f.header.mode} file only decodes when complete")
-            if not any(f.chunks):
+            if f.header.mode == Mode.PROGRESSIVE and not any(f.chunks):  # (the other modes need whole files)
                 raise ContainerError("nothing to decode: the part of the file used holds no layer data, "
                                      "only the header")
             return self._decode(f, completion_steps, progress)
@@ -169,8 +165,7 @@ class Codec:
             rgb = lossless.decode(self.runner, f, progress) if header.mode == Mode.LOSSLESS else stored.decode(f)
             used, partial, exact = 1, False, True
         image = restore(rgb, header.channels, header.alpha_kind, header.alpha)
-        total = f.header_size + sum(layer.size for layer in header.layers)
-        return Decoded(image, header.mode, used, len(header.layers), partial, exact, f.size, total)
+        return Decoded(image, header.mode, used, len(header.layers), partial, exact, f.size, f.full_size)
 
     def decode(self, data: bytes | DfcFile, layers: int | None = None, max_bytes: int | None = None,
                completion_steps: int = 0, progress: bool = False) -> np.ndarray:
@@ -200,7 +195,3 @@ class Codec:
         with boundary("computing the bound"):
             return lossless.bound(self.runner, self._tiling(), rgb, steps or DEFAULT_LOSSLESS_STEPS, seed)
 
-
-def _stride(model) -> int:
-    """The input stride of a model, or 1 when only its name is known yet (checked after loading)."""
-    return model.config.stride if isinstance(model, DiffusionModel) else 1

@@ -54,13 +54,19 @@ def _stored_bits_above_8(image: Image.Image) -> bool:
     return False
 
 
-def _from_pil(image: Image.Image) -> np.ndarray:
+def _refuse_unsupported_file(image: Image.Image) -> None:
+    """What the mode does not show: frames beyond the first, samples of more than 8 bits.
+    Checked before the pixels are decoded (Pillow forgets the raw modes once loaded)."""
     if getattr(image, "n_frames", 1) > 1:
         raise ImageReadError(f"animated or multi-page images are not supported ({image.n_frames} frames); "
                              "extract one frame first")
     if _stored_bits_above_8(image):
         raise ImageReadError("images with more than 8 bits per channel are not supported; "
                              "convert to 8 bits per channel first")
+
+
+def _from_pil(image: Image.Image) -> np.ndarray:
+    _refuse_unsupported_file(image)
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F") or mode.startswith("I;"):
         raise ImageReadError(f"{mode} images ({'16-bit' if '16' in mode else '32-bit'}) are not supported; "
@@ -168,8 +174,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"file not found: {path}")
     try:
         with Image.open(path) as image:
-            if getattr(image, "n_frames", 1) > 1 or _stored_bits_above_8(image):
-                return to_array(image)  # refused with its reason, before decoding the pixels
+            _refuse_unsupported_file(image)
             image.load()
             return to_array(image)
     except DiffcodecError:

@@ -42,7 +42,6 @@ GRID_FRACTION = 2
 BAND_MARGIN_BITS = 0.5
 # Per-step calibration of the reverse step's error term: factor 2^(index / CALIBRATION_STEPS_PER_OCTAVE).
 CALIBRATION_STEPS_PER_OCTAVE = 16
-CALIBRATION_INDEX_RANGE = CHAIN_SCALE_RANGE  # a format limit: the container checks it
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
@@ -63,7 +62,7 @@ def fit_scale_index(c: float, sigma_q: float, error: np.ndarray, log_scale: np.n
         variance = sigma_q ** 2 + scale_factor(index) ** 2 * model
         return float(np.mean(np.log(variance) + spread / variance))
 
-    low, high = CALIBRATION_INDEX_RANGE
+    low, high = CHAIN_SCALE_RANGE  # a format limit: the container checks it
     best = min(range(low, high + 1, 8), key=cost)  # coarse, then fine: the cost is unimodal
     return min(range(max(low, best - 7), min(high, best + 7) + 1), key=cost)
 
@@ -84,10 +83,7 @@ class ChainGrid:
 
     def __init__(self, gammas: np.ndarray, scale_indices: list[int] | None = None) -> None:
         self.steps = len(gammas) - 1
-        indices = list(scale_indices) if scale_indices else [0] * self.steps
-        if len(indices) != self.steps or not all(
-                CALIBRATION_INDEX_RANGE[0] <= i <= CALIBRATION_INDEX_RANGE[1] for i in indices):
-            raise DiffcodecError("damaged file: invalid chain scale indices")
+        indices = list(scale_indices) if scale_indices else [0] * self.steps  # a file's: validated by the container
         self.scale_indices = indices
         # per step i >= 1, the calibration factor on the reverse step's error term
         self.error_factor = [None] + [scale_factor(i) for i in indices]

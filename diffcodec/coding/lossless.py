@@ -221,21 +221,14 @@ def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarra
     tiling = Tiling(header.tile, header.threads)
     stack = AnsStack(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     decoded: list = [None] * len(bands)
-    try:
-        for k in progress_bar(range(len(bands) - 1, 0, -1), progress, len(bands) - 1, "decode", "band"):
-            # every band has at least one row: CONTEXT_ROWS bands always cover the context
-            later = decoded[k + 1 : k + 1 + CONTEXT_ROWS]
-            below = np.concatenate(later, axis=0)[:CONTEXT_ROWS] \
-                if later else np.zeros((0, header.width, 3), np.uint8)
-            predict = band_predictor(runner, grid, header.seed, tiling, below, k)
-            decoded[k] = chain.decode_band(stack, grid, (bands[k], header.width, 3), predict)
-        decoded[0] = decode_direct(stack, (bands[0], header.width, 3))
-    except DiffcodecError:
-        raise
-    except BaseException as exc:  # constriction rejects inconsistent data (it may panic)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise DiffcodecError("damaged file: the lossless stream cannot be decoded") from None
+    # constriction rejects inconsistent data (it may panic): errors.boundary reports it
+    for k in progress_bar(range(len(bands) - 1, 0, -1), progress, len(bands) - 1, "decode", "band"):
+        # every band has at least one row: CONTEXT_ROWS bands always cover the context
+        later = decoded[k + 1 : k + 1 + CONTEXT_ROWS]
+        below = np.concatenate(later, axis=0)[:CONTEXT_ROWS] if later else np.zeros((0, header.width, 3), np.uint8)
+        predict = band_predictor(runner, grid, header.seed, tiling, below, k)
+        decoded[k] = chain.decode_band(stack, grid, (bands[k], header.width, 3), predict)
+    decoded[0] = decode_direct(stack, (bands[0], header.width, 3))
     rgb = np.concatenate(decoded, axis=0)
     if not stack.is_empty() or entropy.checksum(rgb.reshape(-1)) != header.layers[0].crc:
         raise DiffcodecError("image checksum mismatch: the lossless file is damaged, or was encoded "

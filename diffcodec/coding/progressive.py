@@ -40,7 +40,7 @@ import torch
 
 from ..errors import DiffcodecError
 from ..format.container import (BAND_SCALE_BYTES, BLEND_LEVELS, MAX_SYMBOL, MIN_STEP, TIME_UNITS, CodedImage, DfcFile,
-                                LayerInfo, Mode)
+                                LayerInfo, Mode, chunk_count)
 from ..model import diffusion as dm
 from . import entropy, randomness, transform
 from .progress import progress_bar
@@ -379,8 +379,7 @@ def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | P
             return
         step = chain.step(point.z, layer, point.x_hat, scales_from_bytes(f.chunks[layer][0]),
                           chain.dither(layer, point.z.size))
-        coded = int(step.coded.sum())
-        if len(header.layers[layer].chunk_lengths) != 1 + -(-coded // header.chunk_symbols):
+        if len(header.layers[layer].chunk_lengths) != 1 + chunk_count(int(step.coded.sum()), header.chunk_symbols):
             raise DiffcodecError(f"damaged file: layer {layer + 1} has the wrong number of chunks")
         symbols, complete = _decode_layer(f, layer, step.dither[step.coded], step.stds, first_chunk=1)
         point = _point(chain, step.latent(symbols), layer + 1, partial=not complete)

@@ -17,12 +17,10 @@ import numpy as np
 import torch
 
 from ..errors import DiffcodecError
-from ..format.container import MAX_THREADS
 from ..model import DiffusionModel, model_hash
 
 DEFAULT_TILE = 1024
 TILE_HALO = 32
-MAX_CODING_THREADS = MAX_THREADS
 
 
 @dataclass(frozen=True)

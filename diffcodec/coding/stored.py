@@ -20,8 +20,8 @@ def encode(rgb: np.ndarray) -> CodedImage:
 
 
 def decode(f: DfcFile) -> np.ndarray:
-    header = f.header
-    if len(header.layers) != 1 or not f.layer_complete(0):
+    header = f.header  # fields validated by the container
+    if not f.layer_complete(0):
         raise DiffcodecError("truncated or damaged file: a stored file only decodes when complete")
     size = header.height * header.width * 3
     try:

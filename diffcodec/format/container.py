@@ -160,6 +160,11 @@ class DfcFile:
         """Bytes of the file that are used: the header and the chunks present."""
         return self.header_size + sum(len(c) for present in self.chunks for c in present)
 
+    @property
+    def full_size(self) -> int:
+        """Bytes of the whole file, as its header describes it."""
+        return self.header_size + sum(layer.size for layer in self.header.layers)
+
     def layer_complete(self, index: int) -> bool:
         return len(self.chunks[index]) == len(self.header.layers[index].chunk_lengths)
 
@@ -369,7 +374,8 @@ def _read_header(data: bytes) -> tuple[Header, int, int]:
     return header, end, key
 
 
-def _chunks_for(symbols: int, chunk_symbols: int) -> int:
+def chunk_count(symbols: int, chunk_symbols: int) -> int:
+    """Chunks of a layer of ``symbols`` entropy-coded symbols."""
     return -(-symbols // chunk_symbols)
 
 
@@ -404,7 +410,7 @@ def validate_header(h: Header) -> None:
         if not layer.chunk_lengths or min(layer.chunk_lengths) < 1:
             raise bad("empty layer or chunk")
     symbols = 3 * h.height * h.width
-    per_layer = _chunks_for(symbols, h.chunk_symbols)
+    per_layer = chunk_count(symbols, h.chunk_symbols)
     if h.mode == Mode.PROGRESSIVE:
         if h.time_grid != "explicit" or len(h.times) != h.steps + 1 or len(h.layers) != h.steps + 1:
             raise bad("the layer count does not match the time grid")
