@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from diffcodec.codec import decode_work  # noqa: E402
 from diffcodec.errors import DiffcodecError  # noqa: E402
 from diffcodec.format import container  # noqa: E402
 
@@ -72,7 +73,7 @@ class Clean:
     name: str
     data: bytes
     image: np.ndarray  # what an exact decode returns
-    work: int  # pixels x steps
+    work: int  # network work the header claims (codec.decode_work)
     seconds: float = 0.0  # its full decode, the slowest of a few
     prefixes: dict = dataclasses.field(default_factory=dict)  # bytes used -> image
 
@@ -99,8 +100,7 @@ def make_clean(codec) -> list[Clean]:
     files = []
     for name, image, mode, options in clean_images():
         data = codec.encode(image, mode=mode, **options)
-        header = container.parse_file(data).header
-        files.append(Clean(name, data, image, header.height * header.width * header.steps))
+        files.append(Clean(name, data, image, claimed(data)[0]))
     return files
 
 
@@ -338,12 +338,13 @@ class Worker:
 
 # -- judging ---------------------------------------------------------------------------------
 def claimed(data: bytes) -> tuple[int | None, int]:
-    """pixels x steps and the network threads the header claims, when it can be read at all."""
+    """The network work (codec.decode_work, at least pixels) and the threads the header
+    claims, when it can be read at all."""
     try:
         header, _, _ = container._read_header(data)
     except Exception:  # noqa: BLE001 - any damage: nothing is claimed
         return None, 1
-    return header.height * header.width * max(header.steps, 1), header.threads
+    return max(decode_work(header), header.height * header.width), header.threads
 
 
 def _decode_seconds(worker: "Worker", data: bytes, runs: int = 3, clean: bool = True) -> float:

@@ -3,6 +3,7 @@
 
     python benchmarks/lossless.py IMAGES_DIR [--model default|PATH] [--steps 16,32,64]
         [--limit N] [--quick] [--out results/] [--nelbo-samples 8] [--progressive-steps 10]
+        [--grid model|uniform]
 
 For every image and every step count T the bits-back lossless file is encoded and decoded
 (checked pixel-exact, both timed); its size is set against two bounds:
@@ -10,7 +11,8 @@ For every image and every step count T the bits-back lossless file is encoded an
 * bound_T, the T-step NELBO of the model the coder uses (Codec.lossless_bound: reverse
   steps with the per-image calibrated variance): the rate bits-back coding aims at, so
   bound_ratio = file BPD / bound_T is the coding overhead (header, the direct first band,
-  band edges, ANS and grid losses);
+  band edges, ANS and grid losses); both are for the time grid the file uses (--grid: the
+  model's optimised grid for T where it stores one, else uniform);
 * NELBO_T, the model's T-step NELBO with VDM's fixed reverse variance (what training
   optimises), computed like bound_T over all T steps with the same noise samples
   (fixed_variance_total of Codec.lossless_bound; x_eps clipped to [-1, 1]);
@@ -135,7 +137,7 @@ def measure_diffcodec(codec, image: np.ndarray, steps_list: list[int], samples: 
     lossless = {}
     for steps in tqdm(steps_list, desc="steps", leave=False, dynamic_ncols=True):
         data, facts = round_trip(codec, image, steps, "lossless")
-        facts["bands"] = describe(data)["bands"]
+        facts["bands"], facts["times"] = describe(data)["bands"], describe(data)["times"]
         facts["sampled_nelbo_bpd"] = image_nelbo(codec.model, image, samples=samples, steps=steps).total
         bound = codec.lossless_bound(image, steps)
         facts["bound_bpd"], facts["nelbo_bpd"] = bound["total"], bound["fixed_variance_total"]
@@ -253,6 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=parse_int_list, default=None,
                         help="comma-separated lossless step counts T (default 16,32,64; --quick: 2,4)")
     parser.add_argument("--nelbo-samples", type=int, default=8, help="(t, eps) samples per NELBO estimate")
+    parser.add_argument("--grid", choices=["model", "uniform"], default="model",
+                        help="time grid of the chain: the model's optimised one where it has one for T "
+                             "(diffcodec tune-grid), or uniform")
     parser.add_argument("--progressive-steps", type=int, default=PROGRESSIVE_STEPS,
                         help="rate-placed layers of the progressive file (the codec's default)")
     args = parser.parse_args(argv)
@@ -266,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     if not images:
         parser.error(f"no images found in {args.images}")
     codec = load_codec(args.model, args.device)
+    if args.grid == "uniform":  # the chain falls back to the uniform grid without stored grids
+        codec.model.metadata = {k: v for k, v in codec.model.metadata.items() if k != "time_grids"}
     codecs, notes = available_codecs()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -283,13 +290,14 @@ def main(argv: list[str] | None = None) -> None:
         records.append(record)
 
     means = summarize(records, steps_list, codecs)
-    config = dict(images_dir=str(args.images), images=len(images), model=args.model, steps=steps_list,
+    config = dict(images_dir=str(args.images), images=len(images), model=args.model, steps=steps_list, grid=args.grid,
                   progressive_steps=args.progressive_steps, nelbo_samples=args.nelbo_samples, quick=args.quick,
                   machine=machine_description(args.device), notes=notes,
                   codecs={c.name: c.description for c in codecs})
     write_json(out / "lossless.json", dict(config=config, images=records, means=means))
     header = (f"# Lossless: {len(images)} image(s) from {args.images}"
               f"{f' (quick: {QUICK_CROP}x{QUICK_CROP} centre crops)' if args.quick else ''}, model {args.model}, "
+              f"{args.grid} time grid, "
               f"sampled NELBOs from {args.nelbo_samples} samples")
     table = tables(records, means, steps_list, args.progressive_steps, header, notes)
     (out / "lossless_table.md").write_text(table)

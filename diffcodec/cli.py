@@ -165,6 +165,39 @@ def evaluate(model_path, folder, samples, steps, seed, device, json_path):
                                          "images": rows, "mean": mean.to_dict()}, indent=1))
 
 
+@main.command(name="tune-grid")
+@click.option("--model", "model_path", default="default", show_default=True, help="Model name or checkpoint path.")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Folder of images to take pilot crops from (training data; repeat for several).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Checkpoint to write: the model with the grids in its metadata.")
+@click.option("--crops", default=32, show_default=True, type=click.IntRange(1, 4096), help="Pilot crops.")
+@click.option("--crop", default=128, show_default=True, type=click.IntRange(8, 1024), help="Pilot crop side.")
+@click.option("--candidates", default=256, show_default=True, type=click.Choice(["64", "128", "256", "512", "1024"]),
+              help="Candidate times k / N the grids are chosen from.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@friendly_errors
+def tune_grid(model_path, data, out, crops, crop, candidates, seed, force):
+    """Choose the lossless chain's time grid for every T <= 128 by dynamic programming over
+    the model's error profile on pilot crops, and store the grids with the model."""
+    from .images import load_folder_images
+    from .model import load_named_model
+    from .model.registry import resolve_model
+    from .model.checkpoint import update_metadata
+    from .model.time_grid import fit_time_grids
+    from .train.data import CropSampler
+
+    _check_output(out, force)
+    images = [image for _, image in load_folder_images(list(data), on_skip=_warn_skip)]
+    pilot = CropSampler(images, crop, seed).sample(crops).permute(0, 2, 3, 1).numpy()
+    model = load_named_model(model_path)
+    fitted = fit_time_grids(model, pilot, candidates=int(candidates), seed=seed)
+    fitted["time_grid_fit"]["data"] = [str(d) for d in data]
+    update_metadata(resolve_model(model_path), fitted, out)
+    click.echo(json.dumps(fitted["time_grid_fit"]))
+
+
 # -- coding commands ---------------------------------------------------------------------
 def _check_output(path: Path, force: bool, source: Path | None = None) -> None:
     """Refuse, before any work, an output that would overwrite the input, an existing file

@@ -25,6 +25,14 @@ DEFAULT_LOSSLESS_STEPS = lossless.DEFAULT_STEPS
 MAX_STEPS = 1024
 
 
+def decode_work(header: Header) -> int:
+    """Pixels the network is run on over a whole decode, as the header claims: pixels times
+    steps, a lossless file's bands counted with their context rows (lossless.network_rows)."""
+    if header.mode == Mode.LOSSLESS:
+        return header.width * header.steps * lossless.network_rows(header.bands)
+    return header.height * header.width * header.steps
+
+
 @dataclass(frozen=True)
 class DecodeLimits:
     """How much work a decoder accepts from a file before it starts: ``max_pixels`` (the
@@ -41,7 +49,7 @@ class DecodeLimits:
         if self.max_pixels is not None and pixels > self.max_pixels:
             raise LimitError(f"the file is a {header.width}x{header.height} image, more than the "
                              f"{self.max_pixels} pixels a decoder accepts by default (--max-pixels to allow it)")
-        if self.max_work is not None and pixels * header.steps > self.max_work:
+        if self.max_work is not None and decode_work(header) > self.max_work:
             raise LimitError(f"the file asks for {header.steps} steps on {pixels} pixels, more work than a "
                              f"decoder accepts by default (--max-pixels 0 to allow it)")
 

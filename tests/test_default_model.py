@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import diffcodec
 from diffcodec.cli import main
 from diffcodec.codec import Codec
 from diffcodec.model import REGISTRY
@@ -22,6 +23,13 @@ def test_default_model_is_small_and_described():
     (row,) = [r for r in json.loads(result.output) if r["name"] == "default"]
     assert row["installed"] and row["config"]["progressive_heads"]
     assert "CID22" in row["metadata"]["training_data"]
+    assert row["metadata"]["time_grids"].startswith("optimised grids for T in 1..128")
+
+
+def test_default_model_codes_on_its_optimised_grid():
+    codec = Codec("default")
+    data = codec.encode(synthetic_image(24, 24, "shapes"), steps=16, mode="lossless", stored_fallback=False)
+    assert "optimised grid" in diffcodec.info(data)["layers"][0]["step"]
 
 
 @pytest.mark.parametrize("mode, steps", [("progressive", 4), ("lossless", 4)])
@@ -51,10 +59,13 @@ def test_lossless_rate_is_at_the_coders_bound():
     image = synthetic_image(96, 96, "shapes", seed=3)
     bound = codec.lossless_bound(image, 8)["total"]
     tiling = Tiling(1024, 1)
-    grid = lossless.chain_grid(codec.runner, 8, lossless.calibrate(codec.runner, tiling, image, 8, 0))
+    times = codec.runner.chain_times(8)
+    grid = lossless.chain_grid(codec.runner, 8, times, lossless.calibrate(codec.runner, tiling, image, 8, times, 0))
     stack = AnsStack(np.random.default_rng(1).integers(0, 2**32, 10**5, dtype=np.uint64).astype(np.uint32))
     before = stack.num_bits()
     chain.encode_band(stack, grid, image, lossless.band_predictor(codec.runner, grid, 0, tiling, image[:0], 1))
-    assert abs((stack.num_bits() - before) / image.size / bound - 1) < 0.01
+    # within 1% on the uniform grid; 1.5% on the optimised one, whose long low-noise steps are
+    # coded further from their one-sample bound (issue 12 follows it up)
+    assert abs((stack.num_bits() - before) / image.size / bound - 1) < 0.02
     file_bpd = 8 * len(codec.encode(image, steps=8, mode="lossless", stored_fallback=False)) / image.size
     assert file_bpd / bound < 1.03

@@ -120,3 +120,18 @@ def test_images_the_model_cannot_compress_are_stored(codec):
     damaged[parsed.header_size + 10] ^= 0x40
     with pytest.raises(DiffcodecError, match="damaged|checksum"):
         codec.decode(bytes(damaged))
+
+
+def test_decode_work_counts_each_bands_context_rows():
+    from dataclasses import replace
+
+    from diffcodec.codec import decode_work
+    from diffcodec.format.container import Header
+
+    assert lossless.network_rows([8, 3, 6]) == 6 + (3 + 6)  # the direct band runs no network
+    assert lossless.network_rows([1] * 17) == 16 + sum(range(16))
+    header = Header(mode=Mode.LOSSLESS, model_name="m", model_hash=bytes(16), height=17, width=10, channels=3,
+                    steps=4, seed=0, tile=64, bands=[8, 3, 6])
+    assert decode_work(header) == 10 * 4 * 15
+    assert decode_work(replace(header, bands=[1] * 17)) == 10 * 4 * 136
+    assert decode_work(replace(header, mode=Mode.PROGRESSIVE)) == 17 * 10 * 4

@@ -10,7 +10,9 @@ step with shared noise. The rows above are not available: each band's top edge c
 some rate, which is why bands are made as tall as possible, and why the top rows use the
 progressive estimate, whose direct head copes better with missing context.
 
-The encoder calibrates the chain's reverse variances on pilot crops of the image (it
+The time grid is the model's optimised one for T steps where its checkpoint has one
+(model/time_grid.py; stored in the header), else uniform. The encoder calibrates the
+chain's reverse variances on pilot crops of the image (it
 knows x, so the expected cost of each candidate is exact) and stores one index per step.
 :func:`bound` computes the T-step NELBO of the model the coder uses: the rate it aims at.
 """
@@ -44,6 +46,16 @@ def next_band_rows(stack_bits: int, width: int, rows_left: int, peak_bits: float
     taking up to ``peak_bits`` per dimension (ChainGrid.peak_bits). Fewer, taller bands
     code better: a band's top rows lack the context of the rows above."""
     return min(rows_left, max(1, int(stack_bits // (peak_bits * 3 * width))))
+
+
+def network_rows(bands: list[int]) -> int:
+    """Rows the network sees per step over a band plan: each bits-back band with the context
+    rows below it (a plan of one-row bands costs up to 1 + CONTEXT_ROWS times the image)."""
+    rows, below = 0, 0
+    for height in reversed(bands[1:]):
+        rows += height + min(CONTEXT_ROWS, below)
+        below += height
+    return rows
 
 
 def pilot_crops(rgb: np.ndarray) -> list[np.ndarray]:
@@ -108,8 +120,9 @@ def decode_direct(stack: AnsStack, shape: tuple) -> np.ndarray:
 
 
 # -- the chain of one image ----------------------------------------------------------------
-def chain_grid(runner: ModelRunner, steps: int, scale_indices: list[int] | None = None) -> ChainGrid:
-    return ChainGrid(runner.uniform_gammas(steps), scale_indices)
+def chain_grid(runner: ModelRunner, steps: int, times: list[int], scale_indices: list[int] | None = None) -> ChainGrid:
+    """The chain on the file's time grid: explicit ``times`` (t = 1 first), or uniform."""
+    return ChainGrid(runner.chain_gammas(steps, times), scale_indices)
 
 
 def band_predictor(runner: ModelRunner, grid: ChainGrid, seed: int, tiling: Tiling, below: np.ndarray, band: int):
@@ -138,10 +151,11 @@ def _noised_predictions(runner: ModelRunner, tiling: Tiling, x_scaled: np.ndarra
     return (x_scaled - x_hat).reshape(-1), log_scale.reshape(-1)
 
 
-def calibrate(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed: int) -> list[int]:
+def calibrate(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, times: list[int],
+              seed: int) -> list[int]:
     """Per-step scale indices of the reverse steps (chain.fit_scale_index), fitted on pilot
     crops noised to each step; they go into the header."""
-    grid = chain_grid(runner, steps)
+    grid = chain_grid(runner, steps, times)
     crops = [scale_pixels_array(crop) for crop in pilot_crops(rgb)]
     indices = []
     for i in range(1, grid.steps + 1):
@@ -153,14 +167,17 @@ def calibrate(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, 
     return indices
 
 
-def bound(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed: int) -> dict:
+def bound(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed: int,
+          times: list[int] | None = None) -> dict:
     """The T-step NELBO of the model the lossless coder uses (calibrated reverse steps, the
     coder's x_hat), in bits per dimension: the rate :func:`encode` aims at. Prior and
     diffusion terms are exact Gaussian KLs, one noise sample per step; the reconstruction
     term uses one sample of z_0. ``fixed_variance_total``: the same with VDM's fixed
     reverse variance, i.e. VDM's T-step NELBO (with x_eps clipped) summed over all T steps
-    rather than sampled, so it compares with ``total`` sample for sample."""
-    grid = chain_grid(runner, steps, calibrate(runner, tiling, rgb, steps, seed))
+    rather than sampled, so it compares with ``total`` sample for sample. ``times``: the
+    grid (default: the one :func:`encode` uses)."""
+    times = runner.chain_times(steps) if times is None else times
+    grid = chain_grid(runner, steps, times, calibrate(runner, tiling, rgb, steps, times, seed))
     x_scaled = scale_pixels_array(rgb)
     diffusion, fixed = [], []
     for i in range(1, steps + 1):
@@ -183,8 +200,9 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
     """One bits-back layer for an (H, W, 3) uint8 image; where zlib does better (noise,
     images far from the training data) the zlib-compressed pixels instead (stored.py),
     unless ``stored_fallback`` is False."""
-    scales = calibrate(runner, tiling, rgb, steps, seed)
-    grid = chain_grid(runner, steps, scales)
+    times = runner.chain_times(steps)
+    scales = calibrate(runner, tiling, rgb, steps, times, seed)
+    grid = chain_grid(runner, steps, times, scales)
     height, width = rgb.shape[:2]
     stack = AnsStack()
     bands = [min(height, DIRECT_ROWS)]
@@ -206,7 +224,7 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         if fallback.layers[0].size < len(payload):
             return fallback
     layer = LayerInfo.of([payload], 0, 255, entropy.checksum(rgb.reshape(-1)), 8 * len(payload))
-    return CodedImage(Mode.LOSSLESS, [layer], [[payload]], bands=bands, chain_scales=scales)
+    return CodedImage(Mode.LOSSLESS, [layer], [[payload]], bands=bands, chain_scales=scales, times=times)
 
 
 def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarray:
@@ -216,7 +234,7 @@ def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarra
         raise DiffcodecError("truncated file: a lossless file only decodes when complete")
     runner.check_model(header.model_name, header.model_hash, header.tile)
     data = b"".join(f.chunks[0])
-    grid = chain_grid(runner, header.steps, header.chain_scales)
+    grid = chain_grid(runner, header.steps, header.times, header.chain_scales)
     bands = header.bands
     tiling = Tiling(header.tile, header.threads)
     stack = AnsStack(np.frombuffer(data, dtype="<u4").astype(np.uint32))

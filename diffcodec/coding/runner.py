@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from ..errors import DiffcodecError
+from ..format.container import TIME_UNITS
 from ..model import DiffusionModel, model_hash
+from ..model.time_grid import stored_grid
 
 DEFAULT_TILE = 1024
 TILE_HALO = 32
@@ -73,6 +75,21 @@ class ModelRunner:
     def uniform_gammas(self, steps: int) -> np.ndarray:
         """gamma at t = i / steps, i = 0..steps."""
         return self.gammas(np.arange(steps + 1, dtype=np.float64) / steps)
+
+    def chain_times(self, steps: int) -> list[int]:
+        """The model's optimised grid for a ``steps``-step chain (model/time_grid.py), t = 1
+        first, in 1/TIME_UNITS; [] when it has none for that T (the chain is then uniform)."""
+        fractions = stored_grid(getattr(self.model, "metadata", None) or {}, steps)
+        if fractions is None:
+            return []
+        numerators, denominator = fractions
+        return [n * (TIME_UNITS // denominator) for n in numerators]
+
+    def chain_gammas(self, steps: int, times: list[int]) -> np.ndarray:
+        """gamma at t_0 = 0 < ... < t_T = 1: the explicit grid ``times`` (t = 1 first), or uniform."""
+        if not times:
+            return self.uniform_gammas(steps)
+        return self.gammas(np.asarray(times[::-1], dtype=np.float64) / TIME_UNITS)
 
     @torch.no_grad()
     def predict(self, z: np.ndarray, gamma: float, tiling: Tiling, chain: bool = False) -> tuple[np.ndarray, ...]:

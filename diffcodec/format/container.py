@@ -127,7 +127,7 @@ class Header:
     layers: list[LayerInfo] = field(default_factory=list)
     bands: list[int] = field(default_factory=list)  # lossless mode: rows of each band
     chain_scales: list[int] = field(default_factory=list)  # lossless mode: per-step scale index
-    times: list[int] = field(default_factory=list)  # progressive: t of each layer boundary, 2^-24 units
+    times: list[int] = field(default_factory=list)  # explicit grid: t of each step boundary, t = 1 first, 2^-24 units
     lossy_steps: int = 0  # progressive: how many of the step layers are placed by rate
     blends: list[int] = field(default_factory=list)  # progressive: each step layer's direct-head weight
 
@@ -142,7 +142,7 @@ class CodedImage:
     chunks: list[list[bytes]]
     bands: list[int] = field(default_factory=list)  # lossless: rows of each band
     chain_scales: list[int] = field(default_factory=list)  # lossless: per-step scale index
-    times: list[int] = field(default_factory=list)  # progressive: the time grid
+    times: list[int] = field(default_factory=list)  # progressive, lossless: an explicit time grid
     blends: list[int] = field(default_factory=list)  # progressive: per step layer
     lossy_steps: int = 0  # progressive: rate-placed step layers
 
@@ -411,12 +411,14 @@ def validate_header(h: Header) -> None:
             raise bad("empty layer or chunk")
     symbols = 3 * h.height * h.width
     per_layer = chunk_count(symbols, h.chunk_symbols)
+    if h.time_grid == "explicit" and (len(h.times) != h.steps + 1 or h.times[0] != TIME_UNITS or h.times[-1] != 0
+                                      or any(a - b < MIN_STEP for a, b in zip(h.times, h.times[1:]))):
+        raise bad("invalid time grid")
+    if h.time_grid == "uniform" and h.times:
+        raise bad("times stored for a uniform grid")
     if h.mode == Mode.PROGRESSIVE:
-        if h.time_grid != "explicit" or len(h.times) != h.steps + 1 or len(h.layers) != h.steps + 1:
+        if h.time_grid != "explicit" or len(h.layers) != h.steps + 1:
             raise bad("the layer count does not match the time grid")
-        if h.times[0] != TIME_UNITS or h.times[-1] != 0 or any(
-                a - b < MIN_STEP for a, b in zip(h.times, h.times[1:])):
-            raise bad("invalid time grid")
         if len(h.blends) != h.steps or max(h.blends) > BLEND_LEVELS or h.lossy_steps > h.steps:
             raise bad("invalid blend weights or rate-placed layer count")
         if h.bands or h.chain_scales:
@@ -432,7 +434,7 @@ def validate_header(h: Header) -> None:
     else:
         if len(h.layers) != 1 or len(h.layers[0].chunk_lengths) != 1 or (h.layers[0].low, h.layers[0].high) != (0, 255):
             raise bad(f"a {h.mode} file has one layer of one chunk")
-        if h.time_grid != "uniform" or h.times or h.blends or h.lossy_steps:
+        if h.blends or h.lossy_steps or (h.mode == Mode.STORED and h.time_grid != "uniform"):
             raise bad(f"progressive fields in a {h.mode} file")
         if h.mode == Mode.LOSSLESS:
             low, high = CHAIN_SCALE_RANGE

@@ -8,7 +8,8 @@ from .container import ALPHA_ZLIB, TIME_UNITS, DfcFile, Mode, parse_file
 def _layer_label(f: DfcFile, index: int) -> str:
     h = f.header
     if h.mode == Mode.LOSSLESS:
-        return f"bits-back, {h.steps} steps, {len(h.bands)} bands"
+        grid = "optimised" if h.times else "uniform"
+        return f"bits-back, {h.steps} steps ({grid} grid), {len(h.bands)} bands"
     if h.mode == Mode.STORED:
         return "zlib pixels"
     if index >= h.steps:

@@ -23,6 +23,7 @@ import torch
 from .config import ModelConfig
 from ..errors import CheckpointError
 from ..files import write_atomic
+from .time_grid import check_time_grids
 from .vdm import DiffusionModel
 
 CHECKPOINT_FORMAT = "diffcodec-model"
@@ -162,6 +163,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Diffusio
         metadata = None
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{path} is damaged: its metadata is not a JSON object")
+    try:
+        check_time_grids(metadata)
+    except ValueError as exc:
+        raise CheckpointError(f"{path} is damaged: invalid metadata ({exc})") from None
     model = DiffusionModel(config)
     try:
         model.load_state_dict(state)

@@ -52,7 +52,12 @@ def list_models() -> list[dict]:
         row = {"name": name, "path": str(path), "installed": path.is_file()}
         if row["installed"]:
             model = load_named_model(name)
+            metadata = dict(model.metadata)
+            if "time_grids" in metadata:  # T + 1 times for every T: listed by T only
+                grids = metadata["time_grids"]
+                metadata["time_grids"] = f"optimised grids for T in {min(map(int, grids['grids']), default=0)}.." \
+                                         f"{max(map(int, grids['grids']), default=0)} (times k/{grids['denominator']})"
             row.update(parameters=sum(p.numel() for p in model.parameters()), hash=model.model_hash[:16],
-                       config=model.config.to_dict(), metadata=model.metadata)
+                       config=model.config.to_dict(), metadata=metadata)
         rows.append(row)
     return rows
