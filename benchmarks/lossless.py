@@ -137,7 +137,8 @@ def measure_diffcodec(codec, image: np.ndarray, steps_list: list[int], samples: 
     lossless = {}
     for steps in tqdm(steps_list, desc="steps", leave=False, dynamic_ncols=True):
         data, facts = round_trip(codec, image, steps, "lossless")
-        facts["bands"], facts["times"] = describe(data)["bands"], describe(data)["times"]
+        report = describe(data)
+        facts["bands"], facts["times"] = report["bands"], report["times"]
         facts["sampled_nelbo_bpd"] = image_nelbo(codec.model, image, samples=samples, steps=steps).total
         bound = codec.lossless_bound(image, steps)
         facts["bound_bpd"], facts["nelbo_bpd"] = bound["total"], bound["fixed_variance_total"]

@@ -181,20 +181,20 @@ def evaluate(model_path, folder, samples, steps, seed, device, json_path):
 def tune_grid(model_path, data, out, crops, crop, candidates, seed, force):
     """Choose the lossless chain's time grid for every T <= 128 by dynamic programming over
     the model's error profile on pilot crops, and store the grids with the model."""
+    from .coding.grid_fit import fit_time_grids
+    from .coding.runner import ModelRunner
     from .images import load_folder_images
     from .model import load_named_model
-    from .model.registry import resolve_model
-    from .model.checkpoint import update_metadata
-    from .model.time_grid import fit_time_grids
+    from .model.checkpoint import save_model
     from .train.data import CropSampler
 
     _check_output(out, force)
     images = [image for _, image in load_folder_images(list(data), on_skip=_warn_skip)]
     pilot = CropSampler(images, crop, seed).sample(crops).permute(0, 2, 3, 1).numpy()
     model = load_named_model(model_path)
-    fitted = fit_time_grids(model, pilot, candidates=int(candidates), seed=seed)
+    fitted = fit_time_grids(ModelRunner(model), pilot, candidates=int(candidates), seed=seed)
     fitted["time_grid_fit"]["data"] = [str(d) for d in data]
-    update_metadata(resolve_model(model_path), fitted, out)
+    save_model(model, out, {**model.metadata, **fitted})
     click.echo(json.dumps(fitted["time_grid_fit"]))
 
 

@@ -13,7 +13,9 @@ from diffcodec.errors import CheckpointError
 from diffcodec.format.container import TIME_UNITS, ContainerError, pack_header, parse_file
 from diffcodec.format.info import describe
 from diffcodec.model.checkpoint import load_model, save_model
-from diffcodec.model.time_grid import check_time_grids, cheapest_grids, fit_time_grids, grid_cost
+from diffcodec.coding.grid_fit import cheapest_grids, fit_time_grids, grid_cost
+from diffcodec.coding.runner import ModelRunner
+from diffcodec.model.time_grid import check_time_grids
 
 from conftest import synthetic_image
 from test_cli import assert_one_line_error, run
@@ -45,7 +47,7 @@ def test_a_convex_step_cost_gives_the_uniform_grid():
 @pytest.fixture(scope="module")
 def fitted(trained_tiny_model):
     crops = np.stack([synthetic_image(24, 24, "shapes" if i % 2 else "gradient", seed=i) for i in range(6)])
-    return fit_time_grids(trained_tiny_model, crops, candidates=32, elements=2048, max_steps=16)
+    return fit_time_grids(ModelRunner(trained_tiny_model), crops, candidates=32, elements=2048, max_steps=16)
 
 
 def test_fitted_grids_are_valid_and_beat_the_uniform_grid(fitted):
