@@ -102,8 +102,11 @@ _MODEL_FLAGS = {"channels": "level_channels", "blocks": "blocks_per_level", "pat
 @click.option("--blocks", type=click.IntRange(min=1), help="Res blocks per level of a new model [default: 1].")
 @click.option("--patch", type=click.IntRange(min=1), help="Pixel-unshuffle patch size of a new model [default: 2].")
 @click.option("--name", help="Model name stored in the checkpoint [default: default].")
-@click.option("--objective", type=click.Choice(["elbo", "uq"]),
-              help="elbo: Gaussian NELBO (lossless); uq: progressive layers (trains the progressive heads) [default: elbo].")
+@click.option("--objective", type=click.Choice(["elbo", "uq", "chain"]),
+              help="elbo: Gaussian NELBO (lossless); uq: progressive layers (trains the progressive heads); "
+                   "chain: the lossless chain at --chain-steps on the --init model's grid (the lossless model) "
+                   "[default: elbo].")
+@click.option("--chain-steps", type=click.IntRange(min=1, max=128), help="With --objective chain: steps T [default: 16].")
 @click.option("--init", "init", type=click.Path(path_type=Path), help="Start from this checkpoint's weights.")
 @click.option("--train-trunk", is_flag=True, default=None, help="With --objective uq: train the whole network, not only the progressive heads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -287,7 +290,8 @@ def _one_budget(layers, max_bytes, bpp, required: bool) -> None:
 
 
 _model_option = click.option("--model", "model", default=None,
-                             help="Model name or checkpoint path [default: the model the file names, else default].")
+                             help="Model name or checkpoint path [default: encode: lossless for --mode lossless, "
+                                  "else default; decode: the model the file names, else default].")
 _device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 _force_option = click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 _quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
@@ -324,9 +328,11 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
     from .format.container import parse_header
     from .images import read_image
 
+    from .model import model_for_mode
+
     _check_output(output, force, source)
     array = read_image(source)
-    codec = _codec(model or "default", device)
+    codec = _codec(model or model_for_mode(mode), device)
     start = time.perf_counter()
     data = codec.encode(array, steps=steps, seed=seed, mode=mode, progress=not quiet)
     seconds = time.perf_counter() - start

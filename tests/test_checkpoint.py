@@ -108,3 +108,26 @@ def test_model_registry(tiny_model, tmp_path, monkeypatch):
     assert rows["tiny"]["metadata"] == {"data": "generated"} and rows["tiny"]["parameters"] > 0
     with pytest.raises(CheckpointError, match="unknown model"):
         models.resolve_model("no-such-model")
+
+
+def test_later_config_fields_leave_old_hashes_alone(tiny_model):
+    """A field added to ModelConfig is stored only when used: models without it keep their
+    hash, so their files still decode."""
+    import dataclasses
+
+    from diffcodec.model import DiffusionModel
+
+    assert "chain_scale_head" not in tiny_model.config.to_dict()
+    chained = DiffusionModel(dataclasses.replace(tiny_model.config, progressive_heads=True, chain_scale_head=True))
+    assert chained.config.to_dict()["chain_scale_head"] is True
+    with pytest.raises(ValueError, match="progressive_heads"):
+        dataclasses.replace(tiny_model.config, chain_scale_head=True)
+
+
+def test_encoder_picks_the_lossless_model_for_lossless_files(tmp_path, monkeypatch):
+    from diffcodec.model import registry as models
+
+    monkeypatch.setitem(models.REGISTRY, "lossless", tmp_path / "absent.pt")
+    assert models.model_for_mode("lossless") == "default"
+    (tmp_path / "absent.pt").write_bytes(b"")
+    assert models.model_for_mode("lossless") == "lossless" and models.model_for_mode("progressive") == "default"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not REGISTRY["default"].is_file(), reason="defau
 
 
 def test_default_model_is_small_and_described():
-    assert REGISTRY["default"].stat().st_size <= 25 * 2**20
+    assert sum(path.stat().st_size for path in REGISTRY.values() if path.is_file()) <= 25 * 2**20
     result = CliRunner().invoke(main, ["models", "--json"])
     assert result.exit_code == 0, result.output
     (row,) = [r for r in json.loads(result.output) if r["name"] == "default"]
@@ -69,3 +69,22 @@ def test_lossless_rate_is_at_the_coders_bound():
     assert abs((stack.num_bits() - before) / image.size / bound - 1) < 0.02
     file_bpd = 8 * len(codec.encode(image, steps=8, mode="lossless", stored_fallback=False)) / image.size
     assert file_bpd / bound < 1.03
+
+
+@pytest.mark.skipif(not REGISTRY["lossless"].is_file(), reason="lossless weights not installed")
+def test_lossless_model_is_described_and_used_for_lossless_files(tmp_path):
+    from PIL import Image
+
+    result = CliRunner().invoke(main, ["models", "--json"])
+    (row,) = [r for r in json.loads(result.output) if r["name"] == "lossless"]
+    assert row["config"]["chain_scale_head"] and row["metadata"]["chain_training"]["steps"] == 16
+    assert row["metadata"]["time_grids"].startswith("optimised grids for T in 1..128")
+    image = synthetic_image(20, 30, "shapes", seed=5)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    result = CliRunner().invoke(main, ["encode", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.dfc"),
+                                       "--mode", "lossless", "--steps", "4", "-q"])
+    assert result.exit_code == 0, result.output
+    assert diffcodec.info((tmp_path / "a.dfc").read_bytes())["model_name"] == "lossless"
+    result = CliRunner().invoke(main, ["decode", str(tmp_path / "a.dfc"), "-o", str(tmp_path / "b.png"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), image)

@@ -127,3 +127,54 @@ def test_config_file_flags_and_stored_options(image_folder, tmp_path):
     bad.write_text('{"batch": 3}')
     result = CliRunner().invoke(main, ["train", "--config", str(bad), "--out", str(out)])
     assert result.exit_code == 1 and "unknown options ['batch']" in result.output
+
+
+def test_chain_objective_makes_a_lossless_model(image_folder, tmp_path, trained_tiny_model):
+    """--objective chain from a model with progressive heads: a chain scale head (started as
+    the progressive one), the grid it trained on in the metadata, the schedule untouched, and
+    a model the lossless coder round-trips with."""
+    import numpy as np
+    import torch
+
+    from diffcodec.codec import Codec
+    from diffcodec.model.checkpoint import load_model, save_model
+    from diffcodec.train.evaluation import chain_validation
+
+    from conftest import synthetic_image
+
+    init = tmp_path / "init.pt"
+    save_model(trained_tiny_model, init, {"time_grids": {"denominator": 4, "grids": {"2": [4, 1, 0]}}})
+    trainer = Trainer(options(image_folder, tmp_path / "run", max_steps=30, objective="chain", chain_steps=2,
+                              init=str(init), lr=1e-3), log=lambda m: None)
+    times = torch.tensor([0.0, 0.25, 1.0])
+    images = [read_image(path)[:32, :32] for path in sorted(image_folder.iterdir())]
+    before = chain_validation(trainer.model, images, times)["total"]
+    trainer.run()
+    model = load_model(tmp_path / "run" / "model.pt")
+    assert model.config.chain_scale_head and model.metadata["chain_training"] == {"steps": 2, "times": [0.0, 0.25, 1.0]}
+    assert chain_validation(trainer.model, images, times)["total"] < before
+    for name, tensor in trained_tiny_model.schedule.state_dict().items():
+        assert torch.equal(model.schedule.state_dict()[name], tensor)
+    codec = Codec(str(tmp_path / "run" / "model.pt"))
+    image = synthetic_image(20, 28, "shapes", seed=2)
+    assert np.array_equal(codec.decode(codec.encode(image, steps=3, mode="lossless", stored_fallback=False)), image)
+
+
+def test_chain_objective_needs_a_chain_head(tiny_model):
+    from diffcodec.train.losses import Objective
+
+    with pytest.raises(ValueError, match="chain scale head"):
+        Objective(tiny_model, "chain", chain_times=None)
+
+
+def test_chain_step_cost_is_least_at_the_true_error():
+    """The chain head's loss is minimised by the error's own scale, whatever the step size."""
+    import torch
+
+    from diffcodec.train.losses import chain_step_nats
+
+    error = torch.full((1,), 0.05, dtype=torch.float64)
+    log_scales = torch.linspace(-6, 0, 601, dtype=torch.float64)
+    for gap in (10.0, 1e3, 1e6):
+        cost = chain_step_nats(error, torch.tensor(gap, dtype=torch.float64), log_scales)
+        assert abs(float(log_scales[cost.argmin()]) - float(torch.log(error))) < 0.02

@@ -14,9 +14,11 @@ order, so the rounded centres agree exactly.
 
 What keeps the net length at the model's bound:
 (1) Calibration. The step variance sigma_Q^2 + (k_i c s_x)^2 uses the network's error scale
-    s_x, trained for the progressive layers and off by a step-dependent factor; the encoder
-    fits k_i per step on a pilot sample of the image (:func:`fit_scale_index`; it knows x,
-    so the fit is exact) and stores its index in the header.
+    s_x: the chain scale head's, trained on this chain's step KL (train/losses.py
+    chain_loss), where the model has one, else the progressive scale head's, trained for
+    the progressive layers and off by a step-dependent factor. The encoder fits k_i per
+    step on a pilot sample of the image (:func:`fit_scale_index`; it knows x, so the fit is
+    exact) and stores its index in the header.
 (2) Fresh pops. An ANS pop reads the quantile of the symbol pushed just before, at the same
     position; with an imperfect model that quantile carries the local prediction error and
     the sample drawn from it is atypical. q-samples are popped in a strided order

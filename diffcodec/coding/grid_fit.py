@@ -49,7 +49,7 @@ def error_profile(runner: ModelRunner, crops: np.ndarray, candidates: int = CAND
     for k in range(1, candidates + 1):
         gamma = torch.full((len(x),), float(gammas[k]))
         z = dm.diffuse(x, gamma, torch.randn(x.shape, generator=generator))
-        x_hat, _, log_scale = runner.model.chain_prediction(z.to(device), gamma.to(device))
+        x_hat, _, _, log_scale = runner.model.chain_prediction(z.to(device), gamma.to(device))
         error2[k] = ((x - x_hat.cpu().double()).reshape(-1)[chosen] ** 2).numpy()
         scale2[k] = torch.exp(2.0 * log_scale.cpu().double()).reshape(-1)[chosen].numpy()
     return dict(gammas=gammas, error2=error2, scale2=scale2)

@@ -35,7 +35,7 @@ def ideal_curve(runner: ModelRunner, rgb: np.ndarray, tiling: Tiling, points: in
     for j in range(points):
         alpha, sigma = dm.alpha_sigma_of(gammas[j])
         noise = randomness.shared_normal(seed, randomness.BOUND, j, x.size).reshape(x.shape)
-        x_eps, x_progressive, _ = runner.predict(alpha * x + sigma * noise, gammas[j], tiling, chain=True)
+        x_eps, x_progressive, *_ = runner.predict(alpha * x + sigma * noise, gammas[j], tiling, chain=True)
         best = blend_estimate(x_eps, x_progressive, best_blend(x, x_eps, x_progressive))
         if j:  # the point at t_j: the rate to reach z_{t_j}, the estimate from it
             curve["times"].append(float(times[j]))

@@ -79,13 +79,14 @@ def pilot_crops(rgb: np.ndarray) -> list[np.ndarray]:
     return crops
 
 
-def band_estimate(x_eps: np.ndarray, x_progressive: np.ndarray) -> np.ndarray:
-    """The chain's x_hat for a band (rows first): the eps-based estimate, blended towards the
-    progressive one over the band's top EDGE_ROWS rows. Those rows lack the context above
-    (decoded later); there x_eps, which divides the noise estimate by alpha, is poor, and the
-    direct head is robust; the interior codes better with x_eps (the README has the figures)."""
-    weight = np.clip(1.0 - np.arange(x_eps.shape[0]) / EDGE_ROWS, 0.0, 1.0)[:, None, None]
-    return x_eps + weight * (x_progressive - x_eps)
+def band_estimate(interior: np.ndarray, edge: np.ndarray) -> np.ndarray:
+    """The chain's x_hat (or log-scale) for a band (rows first): the eps-based estimate,
+    blended towards the progressive one over the band's top EDGE_ROWS rows. Those rows lack
+    the context above (decoded later); there x_eps, which divides the noise estimate by
+    alpha, is poor, and the direct head is robust; the interior codes better with x_eps (the
+    README has the figures). The log-scales of their errors are blended alike."""
+    weight = np.clip(1.0 - np.arange(interior.shape[0]) / EDGE_ROWS, 0.0, 1.0)[:, None, None]
+    return interior + weight * (edge - interior)
 
 
 def _direct_model(rows: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,8 +136,9 @@ def band_predictor(runner: ModelRunner, grid: ChainGrid, seed: int, tiling: Tili
         rows = z.shape[0]
         if below.size:
             z = np.concatenate([z, grid.alpha[i] * below_scaled + grid.sigma[i] * noise], axis=0)
-        x_eps, x_progressive, log_scale = runner.predict(z, grid.gammas[i], tiling, chain=True)
-        return band_estimate(x_eps[:rows], x_progressive[:rows]), log_scale[:rows]
+        x_eps, x_progressive, log_scale, chain_log_scale = runner.predict(z, grid.gammas[i], tiling, chain=True)
+        return (band_estimate(x_eps[:rows], x_progressive[:rows]),
+                band_estimate(chain_log_scale[:rows], log_scale[:rows]))
 
     return predict
 
@@ -146,8 +148,8 @@ def _noised_predictions(runner: ModelRunner, tiling: Tiling, x_scaled: np.ndarra
     """x_scaled - x_hat and log_scale at step i for z_i ~ q(z_i | x), flat (encoder side only:
     calibration and the bound; the noise comes from a shared stream for reproducibility)."""
     noise = randomness.shared_normal(seed, purpose, index, x_scaled.size).reshape(x_scaled.shape)
-    x_hat, _, log_scale = runner.predict(grid.alpha[i] * x_scaled + grid.sigma[i] * noise,
-                                         grid.gammas[i], tiling, chain=True)
+    x_hat, _, _, log_scale = runner.predict(grid.alpha[i] * x_scaled + grid.sigma[i] * noise,
+                                            grid.gammas[i], tiling, chain=True)
     return (x_scaled - x_hat).reshape(-1), log_scale.reshape(-1)
 
 

@@ -149,7 +149,7 @@ class Chain:
 
     def predict(self, z: np.ndarray, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """The eps-based and the direct-head estimates at the start of a step layer."""
-        x_eps, x_progressive, _ = self.runner.predict(z, self.gammas[layer], self.tiling, chain=True)
+        x_eps, x_progressive, *_ = self.runner.predict(z, self.gammas[layer], self.tiling, chain=True)
         return x_eps, x_progressive
 
     def dither(self, layer: int, count: int) -> np.ndarray:

@@ -95,7 +95,8 @@ class ModelRunner:
     def predict(self, z: np.ndarray, gamma: float, tiling: Tiling, chain: bool = False) -> tuple[np.ndarray, ...]:
         """Network estimates for z (H, W, 3), tile by tile, as float64 (H, W, 3) arrays:
         DiffusionModel.progressive_prediction (x_hat in [-1, 1], log-scale of its error), or
-        with ``chain`` DiffusionModel.chain_prediction (x_eps, x_progressive, log-scale)."""
+        with ``chain`` DiffusionModel.chain_prediction (x_eps, x_progressive and the
+        log-scales of their errors)."""
         with network_threads(tiling.threads):
             return self._predict_tiles(z, gamma, tiling.tile, chain)
 

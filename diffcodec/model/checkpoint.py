@@ -44,6 +44,7 @@ _CONFIG_FIELDS = {
     "gamma_min": (float, math.isfinite),
     "gamma_max": (float, math.isfinite),
     "progressive_heads": (bool, lambda v: True),
+    "chain_scale_head": (bool, lambda v: True),
 }
 
 

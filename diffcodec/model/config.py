@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import CheckpointError
 
 NOISE_SCHEDULES = ("fixed_linear", "learned")
+_LATER_FIELDS = {"chain_scale_head": False}  # field -> the default a checkpoint without it means
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class ModelConfig:
     # Heads for the progressive coder on the same trunk: a direct image estimate (well
     # conditioned at high noise, where eps-prediction is not) and the log-scale of its error.
     progressive_heads: bool = False
+    # A log-scale head for the error of the eps-based estimate, trained on the lossless
+    # chain's step KL (train/losses.py chain_loss): the lossless coder's reverse variance.
+    chain_scale_head: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in NOISE_SCHEDULES:
@@ -44,6 +48,8 @@ class ModelConfig:
             raise ValueError("level_channels must be positive widths")
         if self.blocks_per_level < 1 or self.image_channels < 1 or self.patch_size < 1:
             raise ValueError("blocks_per_level, image_channels and patch_size must be at least 1")
+        if self.chain_scale_head and not self.progressive_heads:
+            raise ValueError("chain_scale_head needs progressive_heads")
 
     @property
     def stride(self) -> int:
@@ -51,7 +57,10 @@ class ModelConfig:
         return self.patch_size * 2 ** (len(self.level_channels) - 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """Plain JSON-able fields; fields added later are left out at their default, so the
+        hash (and every file) of a model that does not use them is unchanged."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":

@@ -156,6 +156,8 @@ class UNet(nn.Module):
             # trained on their own (the eps-prediction, the lossless model, stays as it was).
             self.image_out = _head(prev, out_ch, 0.0)
             self.scale_out = _head(prev, out_ch, SCALE_HEAD_INIT)
+        if config.chain_scale_head:
+            self.chain_scale_out = _head(prev, out_ch, SCALE_HEAD_INIT)
 
     def features(self, z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """The trunk: last feature map (padded, at patch resolution) both heads read."""
@@ -189,7 +191,8 @@ class UNet(nn.Module):
         return F.silu(self.out_norm(h))
 
     def heads(self, h: torch.Tensor, size: tuple[int, int]):
-        """eps_hat (and x_direct, log_scale with the progressive heads), cropped to ``size``."""
+        """eps_hat (and x_direct, log_scale with the progressive heads, and the chain's
+        log-scale with its head), cropped to ``size``."""
         height, width = size
         patch = self.config.patch_size
 
@@ -197,6 +200,8 @@ class UNet(nn.Module):
             return F.pixel_shuffle(out, patch)[:, :, :height, :width]
 
         eps = crop(self.out(h))
+        if self.config.chain_scale_head:
+            return eps, crop(self.image_out(h)), crop(self.scale_out(h)), crop(self.chain_scale_out(h))
         if self.config.progressive_heads:
             return eps, crop(self.image_out(h)), crop(self.scale_out(h))
         return eps

@@ -66,14 +66,15 @@ class DiffusionModel(nn.Module):
         noise is high (dividing by a small alpha makes eps-prediction useless there).
         Without progressive heads: the clipped eps-based estimate and a fixed scale.
         """
-        _, x_hat, log_scale = self.chain_prediction(z, gamma, features)
+        _, x_hat, log_scale, _ = self.chain_prediction(z, gamma, features)
         return x_hat, log_scale
 
     def chain_prediction(self, z: torch.Tensor, gamma: torch.Tensor, features=None):
         """From one network pass: the clipped eps-based estimate the ELBO trains (the lossless
         chain's mean; never farther from x than unclipped), the progressive estimate (the
-        chain uses it at band tops, where context is missing) and the log-scale of its
-        error (fixed without progressive heads)."""
+        chain uses it at band tops, where context is missing), the log-scale of its error
+        (fixed without progressive heads), and the log-scale of the eps-based estimate's
+        error from the chain head (the progressive one without it)."""
         if features is None:
             features = self.network.features(z, gamma)
         out = self.network.heads(features, z.shape[-2:])
@@ -81,10 +82,12 @@ class DiffusionModel(nn.Module):
         eps = (out[0] if isinstance(out, tuple) else out).to(z.dtype)
         x_eps = torch.clamp((z - sigma * eps) / alpha, -1.0, 1.0)
         if not isinstance(out, tuple):
-            return x_eps, x_eps, torch.full_like(z, SCALE_HEAD_INIT)
+            log_scale = torch.full_like(z, SCALE_HEAD_INIT)
+            return x_eps, x_eps, log_scale, log_scale
         x_direct, log_scale = torch.clamp(out[1].to(z.dtype), -1.0, 1.0), out[2].to(z.dtype)
+        chain_log_scale = out[3].to(z.dtype) if len(out) > 3 else log_scale
         weight = alpha.square()
-        return x_eps, weight * x_eps + (1 - weight) * x_direct, log_scale
+        return x_eps, weight * x_eps + (1 - weight) * x_direct, log_scale, chain_log_scale
 
     def predict_image(self, z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """Denoised estimate x_hat = (z_t - sigma_t eps_hat) / alpha_t in model space."""

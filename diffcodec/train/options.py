@@ -37,7 +37,9 @@ class TrainOptions:
     out: str = ""  # run directory
     val: str | None = None  # folder of validation images
     model: dict = field(default_factory=dict)  # ModelConfig fields of a new model
-    objective: str = "elbo"  # or "uq": progressive code length, trains the progressive heads
+    objective: str = "elbo"  # "uq": progressive code length (trains the progressive heads); "chain": the lossless chain
+    chain_steps: int = 16  # with "chain": T, on the --init model's optimised grid for T (uniform without one)
+    chain_times: list | None = None  # the chain's grid as t_0 = 0 .. t_T = 1, fixed when the run starts
     init: str | None = None  # start from this checkpoint's weights
     train_trunk: bool = False  # with "uq": also train the trunk (otherwise only the heads)
     batch_size: int = 8
@@ -64,8 +66,10 @@ class TrainOptions:
     extra: dict = field(default_factory=dict)  # stored in the checkpoints' metadata
 
     def model_config(self) -> ModelConfig:
-        """The architecture of a new model (the progressive heads come with the uq objective)."""
-        values = {"progressive_heads": self.objective == "uq", **self.model}
+        """The architecture of a new model (the progressive heads come with the uq and chain
+        objectives, the chain scale head with chain)."""
+        values = {"progressive_heads": self.objective in ("uq", "chain"),
+                  "chain_scale_head": self.objective == "chain", **self.model}
         try:
             return ModelConfig.from_dict(values)
         except DiffcodecError as exc:

@@ -30,12 +30,13 @@ from ..images import SkipHandler, load_folder_images
 from ..model import DiffusionModel, ModelConfig
 from ..model.checkpoint import atomic_save, load_model, read_torch_file, save_model
 from .data import CropSampler, center_crop
-from .evaluation import mean_nelbo, progressive_code_length
+from ..model.time_grid import stored_grid
+from .evaluation import chain_validation, mean_nelbo, progressive_code_length
 from .losses import Objective
 from .options import OPTIONS_FILE, TrainOptions
 
 STATE_FORMAT = "diffcodec-train-state"
-HEAD_PREFIXES = ("network.image_out.", "network.scale_out.")
+HEAD_PREFIXES = ("network.image_out.", "network.scale_out.", "network.chain_scale_out.")
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -122,8 +123,13 @@ class Trainer:
             self.ema = EMA(self.model, options.ema_decay)
             self.optimizer = torch.optim.Adam(self._trained_parameters(), lr=options.lr)
         self.model.use_bf16 = options.bf16 and device.type == "cuda"
+        self.chain_times = None
+        if options.objective == "chain":
+            if options.chain_times is None:  # a new model: the uniform grid
+                options.chain_times = self._grid_times({}, options.chain_steps)
+            self.chain_times = torch.tensor(options.chain_times, dtype=torch.float32)
         self.train_model: nn.Module = Objective(self.model, options.objective, options.variance_schedule,
-                                                options.train_trunk)
+                                                options.train_trunk, self.chain_times)
         if self.world > 1:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.train_model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -133,17 +139,37 @@ class Trainer:
         if not self.options.init:
             return DiffusionModel(config)
         base = load_model(self.options.init)
+        chain = self.options.objective == "chain"
         wanted = dataclasses.replace(
-            base.config, progressive_heads=base.config.progressive_heads or self.options.objective == "uq")
+            base.config, progressive_heads=base.config.progressive_heads or self.options.objective in ("uq", "chain"),
+            chain_scale_head=base.config.chain_scale_head or chain)
         model = DiffusionModel(wanted)
         missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
         if unexpected or any(not name.startswith(HEAD_PREFIXES) for name in missing):
             raise CheckpointError(f"{self.options.init} does not fit the model being trained")
-        self.log(f"initialised from {self.options.init}" + (" (new progressive heads)" if missing else ""))
+        if chain and not base.config.chain_scale_head and base.config.progressive_heads:
+            # the chain head starts as the progressive scale head (the same kind of estimate)
+            model.network.chain_scale_out.load_state_dict(model.network.scale_out.state_dict())
+        if chain and self.options.chain_times is None:
+            self.options.chain_times = self._grid_times(base.metadata, self.options.chain_steps)
+        self.log(f"initialised from {self.options.init}" + (" (new heads)" if missing else ""))
         return model
+
+    @staticmethod
+    def _grid_times(metadata: dict, steps: int) -> list[float]:
+        """t_0 = 0 .. t_T = 1 of the model's optimised grid for ``steps`` (uniform without one)."""
+        stored = stored_grid(metadata, steps)
+        if stored is None:
+            return [i / steps for i in range(steps + 1)]
+        numerators, denominator = stored
+        return [n / denominator for n in reversed(numerators)]
 
     def _trained_parameters(self) -> list:
         """With the progressive objective and a frozen trunk, only the progressive heads train."""
+        if self.options.objective == "chain":  # everything but the schedule: the grid is in t
+            for p in self.model.schedule.parameters():
+                p.requires_grad_(False)
+            return [p for p in self.model.parameters() if p.requires_grad]
         if self.options.objective == "uq" and not self.options.train_trunk:
             head = [p for name, p in self.model.named_parameters() if name.startswith(HEAD_PREFIXES)]
             ids = {id(p) for p in head}
@@ -188,7 +214,9 @@ class Trainer:
     def _metadata(self) -> dict:
         return {"step": self.step, "train_minutes": round(self.elapsed / 60, 2),
                 "best_val_bpd": None if math.isinf(self.best_val) else self.best_val,
-                "data": [str(d) for d in self.options.data], **self.options.extra}
+                "data": [str(d) for d in self.options.data], **self.options.extra,
+                **({"chain_training": {"steps": self.options.chain_steps, "times": self.options.chain_times}}
+                   if self.options.objective == "chain" else {})}
 
     def save(self) -> None:
         if self.rank != 0:
@@ -206,6 +234,8 @@ class Trainer:
             return None
         if self.options.objective == "uq":
             result = progressive_code_length(self.ema.model, self.val_images, self.options.val_samples)
+        elif self.options.objective == "chain":
+            result = chain_validation(self.ema.model, self.val_images, self.chain_times)
         else:
             result = mean_nelbo(self.ema.model, self.val_images, self.options.val_samples)
         improved = result["total"] < self.best_val
