@@ -17,7 +17,7 @@ from diffcodec import Codec, DiffusionModel, ModelConfig
 from diffcodec.coding.runner import network_threads
 
 FROZEN = {
-    "progressive": "d11ed5fdf9e8a803",
+    "progressive": "a7dcc32c9f3ac0c4",
     "lossless": "6e0678804f2f1e86",
 }
 
