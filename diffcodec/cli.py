@@ -327,7 +327,6 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
 
     from .format.container import parse_header
     from .images import read_image
-
     from .model import model_for_mode
 
     _check_output(output, force, source)

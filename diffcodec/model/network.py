@@ -200,11 +200,10 @@ class UNet(nn.Module):
             return F.pixel_shuffle(out, patch)[:, :, :height, :width]
 
         eps = crop(self.out(h))
-        if self.config.chain_scale_head:
-            return eps, crop(self.image_out(h)), crop(self.scale_out(h)), crop(self.chain_scale_out(h))
-        if self.config.progressive_heads:
-            return eps, crop(self.image_out(h)), crop(self.scale_out(h))
-        return eps
+        if not self.config.progressive_heads:
+            return eps
+        heads = [self.image_out, self.scale_out] + ([self.chain_scale_out] if self.config.chain_scale_head else [])
+        return (eps, *(crop(head(h)) for head in heads))
 
     def forward(self, z: torch.Tensor, gamma: torch.Tensor):
         return self.heads(self.features(z, gamma), z.shape[-2:])

@@ -35,3 +35,13 @@ def stored_grid(metadata: dict, steps: int) -> tuple[list[int], int] | None:
     if not stored or str(steps) not in stored["grids"]:
         return None
     return stored["grids"][str(steps)], stored["denominator"]
+
+
+def grid_fractions(metadata: dict, steps: int) -> list[float]:
+    """t_0 = 0 < ... < t_T = 1 of the model's grid for ``steps`` (uniform without one), as
+    fractions: what training on the chain uses."""
+    stored = stored_grid(metadata, steps)
+    if stored is None:
+        return [i / steps for i in range(steps + 1)]
+    numerators, denominator = stored
+    return [n / denominator for n in reversed(numerators)]

@@ -73,6 +73,17 @@ def chain_step_nats(error: torch.Tensor, snr_gap: torch.Tensor, log_scale: torch
     return 0.5 * (torch.log(v) + (1.0 + snr_gap * error.square()) / v - 1.0)
 
 
+def _chain_step(model, x_scaled: torch.Tensor, gamma_t: torch.Tensor, gamma_s: torch.Tensor, noise: torch.Tensor):
+    """One step s <- t of the lossless chain for each example: z_t, the trunk's features at
+    z_t, SNR(s) - SNR(t) (N, 1, 1, 1), and the step KL per element (nats) with x_eps and
+    the chain scale head."""
+    z_t = dm.diffuse(x_scaled, gamma_t, noise)
+    features = model.network.features(z_t, gamma_t)
+    x_eps, _, _, chain_log_scale = model.chain_prediction(z_t, gamma_t, features)
+    snr_gap = (torch.exp(-gamma_s.double()) - torch.exp(-gamma_t.double())).float().view(-1, 1, 1, 1)
+    return z_t, features, snr_gap, chain_step_nats(x_scaled - x_eps, snr_gap, chain_log_scale.float())
+
+
 def chain_loss(model, x: torch.Tensor, times: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-example code length (bits/dim) of the lossless chain on the grid ``times``
     (t_0 = 0 < ... < t_T = 1), one random step each, times T: the diffusion term of the
@@ -86,25 +97,19 @@ def chain_loss(model, x: torch.Tensor, times: torch.Tensor, generator: torch.Gen
     model: its progressive heads no longer serve the UQ layers). The schedule stays as it
     is: the grid is in t.
     """
-    n, device = x.shape[0], x.device
     steps = len(times) - 1
     x_scaled = dm.scale_pixels(x)
-    index = torch.randint(1, steps + 1, (n,), generator=generator)
-    noise = torch.randn(x.shape, generator=generator).to(device)
+    index = torch.randint(1, steps + 1, (x.shape[0],), generator=generator)
+    noise = torch.randn(x.shape, generator=generator).to(x.device)
     with torch.no_grad():
-        gamma_t, _ = model.schedule(times[index].to(device))
-        gamma_s, _ = model.schedule(times[index - 1].to(device))
-    z_t = dm.diffuse(x_scaled, gamma_t, noise)
-    features = model.network.features(z_t, gamma_t)
-    x_eps, _, _, chain_log_scale = model.chain_prediction(z_t, gamma_t, features)
-    snr_gap = (torch.exp(-gamma_s.double()) - torch.exp(-gamma_t.double())).float().view(-1, 1, 1, 1)
-    nats = chain_step_nats(x_scaled - x_eps, snr_gap, chain_log_scale.float())
-    total = nats.flatten(1).sum(1) * steps
+        gamma_t, _ = model.schedule(times[index].to(x.device))
+        gamma_s, _ = model.schedule(times[index - 1].to(x.device))
+    z_t, features, snr_gap, nats = _chain_step(model, x_scaled, gamma_t, gamma_s, noise)
     # the progressive heads, on detached features, learn the same step KL for their estimate:
     # the chain uses them at band edges (not counted in the loss reported)
     x_hat, log_scale = model.progressive_prediction(z_t.detach(), gamma_t, features.detach())
     edge = chain_step_nats(x_scaled - x_hat, snr_gap, log_scale.float()).flatten(1).sum(1) * steps
-    return dm.nats_to_bpd(total + edge - edge.detach(), x[0].numel())
+    return dm.nats_to_bpd(nats.flatten(1).sum(1) * steps + edge - edge.detach(), x[0].numel())
 
 
 @torch.no_grad()
@@ -113,14 +118,12 @@ def chain_code_length(model, x: torch.Tensor, times: torch.Tensor, generator: to
     summed (one noise draw each), calibration factor 1: what :func:`chain_loss` estimates,
     without the progressive heads' part."""
     x_scaled = dm.scale_pixels(x)
+    gammas, _ = model.schedule(times.to(x.device))
     total = torch.zeros(x.shape[0], dtype=torch.float64)
     for i in range(1, len(times)):
-        gamma_t, _ = model.schedule(times[i].to(x.device).expand(x.shape[0]))
-        gamma_s, _ = model.schedule(times[i - 1].to(x.device).expand(x.shape[0]))
-        z_t = dm.diffuse(x_scaled, gamma_t, torch.randn(x.shape, generator=generator).to(x.device))
-        x_eps, _, _, chain_log_scale = model.chain_prediction(z_t, gamma_t)
-        snr_gap = (torch.exp(-gamma_s.double()) - torch.exp(-gamma_t.double())).float().view(-1, 1, 1, 1)
-        total += chain_step_nats(x_scaled - x_eps, snr_gap, chain_log_scale.float()).flatten(1).sum(1).double().cpu()
+        noise = torch.randn(x.shape, generator=generator).to(x.device)
+        *_, nats = _chain_step(model, x_scaled, gammas[i].expand(x.shape[0]), gammas[i - 1].expand(x.shape[0]), noise)
+        total += nats.flatten(1).sum(1).double().cpu()
     return dm.nats_to_bpd(total, x[0].numel())
 
 

@@ -30,7 +30,7 @@ from ..images import SkipHandler, load_folder_images
 from ..model import DiffusionModel, ModelConfig
 from ..model.checkpoint import atomic_save, load_model, read_torch_file, save_model
 from .data import CropSampler, center_crop
-from ..model.time_grid import stored_grid
+from ..model.time_grid import grid_fractions
 from .evaluation import chain_validation, mean_nelbo, progressive_code_length
 from .losses import Objective
 from .options import OPTIONS_FILE, TrainOptions
@@ -125,8 +125,8 @@ class Trainer:
         self.model.use_bf16 = options.bf16 and device.type == "cuda"
         self.chain_times = None
         if options.objective == "chain":
-            if options.chain_times is None:  # a new model: the uniform grid
-                options.chain_times = self._grid_times({}, options.chain_steps)
+            if options.chain_times is None:  # fixed when the run starts: the --init model's grid
+                options.chain_times = grid_fractions(getattr(self.model, "metadata", {}), options.chain_steps)
             self.chain_times = torch.tensor(options.chain_times, dtype=torch.float32)
         self.train_model: nn.Module = Objective(self.model, options.objective, options.variance_schedule,
                                                 options.train_trunk, self.chain_times)
@@ -150,19 +150,9 @@ class Trainer:
         if chain and not base.config.chain_scale_head and base.config.progressive_heads:
             # the chain head starts as the progressive scale head (the same kind of estimate)
             model.network.chain_scale_out.load_state_dict(model.network.scale_out.state_dict())
-        if chain and self.options.chain_times is None:
-            self.options.chain_times = self._grid_times(base.metadata, self.options.chain_steps)
+        model.metadata = base.metadata  # its grids, for the chain objective
         self.log(f"initialised from {self.options.init}" + (" (new heads)" if missing else ""))
         return model
-
-    @staticmethod
-    def _grid_times(metadata: dict, steps: int) -> list[float]:
-        """t_0 = 0 .. t_T = 1 of the model's optimised grid for ``steps`` (uniform without one)."""
-        stored = stored_grid(metadata, steps)
-        if stored is None:
-            return [i / steps for i in range(steps + 1)]
-        numerators, denominator = stored
-        return [n / denominator for n in reversed(numerators)]
 
     def _trained_parameters(self) -> list:
         """With the progressive objective and a frozen trunk, only the progressive heads train."""
