@@ -17,8 +17,8 @@ from diffcodec import Codec, DiffusionModel, ModelConfig
 from diffcodec.coding.runner import network_threads
 
 FROZEN = {
-    "progressive": "a7dcc32c9f3ac0c4",
-    "lossless": "6e0678804f2f1e86",
+    "progressive": "9b9b6eabc8540eac",
+    "lossless": "46561cfd5b60aecd",
 }
 
 
@@ -31,7 +31,7 @@ def fixed_codec():
 
 
 def _image():
-    yy, xx = np.mgrid[0:7, 0:9]
+    yy, xx = np.mgrid[0:13, 0:9]  # taller than the lossless direct band: a bits-back band too
     return np.stack([(xx * 29 + yy * 7) % 256, (yy * 31) % 256, (xx * yy * 5 + 40) % 256], axis=-1).astype(np.uint8)
 
 

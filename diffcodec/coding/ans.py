@@ -3,7 +3,7 @@ on whole arrays.
 
 Gaussian latents live on grids and are coded relative to the rounded model mean; the
 decoder of p(x | z_0) is a categorical over a window of levels; the direct band uses a
-quantized Gaussian over pixel levels.
+quantized Laplace over pixel levels.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ Q_RANGE_SIGMAS = 6.0
 
 _LATENT_MODEL = _QuantizedGaussian(-RANGE, RANGE)
 _ESCAPE_HALF = constriction.stream.model.Uniform(1 << ESCAPE_HALF_BITS)
-_PIXEL_MODEL = _QuantizedGaussian(0, NUM_LEVELS - 1)
+_PIXEL_MODEL = constriction.stream.model.QuantizedLaplace(0, NUM_LEVELS - 1)
 _WINDOW_MODEL = constriction.stream.model.Categorical(perfect=False)
 _sample_models: dict[int, object] = {}
 
@@ -112,11 +112,12 @@ class AnsStack:
             offset[escaped] = np.sign(offset[escaped]) * (RANGE + (high << ESCAPE_HALF_BITS) + low)
         return centre.astype(np.int64) + offset
 
-    def push_pixels(self, x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
-        self.coder.encode_reverse(x.astype(np.int32), _PIXEL_MODEL, mean, std)
+    # Pixel levels under a discretised Laplace (mean, scale b): the direct band (direct.py).
+    def push_laplace(self, x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> None:
+        self.coder.encode_reverse(x.astype(np.int32), _PIXEL_MODEL, mean, scale)
 
-    def pop_pixels(self, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-        return self.coder.decode(_PIXEL_MODEL, mean, std)
+    def pop_laplace(self, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        return self.coder.decode(_PIXEL_MODEL, mean, scale)
 
     # Pixels given z_0: a categorical over a window of levels starting at ``first``.
     def push_window(self, x: np.ndarray, first: np.ndarray, probabilities: np.ndarray) -> None:

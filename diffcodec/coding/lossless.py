@@ -2,7 +2,7 @@
 by band, with a zlib fallback where the model loses to deflate (stored.py).
 
 Initial bits: the first pop needs bits on the stack. The image is cut into horizontal
-bands; band 0 (a few rows) is pushed directly with a simple row predictor, and every later
+bands; band 0 (a few rows) is pushed directly with a small predictive coder (direct.py), and every later
 band pops from what the earlier ones pushed, as tall as the stack then allows (the
 heights go into the header). The network sees a band together with the rows below it
 (decoded before it, since the decoder runs the bands in reverse), noised to the current
@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import DiffcodecError
 from ..format.container import CodedImage, DfcFile, LayerInfo, Mode
 from ..model.diffusion import scale_pixels_array
-from . import chain, entropy, randomness, stored
+from . import chain, direct, entropy, randomness, stored
 from .ans import AnsStack
 from .chain import ChainGrid
 from .progress import counter_bar, progress_bar
@@ -87,37 +87,6 @@ def band_estimate(interior: np.ndarray, edge: np.ndarray) -> np.ndarray:
     README has the figures). The log-scales of their errors are blended alike."""
     weight = np.clip(1.0 - np.arange(interior.shape[0]) / EDGE_ROWS, 0.0, 1.0)[:, None, None]
     return interior + weight * (edge - interior)
-
-
-def _direct_model(rows: list[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of the next row of the direct band, from the rows before it.
-
-    The prediction is the row above, with a spread measured on the rows above: a model
-    that fits keeps the bits on the stack random-looking, which the first bits-back pops
-    of the next band need (ANS pops read the last pushed symbols' quantiles).
-    """
-    count = 3 * width
-    if not rows:
-        return np.full(count, 127.5), np.full(count, 64.0)
-    means = rows[-1].reshape(-1).astype(np.float64)
-    if len(rows) < 2:
-        return means, np.full(count, 32.0)
-    spread = np.mean(np.abs(rows[-1].astype(np.float64) - rows[-2].astype(np.float64)))
-    return means, np.full(count, max(1.0, 1.25 * spread))
-
-
-def encode_direct(stack: AnsStack, x: np.ndarray) -> None:
-    """Push the direct band row by row (last row first, so the decoder pops row 0 first)."""
-    rows = list(x)
-    for row in range(x.shape[0] - 1, -1, -1):
-        stack.push_pixels(x[row].reshape(-1), *_direct_model(rows[:row], x.shape[1]))
-
-
-def decode_direct(stack: AnsStack, shape: tuple) -> np.ndarray:
-    rows: list[np.ndarray] = []
-    for _ in range(shape[0]):
-        rows.append(stack.pop_pixels(*_direct_model(rows, shape[1])).astype(np.uint8).reshape(shape[1:]))
-    return np.stack(rows)
 
 
 # -- the chain of one image ----------------------------------------------------------------
@@ -207,7 +176,7 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
     height, width = rgb.shape[:2]
     stack = AnsStack()
     bands = [min(height, DIRECT_ROWS)]
-    encode_direct(stack, rgb[: bands[0]])
+    direct.encode(stack, rgb[: bands[0]])
     done = bands[0]
     bar = counter_bar(progress, height, done, "encode", "row")
     while done < height:
@@ -247,7 +216,7 @@ def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarra
         below = np.concatenate(later, axis=0)[:CONTEXT_ROWS] if later else np.zeros((0, header.width, 3), np.uint8)
         predict = band_predictor(runner, grid, header.seed, tiling, below, k)
         decoded[k] = chain.decode_band(stack, grid, (bands[k], header.width, 3), predict)
-    decoded[0] = decode_direct(stack, (bands[0], header.width, 3))
+    decoded[0] = direct.decode(stack, (bands[0], header.width, 3))
     rgb = np.concatenate(decoded, axis=0)
     if not stack.is_empty() or entropy.checksum(rgb.reshape(-1)) != header.layers[0].crc:
         raise DiffcodecError("image checksum mismatch: the lossless file is damaged, or was encoded "
