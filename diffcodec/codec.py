@@ -197,9 +197,11 @@ class Codec:
             return [restore(progressive.render(chain, point, completion_steps), h.channels, h.alpha_kind, h.alpha)
                     for point in progressive.walk(chain, f)]
 
-    def lossless_bound(self, image, steps: int | None = None, seed: int = 0) -> dict:
-        """The T-step NELBO (bits/dim) of the model the lossless coder uses: see lossless.bound."""
+    def lossless_bound(self, image, steps: int | None = None, seed: int = 0, uniform_grid: bool = False) -> dict:
+        """The T-step NELBO (bits/dim) of the model the lossless coder uses: see lossless.bound.
+        ``uniform_grid``: on the uniform grid instead of the model's optimised one."""
         rgb = prepare(image).rgb
         with boundary("computing the bound"):
-            return lossless.bound(self.runner, self._tiling(), rgb, steps or DEFAULT_LOSSLESS_STEPS, seed)
+            return lossless.bound(self.runner, self._tiling(), rgb, steps or DEFAULT_LOSSLESS_STEPS, seed,
+                                  [] if uniform_grid else None)
 

@@ -72,3 +72,25 @@ def test_lossless_quick(tmp_path, trained_tiny_model):
     table = (out / "lossless_table.md").read_text()
     assert "| **mean (2)** |" in table and "diffcodec T=4" in table and "| PNG |" in table
     assert "NOT EXACT" not in table and table in result.stdout
+
+
+def test_lossless_curve_quick(tmp_path, trained_tiny_model):
+    """benchmarks/lossless_curve.py: the coder's bound per T on both grids."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(synthetic_image(40, 44, "shapes", seed=4)).save(folder / "a.png")
+    model_path = tmp_path / "tiny.pt"
+    save_model(trained_tiny_model, model_path)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "lossless_curve.py"), str(folder),
+                             "--model", str(model_path), "--steps", "2,3", "--out", str(out)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((out / "lossless_curve.json").read_text())
+    [image] = data["images"]
+    for grid in ("uniform", "model"):
+        assert set(image["bound_bpd"][grid]) == {"2", "3"}
+        assert all(0 < v < 20 for v in image["bound_bpd"][grid].values())
+    assert data["mean_bound_bpd"] == image["bound_bpd"]
+    assert "| **mean (1)** |" in (out / "lossless_curve.md").read_text()

@@ -138,15 +138,16 @@ def calibrate(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, 
     return indices
 
 
-def bound(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed: int) -> dict:
+def bound(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed: int,
+          times: list[int] | None = None) -> dict:
     """The T-step NELBO of the model the lossless coder uses (calibrated reverse steps, the
     coder's x_hat), in bits per dimension: the rate :func:`encode` aims at. Prior and
     diffusion terms are exact Gaussian KLs, one noise sample per step; the reconstruction
     term uses one sample of z_0. ``fixed_variance_total``: the same with VDM's fixed
     reverse variance, i.e. VDM's T-step NELBO (with x_eps clipped) summed over all T steps
-    rather than sampled, so it compares with ``total`` sample for sample; on the grid
-    :func:`encode` uses."""
-    times = runner.chain_times(steps)
+    rather than sampled, so it compares with ``total`` sample for sample. On the grid
+    :func:`encode` uses, or on explicit ``times`` ([] = uniform)."""
+    times = runner.chain_times(steps) if times is None else times
     grid = chain_grid(runner, steps, times, calibrate(runner, tiling, rgb, steps, times, seed))
     x_scaled = scale_pixels_array(rgb)
     diffusion, fixed = [], []
