@@ -110,12 +110,12 @@ class Codec:
         ``mode="progressive"``: truncatable layers, one per reverse step: ``steps`` placed by
         rate (default 10), then the tail steps to t = 0 and the pixels.
         ``mode="lossless"``: bits-back coding over a ``steps``-step chain (default 32); where
-        zlib does better the file stores the zlib-compressed pixels instead (mode "stored"),
-        unless ``stored_fallback`` is False.
+        a coder without the model does better, the file uses it instead (mode "predictive" or
+        "stored", coding/stored.py), unless ``stored_fallback`` is False.
         """
         mode = Mode.parse(mode)
-        if mode == Mode.STORED:
-            raise DiffcodecError("mode 'stored' is chosen by the lossless encoder, not asked for")
+        if mode in (Mode.STORED, Mode.PREDICTIVE):
+            raise DiffcodecError(f"mode '{mode}' is chosen by the lossless encoder, not asked for")
         steps = steps or (DEFAULT_STEPS if mode == Mode.PROGRESSIVE else DEFAULT_LOSSLESS_STEPS)
         if not 1 <= steps <= MAX_STEPS:
             raise DiffcodecError(f"steps must be between 1 and {MAX_STEPS}")

@@ -47,7 +47,7 @@ def test_header_round_trip_and_frozen_bytes():
                                                                                  for l in make().layers)]))
              for c in chunks] for chunks in _chunks(make())]
         assert pack_header(parsed.header) == data[: parsed.header_size]
-    assert hashlib.sha256(_file(_header())).hexdigest()[:16] == "187b6e43c1772c43"
+    assert hashlib.sha256(_file(_header())).hexdigest()[:16] == "ef1db965d94372a7"
 
 
 def test_prefix_cuts_end_on_chunk_boundaries():
@@ -111,7 +111,7 @@ def test_damaged_bytes_are_refused(damage, message):
 
 def test_mode_names():
     assert Mode.parse("lossless") is Mode.LOSSLESS and Mode.parse(Mode.STORED) is Mode.STORED
-    assert str(Mode.PROGRESSIVE) == "progressive" and int(Mode.STORED) == 2
+    assert str(Mode.PROGRESSIVE) == "progressive" and int(Mode.STORED) == 2 and int(Mode.PREDICTIVE) == 3
     with pytest.raises(DiffcodecError, match="unknown mode"):
         Mode.parse("lossy")
 

@@ -145,6 +145,22 @@ def test_images_the_model_cannot_compress_are_stored(codec):
         codec.decode(bytes(damaged))
 
 
+def test_smooth_images_the_model_loses_on_use_the_predictive_coder(codec):
+    image = synthetic_image(40, 36, "shapes", seed=2)  # mild noise on smooth shapes: zlib does poorly
+    chain_only = codec.encode(image, steps=3, mode="lossless", stored_fallback=False)
+    data = codec.encode(image, steps=3, mode="lossless")
+    parsed = parse_file(data)
+    assert parsed.header.mode == Mode.PREDICTIVE and len(data) < len(chain_only)
+    assert np.array_equal(codec.decode(data), image)
+    with pytest.raises(DiffcodecError, match="truncated|damaged"):
+        codec.decode(data[:-4])
+    for offset in (parsed.header_size + 5, len(data) - 3):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x21
+        with pytest.raises(DiffcodecError, match="damaged|checksum"):
+            codec.decode(bytes(damaged))
+
+
 def test_decode_work_counts_each_bands_context_rows():
     from dataclasses import replace
 

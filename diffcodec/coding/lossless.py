@@ -1,5 +1,6 @@
 """Lossless mode: bits-back coding of the image over the diffusion chain (chain.py), band
-by band, with a zlib fallback where the model loses to deflate (stored.py).
+by band, with fallbacks that need no model (the predictive pixel coder, zlib: stored.py) for
+the images where the chain loses to them.
 
 Initial bits: the first pop needs bits on the stack. The image is cut into horizontal
 bands; band 0 (a few rows) is pushed directly with a small predictive coder (direct.py), and every later
@@ -168,9 +169,9 @@ def bound(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed
 # -- encoding and decoding ---------------------------------------------------------------
 def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: Tiling,
            progress: bool = False, stored_fallback: bool = True) -> CodedImage:
-    """One bits-back layer for an (H, W, 3) uint8 image; where zlib does better (noise,
-    images far from the training data) the zlib-compressed pixels instead (stored.py),
-    unless ``stored_fallback`` is False."""
+    """One bits-back layer for an (H, W, 3) uint8 image; where a fallback without the model
+    does better (stored.py: the predictive pixel coder, or zlib for noise and graphics), that
+    instead, unless ``stored_fallback`` is False."""
     times = runner.chain_times(steps)
     scales = calibrate(runner, tiling, rgb, steps, times, seed)
     grid = chain_grid(runner, steps, times, scales)

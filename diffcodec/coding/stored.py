@@ -1,6 +1,12 @@
-"""Stored mode: the pixels compressed with zlib, for the images where the model does worse
-than deflate (noise, graphics far from its training data), so a lossless file never
-costs more than zlib's."""
+"""The lossless fallbacks that need no model, for images where the chain does worse:
+
+* predictive: the whole image under the direct band's predictive pixel coder (direct.py),
+  which beats a weak model on smooth photographs;
+* stored: the pixels compressed with zlib, for noise and graphics, so a lossless file
+  never costs much more than deflate.
+
+The lossless encoder codes the chain and keeps the smallest of the three.
+"""
 
 from __future__ import annotations
 
@@ -10,27 +16,53 @@ import numpy as np
 
 from ..errors import DiffcodecError
 from ..format.container import CodedImage, DfcFile, LayerInfo, Mode
-from . import entropy
+from . import direct, entropy
+from .ans import AnsStack
 
 
 def encode(rgb: np.ndarray) -> CodedImage:
-    payload = zlib.compress(rgb.tobytes(), 9)
+    """The smaller of the two fallbacks for an (H, W, 3) uint8 image."""
+    stack = AnsStack()
+    direct.encode(stack, rgb)
+    candidates = [(Mode.PREDICTIVE, stack.words().astype("<u4").tobytes()),
+                  (Mode.STORED, zlib.compress(rgb.tobytes(), 9))]
+    mode, payload = min(candidates, key=lambda candidate: len(candidate[1]))
     layer = LayerInfo.of([payload], 0, 255, entropy.checksum(rgb.reshape(-1)), 8 * len(payload))
-    return CodedImage(Mode.STORED, [layer], [[payload]])
+    return CodedImage(mode, [layer], [[payload]])
 
 
 def decode(f: DfcFile) -> np.ndarray:
     header = f.header  # fields validated by the container
     if not f.layer_complete(0):
-        raise DiffcodecError("truncated or damaged file: a stored file only decodes when complete")
-    size = header.height * header.width * 3
+        raise DiffcodecError(f"truncated or damaged file: a {header.mode} file only decodes when complete")
+    data = b"".join(f.chunks[0])
+    shape = (header.height, header.width, 3)
+    if header.mode == Mode.PREDICTIVE:
+        rgb = _decode_predictive(data, shape)
+    else:
+        rgb = _decode_zlib(data, shape)
+    if entropy.checksum(rgb.reshape(-1)) != header.layers[0].crc:
+        raise DiffcodecError(f"image checksum mismatch: the {header.mode} file is damaged")
+    return rgb
+
+
+def _decode_predictive(data: bytes, shape: tuple) -> np.ndarray:
+    if len(data) % 4:
+        raise DiffcodecError("damaged file: the predictive payload is not whole 32-bit words")
+    # constriction rejects inconsistent data (it may panic): errors.boundary reports it
+    stack = AnsStack(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    rgb = direct.decode(stack, shape)
+    if not stack.is_empty():
+        raise DiffcodecError("damaged file: the predictive payload has data left over")
+    return rgb
+
+
+def _decode_zlib(data: bytes, shape: tuple) -> np.ndarray:
+    size = shape[0] * shape[1] * 3
     try:
-        pixels = zlib.decompressobj().decompress(b"".join(f.chunks[0]), size + 1)
+        pixels = zlib.decompressobj().decompress(data, size + 1)
     except zlib.error:
         raise DiffcodecError("damaged file: the stored pixels cannot be decompressed") from None
     if len(pixels) != size:
         raise DiffcodecError("damaged file: the stored pixels do not match the image size")
-    rgb = np.frombuffer(pixels, dtype=np.uint8).reshape(header.height, header.width, 3).copy()
-    if entropy.checksum(rgb.reshape(-1)) != header.layers[0].crc:
-        raise DiffcodecError("image checksum mismatch: the stored file is damaged")
-    return rgb
+    return np.frombuffer(pixels, dtype=np.uint8).reshape(shape).copy()

@@ -73,6 +73,7 @@ class Mode(enum.IntEnum):
     PROGRESSIVE = 0  # one truncatable layer per reverse step, then the pixels
     LOSSLESS = 1  # one bits-back layer over the whole chain
     STORED = 2  # zlib-compressed pixels, where the model loses to deflate
+    PREDICTIVE = 3  # the predictive pixel coder over the whole image, where the model loses to it
 
     def __str__(self) -> str:
         return self.name.lower()
@@ -434,7 +435,7 @@ def validate_header(h: Header) -> None:
     else:
         if len(h.layers) != 1 or len(h.layers[0].chunk_lengths) != 1 or (h.layers[0].low, h.layers[0].high) != (0, 255):
             raise bad(f"a {h.mode} file has one layer of one chunk")
-        if h.blends or h.lossy_steps or (h.mode == Mode.STORED and h.time_grid != "uniform"):
+        if h.blends or h.lossy_steps or (h.mode != Mode.LOSSLESS and h.time_grid != "uniform"):
             raise bad(f"progressive fields in a {h.mode} file")
         if h.mode == Mode.LOSSLESS:
             low, high = CHAIN_SCALE_RANGE
@@ -443,7 +444,7 @@ def validate_header(h: Header) -> None:
             if not h.bands or min(h.bands) < 1 or sum(h.bands) != h.height or h.layers[0].chunk_lengths[0] % 4:
                 raise bad("the band plan does not match the image height")
         elif h.bands or h.chain_scales:
-            raise bad("lossless fields in a stored file")
+            raise bad(f"lossless fields in a {h.mode} file")
 
 
 def parse_header(data: bytes) -> tuple[Header, int]:

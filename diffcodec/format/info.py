@@ -12,6 +12,8 @@ def _layer_label(f: DfcFile, index: int) -> str:
         return f"bits-back, {h.steps} steps ({grid} grid), {len(h.bands)} bands"
     if h.mode == Mode.STORED:
         return "zlib pixels"
+    if h.mode == Mode.PREDICTIVE:
+        return "predictive pixel coder"
     if index >= h.steps:
         return "pixels"
     if h.times:  # explicit grid
