@@ -10,8 +10,8 @@ For every image, T and grid: the T-step NELBO of the model the lossless coder us
 which is what a lossless file of that T and grid costs up to the coder's overhead; files
 themselves (encode, decode, exactness, file / bound) are benchmarks/lossless.py's job, at
 a few T. Measuring bounds, not files, makes the full curve affordable on a CPU: one
-network pass per step over the image, no bands. Written to --out: ``lossless_curve.json``
-and ``lossless_curve.md``.
+network pass per step over the image, no bands. Written to --out after every image:
+``lossless_curve.json`` and ``lossless_curve.md``.
 """
 
 from __future__ import annotations
@@ -68,21 +68,26 @@ def main(argv: list[str] | None = None) -> None:
     if not images:
         parser.error(f"no images found in {args.images}")
     codec = load_codec(args.model, args.device)
-    records = []
-    for name, image in tqdm(images, desc="images", dynamic_ncols=True):
-        records.append(dict(name=name, **measure(codec, image, args.steps)))
-    means = mean_record(records, args.steps)["bound_bpd"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = dict(images_dir=str(args.images), images=len(images), model=args.model, steps=args.steps,
                   quick=args.quick, machine=machine_description(args.device))
+    header = (f"# The lossless coder's bound (bits/dim) against T: {{}} of {len(images)} image(s) from "
+              f"{args.images}, model {args.model}, uniform and optimised time grid")
+    records = []
+    for name, image in tqdm(images, desc="images", dynamic_ncols=True):
+        records.append(dict(name=name, **measure(codec, image, args.steps)))
+        text = write(out, config, records, args.steps, header.format(len(records)))  # after every image
+    print(text)
+
+
+def write(out: Path, config: dict, records: list[dict], steps_list: list[int], header: str) -> str:
+    means = mean_record(records, steps_list)["bound_bpd"]
     (out / "lossless_curve.json").write_text(json.dumps(dict(config=config, mean_bound_bpd=means, images=records),
                                                         indent=1))
-    header = (f"# The lossless coder's bound (bits/dim) against T: {len(images)} image(s) from {args.images}, "
-              f"model {args.model}, uniform and optimised time grid")
-    text = table(records, args.steps, header)
+    text = table(records, steps_list, header)
     (out / "lossless_curve.md").write_text(text)
-    print(text)
+    return text
 
 
 if __name__ == "__main__":
