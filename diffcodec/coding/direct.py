@@ -23,6 +23,7 @@ CURVATURE_WEIGHT = 0.5  # of the row above's (A - (AL + AR) / 2), added to a mid
 CHROMA_FROM_GREEN = 0.8  # of green's residual, added to red and blue
 SCALE_FLOOR = 0.25
 SCALE_PER_ACTIVITY = 0.3
+CHROMA_SCALE_PER_ACTIVITY = 0.15  # red and blue: most of their activity is green's, known
 SCALE_PER_GREEN_ERROR = 0.2
 FIRST_ROW_MEAN, FIRST_ROW_SCALE = 127.5, 40.0  # coarse columns of the first row: nothing known
 NO_ACTIVITY_YET = 20.0
@@ -75,7 +76,8 @@ def _red_blue_model(prediction: np.ndarray, activity: np.ndarray, green: np.ndar
     """Red and blue (flat, red first) given the pass's decoded green."""
     green_error = green - prediction[:, 1]
     mean = prediction[:, RED_BLUE] + CHROMA_FROM_GREEN * green_error[:, None]
-    scale = SCALE_FLOOR + 0.5 * SCALE_PER_ACTIVITY * activity[:, RED_BLUE] + SCALE_PER_GREEN_ERROR * np.abs(green_error)[:, None]
+    scale = (SCALE_FLOOR + CHROMA_SCALE_PER_ACTIVITY * activity[:, RED_BLUE]
+             + SCALE_PER_GREEN_ERROR * np.abs(green_error)[:, None])
     return np.clip(mean, 0.0, 255.0).T.reshape(-1), np.maximum(SCALE_FLOOR, scale).T.reshape(-1)
 
 
