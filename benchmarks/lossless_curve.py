@@ -72,12 +72,12 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = dict(images_dir=str(args.images), images=len(images), model=args.model, steps=args.steps,
                   quick=args.quick, machine=machine_description(args.device))
-    header = (f"# The lossless coder's bound (bits/dim) against T: {{}} of {len(images)} image(s) from "
-              f"{args.images}, model {args.model}, uniform and optimised time grid")
     records = []
     for name, image in tqdm(images, desc="images", dynamic_ncols=True):
         records.append(dict(name=name, **measure(codec, image, args.steps)))
-        text = write(out, config, records, args.steps, header.format(len(records)))  # after every image
+        header = (f"# The lossless coder's bound (bits/dim) against T: {len(records)} of {len(images)} image(s) "
+                  f"from {args.images}, model {args.model}, uniform and optimised time grid")
+        text = write(out, config, records, args.steps, header)  # after every image
     print(text)
 
 

@@ -30,6 +30,8 @@ def decode_work(header: Header) -> int:
     steps, a lossless file's bands counted with their context rows (lossless.network_rows)."""
     if header.mode == Mode.LOSSLESS:
         return header.width * header.steps * lossless.network_rows(header.bands)
+    if header.mode in (Mode.STORED, Mode.PREDICTIVE):  # no network
+        return 0
     return header.height * header.width * header.steps
 
 

@@ -160,6 +160,9 @@ def _layers(*lengths, low=-3, high=4):
     (_lossless_header, dict(blends=[3]), "progressive fields"),
     (_lossless_header, dict(layers=[LayerInfo(0, 255, 0, 0, [64, 64])]), "one layer of one chunk"),
     (_lossless_header, dict(layers=[LayerInfo(0, 255, 0, 0, [62])]), "band plan"),
+    (_lossless_header, dict(mode=Mode.PREDICTIVE, bands=[], chain_scales=[], layers=[LayerInfo(0, 255, 0, 0, [62])]),
+     "whole 32-bit words"),
+    (_lossless_header, dict(mode=Mode.PREDICTIVE, chain_scales=[]), "lossless fields in a predictive file"),
 ])
 def test_fields_no_encoder_writes_are_refused(make, changes, message):
     """Every field is checked against what an encoder can write, before any work."""

@@ -161,6 +161,15 @@ def test_smooth_images_the_model_loses_on_use_the_predictive_coder(codec):
             codec.decode(bytes(damaged))
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_all_black_images(codec, mode):
+    """Black pixels push nothing onto an empty ANS stack: zlib takes such files."""
+    image = Image.new(mode, (13, 6))
+    for fallback in (True, False):
+        data = codec.encode(image, steps=2, mode="lossless", stored_fallback=fallback)
+        assert np.array_equal(codec.decode(data), np.asarray(image))
+
+
 def test_decode_work_counts_each_bands_context_rows():
     from dataclasses import replace
 
@@ -174,3 +183,4 @@ def test_decode_work_counts_each_bands_context_rows():
     assert decode_work(header) == 10 * 4 * 15
     assert decode_work(replace(header, bands=[1] * 17)) == 10 * 4 * 136
     assert decode_work(replace(header, mode=Mode.PROGRESSIVE)) == 17 * 10 * 4
+    assert decode_work(replace(header, mode=Mode.PREDICTIVE, bands=[], steps=1024)) == 0  # no network

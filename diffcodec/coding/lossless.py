@@ -191,9 +191,9 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         bar.update(rows)
     bar.close()
     payload = stack.words().astype("<u4").tobytes()
-    if stored_fallback:
+    if stored_fallback or not payload:  # an empty stack (an all-black strip) is no layer: zlib takes it
         fallback = stored.encode(rgb)
-        if fallback.layers[0].size < len(payload):
+        if not payload or fallback.layers[0].size < len(payload):
             return fallback
     layer = LayerInfo.of([payload], 0, 255, entropy.checksum(rgb.reshape(-1)), 8 * len(payload))
     return CodedImage(Mode.LOSSLESS, [layer], [[payload]], bands=bands, chain_scales=scales, times=times)

@@ -26,7 +26,8 @@ def encode(rgb: np.ndarray) -> CodedImage:
     direct.encode(stack, rgb)
     candidates = [(Mode.PREDICTIVE, stack.words().astype("<u4").tobytes()),
                   (Mode.STORED, zlib.compress(rgb.tobytes(), 9))]
-    mode, payload = min(candidates, key=lambda candidate: len(candidate[1]))
+    # an empty stack (an all-black image pushes nothing) is no layer: zlib, never empty, then wins
+    mode, payload = min((c for c in candidates if c[1]), key=lambda candidate: len(candidate[1]))
     layer = LayerInfo.of([payload], 0, 255, entropy.checksum(rgb.reshape(-1)), 8 * len(payload))
     return CodedImage(mode, [layer], [[payload]])
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from ..errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
-VERSION = 5  # 5: the lossless direct band's predictive coder; 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
+VERSION = 5  # 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
 TIME_GRIDS = {0: "uniform", 1: "explicit"}  # how a file's steps are spaced in t
 TIME_UNITS = 1 << 24  # an explicit grid stores t as an integer count of 1/TIME_UNITS
 ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2
@@ -72,7 +72,7 @@ class Mode(enum.IntEnum):
 
     PROGRESSIVE = 0  # one truncatable layer per reverse step, then the pixels
     LOSSLESS = 1  # one bits-back layer over the whole chain
-    STORED = 2  # zlib-compressed pixels, where the model loses to deflate
+    STORED = 2  # zlib-compressed pixels, where the chain and the predictive coder lose to deflate
     PREDICTIVE = 3  # the predictive pixel coder over the whole image, where the model loses to it
 
     def __str__(self) -> str:
@@ -445,6 +445,8 @@ def validate_header(h: Header) -> None:
                 raise bad("the band plan does not match the image height")
         elif h.bands or h.chain_scales:
             raise bad(f"lossless fields in a {h.mode} file")
+        elif h.mode == Mode.PREDICTIVE and h.layers[0].chunk_lengths[0] % 4:
+            raise bad("the predictive payload is not whole 32-bit words")
 
 
 def parse_header(data: bytes) -> tuple[Header, int]:
