@@ -25,7 +25,7 @@ Q_RANGE_SIGMAS = 6.0
 
 _LATENT_MODEL = _QuantizedGaussian(-RANGE, RANGE)
 _ESCAPE_HALF = constriction.stream.model.Uniform(1 << ESCAPE_HALF_BITS)
-_PIXEL_MODEL = constriction.stream.model.QuantizedLaplace(0, NUM_LEVELS - 1)
+_PIXEL_LAPLACE = constriction.stream.model.QuantizedLaplace(0, NUM_LEVELS - 1)
 _WINDOW_MODEL = constriction.stream.model.Categorical(perfect=False)
 _sample_models: dict[int, object] = {}
 
@@ -52,6 +52,16 @@ class AnsStack:
 
     def words(self) -> np.ndarray:
         return self.coder.get_compressed()
+
+    def to_bytes(self) -> bytes:
+        """The stack as a payload: little-endian 32-bit words (empty when nothing was pushed
+        that costs bits, e.g. only black pixels)."""
+        return self.words().astype("<u4").tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "AnsStack":
+        """The stack of a payload of whole 32-bit words (the container checks the length)."""
+        return cls(np.frombuffer(data, dtype="<u4").astype(np.uint32))
 
     def num_bits(self) -> int:
         return self.coder.num_bits()
@@ -114,10 +124,10 @@ class AnsStack:
 
     # Pixel levels under a discretised Laplace (mean, scale b): the direct band (direct.py).
     def push_laplace(self, x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> None:
-        self.coder.encode_reverse(x.astype(np.int32), _PIXEL_MODEL, mean, scale)
+        self.coder.encode_reverse(x.astype(np.int32), _PIXEL_LAPLACE, mean, scale)
 
     def pop_laplace(self, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        return self.coder.decode(_PIXEL_MODEL, mean, scale)
+        return self.coder.decode(_PIXEL_LAPLACE, mean, scale)
 
     # Pixels given z_0: a categorical over a window of levels starting at ``first``.
     def push_window(self, x: np.ndarray, first: np.ndarray, probabilities: np.ndarray) -> None:

@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from ..errors import DiffcodecError
-from ..format.container import CodedImage, DfcFile, LayerInfo, Mode
+from ..format.container import CodedImage, DfcFile, Mode
 from ..model.diffusion import scale_pixels_array
 from . import chain, direct, entropy, randomness, stored
 from .ans import AnsStack
@@ -190,13 +190,10 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         done += rows
         bar.update(rows)
     bar.close()
-    payload = stack.words().astype("<u4").tobytes()
-    if stored_fallback or not payload:  # an empty stack (an all-black strip) is no layer: zlib takes it
-        fallback = stored.encode(rgb)
-        if not payload or fallback.layers[0].size < len(payload):
-            return fallback
-    layer = LayerInfo.of([payload], 0, 255, entropy.checksum(rgb.reshape(-1)), 8 * len(payload))
-    return CodedImage(Mode.LOSSLESS, [layer], [[payload]], bands=bands, chain_scales=scales, times=times)
+    coded = stored.whole_image(Mode.LOSSLESS, stack.to_bytes(), rgb, bands=bands, chain_scales=scales, times=times)
+    if not stored_fallback and coded.layers[0].size:
+        return coded
+    return stored.smallest([coded, *stored.fallbacks(rgb)])
 
 
 def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarray:
@@ -209,7 +206,7 @@ def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarra
     grid = chain_grid(runner, header.steps, header.times, header.chain_scales)
     bands = header.bands
     tiling = Tiling(header.tile, header.threads)
-    stack = AnsStack(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    stack = AnsStack.from_bytes(data)
     decoded: list = [None] * len(bands)
     # constriction rejects inconsistent data (it may panic): errors.boundary reports it
     for k in progress_bar(range(len(bands) - 1, 0, -1), progress, len(bands) - 1, "decode", "band"):

@@ -20,16 +20,24 @@ from . import direct, entropy
 from .ans import AnsStack
 
 
-def encode(rgb: np.ndarray) -> CodedImage:
-    """The smaller of the two fallbacks for an (H, W, 3) uint8 image."""
+def whole_image(mode: Mode, payload: bytes, rgb: np.ndarray, **fields) -> CodedImage:
+    """A file of one layer of one chunk holding the whole (H, W, 3) image (lossless modes)."""
+    layer = LayerInfo.of([payload], 0, 255, entropy.checksum(rgb.reshape(-1)), 8 * len(payload))
+    return CodedImage(mode, [layer], [[payload]], **fields)
+
+
+def fallbacks(rgb: np.ndarray) -> list[CodedImage]:
+    """The image under the predictive coder, then zlib."""
     stack = AnsStack()
     direct.encode(stack, rgb)
-    candidates = [(Mode.PREDICTIVE, stack.words().astype("<u4").tobytes()),
-                  (Mode.STORED, zlib.compress(rgb.tobytes(), 9))]
-    # an empty stack (an all-black image pushes nothing) is no layer: zlib, never empty, then wins
-    mode, payload = min((c for c in candidates if c[1]), key=lambda candidate: len(candidate[1]))
-    layer = LayerInfo.of([payload], 0, 255, entropy.checksum(rgb.reshape(-1)), 8 * len(payload))
-    return CodedImage(mode, [layer], [[payload]])
+    return [whole_image(Mode.PREDICTIVE, stack.to_bytes(), rgb),
+            whole_image(Mode.STORED, zlib.compress(rgb.tobytes(), 9), rgb)]
+
+
+def smallest(candidates: list[CodedImage]) -> CodedImage:
+    """The smallest candidate, the first of equals. An empty ANS stack (black pixels push
+    nothing) is no layer the container takes; zlib's payload never is empty."""
+    return min((c for c in candidates if c.layers[0].size), key=lambda c: c.layers[0].size)
 
 
 def decode(f: DfcFile) -> np.ndarray:
@@ -48,10 +56,8 @@ def decode(f: DfcFile) -> np.ndarray:
 
 
 def _decode_predictive(data: bytes, shape: tuple) -> np.ndarray:
-    if len(data) % 4:
-        raise DiffcodecError("damaged file: the predictive payload is not whole 32-bit words")
     # constriction rejects inconsistent data (it may panic): errors.boundary reports it
-    stack = AnsStack(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    stack = AnsStack.from_bytes(data)
     rgb = direct.decode(stack, shape)
     if not stack.is_empty():
         raise DiffcodecError("damaged file: the predictive payload has data left over")
