@@ -27,12 +27,15 @@ MAX_STEPS = 1024
 
 def decode_work(header: Header) -> int:
     """Pixels the network is run on over a whole decode, as the header claims: pixels times
-    steps, a lossless file's bands counted with their context rows (lossless.network_rows)."""
+    steps, a bits-back chain's bands counted with their context rows (lossless.network_rows)."""
     if header.mode == Mode.LOSSLESS:
         return header.width * header.steps * lossless.network_rows(header.bands)
     if header.mode in (Mode.STORED, Mode.PREDICTIVE):  # no network
         return 0
-    return header.height * header.width * header.steps
+    layers = header.height * header.width * (header.lossy_steps + 1)  # the step layers, the tail's display
+    if header.tail_mode == Mode.LOSSLESS:
+        layers += header.width * (header.steps - header.lossy_steps) * lossless.network_rows(header.bands)
+    return layers
 
 
 @dataclass(frozen=True)
@@ -109,11 +112,12 @@ class Codec:
                progress: bool = False, stored_fallback: bool = True) -> bytes:
         """Encode an image (PIL, array or tensor) into a .dfc file.
 
-        ``mode="progressive"``: truncatable layers, one per reverse step: ``steps`` placed by
-        rate (default 10), then the tail steps to t = 0 and the pixels.
+        ``mode="progressive"``: truncatable layers, one per reverse step, ``steps`` placed by
+        rate (default 10), then a bits-back tail that makes the whole file exact.
         ``mode="lossless"``: bits-back coding over a ``steps``-step chain (default 32); where
         a coder without the model does better, the file uses it instead (mode "predictive" or
-        "stored", coding/stored.py), unless ``stored_fallback`` is False.
+        "stored", coding/stored.py), unless ``stored_fallback`` is False (which holds a
+        progressive file's tail to bits-back coding as well).
         """
         mode = Mode.parse(mode)
         if mode in (Mode.STORED, Mode.PREDICTIVE):
@@ -130,7 +134,8 @@ class Codec:
     def _encode(self, prepared, steps: int, seed: int, mode: Mode, progress: bool, stored_fallback: bool) -> bytes:
         tiling = self._tiling()
         if mode == Mode.PROGRESSIVE:
-            coded = progressive.encode(self.runner, prepared.rgb, steps, seed, tiling, self.chunk_symbols, progress)
+            coded = progressive.encode(self.runner, prepared.rgb, steps, seed, tiling, self.chunk_symbols, progress,
+                                        stored_fallback)
         else:
             coded = lossless.encode(self.runner, prepared.rgb, steps, seed, tiling, progress, stored_fallback)
         height, width, _ = prepared.rgb.shape
@@ -142,7 +147,7 @@ class Codec:
                         alpha_kind=prepared.alpha_kind, alpha=prepared.alpha, layers=coded.layers,
                         bands=coded.bands, chain_scales=coded.chain_scales,
                         time_grid="explicit" if explicit else "uniform", times=coded.times,
-                        lossy_steps=coded.lossy_steps, blends=coded.blends)
+                        lossy_steps=coded.lossy_steps, blends=coded.blends, tail_mode=coded.tail_mode)
         return pack_file(header, coded.chunks)
 
     def decode_result(self, data: bytes | DfcFile, layers: int | None = None, max_bytes: int | None = None,

@@ -12,11 +12,12 @@ from diffcodec.format.container import (ContainerError, Header, LayerInfo, Mode,
 
 
 def _header(**changes):
-    layers = [LayerInfo(-3, 4, 0xDEADBEEF, 800, [108, 40]), LayerInfo(0, 255, 7, 2000, [100, 48])]
+    layers = [LayerInfo(-3, 4, 0xDEADBEEF, 800, [108, 40]), LayerInfo(0, 255, 7, 2000, [148])]
     fields = dict(mode=Mode.PROGRESSIVE, model_name="tiny", model_hash=bytes(range(16)), height=5, width=6,
-                  channels=4, steps=1, seed=2**63 + 5, tile=64, chunk_symbols=64, threads=2, alpha_kind=2,
-                  alpha=zlib.compress(b"\x80" * 30), layers=layers, time_grid="explicit", times=[1 << 24, 0],
-                  lossy_steps=1, blends=[16])
+                  channels=4, steps=2, seed=2**63 + 5, tile=64, chunk_symbols=64, threads=2, alpha_kind=2,
+                  alpha=zlib.compress(b"\x80" * 30), layers=layers, time_grid="explicit",
+                  times=[1 << 24, 1 << 22, 0], lossy_steps=1, blends=[16, 3], tail_mode=Mode.LOSSLESS,
+                  bands=[3, 2], chain_scales=[-2])
     return Header(**{**fields, **changes})
 
 
@@ -47,7 +48,7 @@ def test_header_round_trip_and_frozen_bytes():
                                                                                  for l in make().layers)]))
              for c in chunks] for chunks in _chunks(make())]
         assert pack_header(parsed.header) == data[: parsed.header_size]
-    assert hashlib.sha256(_file(_header())).hexdigest()[:16] == "ef1db965d94372a7"
+    assert hashlib.sha256(_file(_header())).hexdigest()[:16] == "42535abd8103b0f8"
 
 
 def test_prefix_cuts_end_on_chunk_boundaries():
@@ -57,7 +58,7 @@ def test_prefix_cuts_end_on_chunk_boundaries():
     assert f.size == len(data) and f.complete and f.complete_layers() == 2
     assert f.prefix(layers=1).size == hs + 148 and f.prefix(layers=0).size == hs
     assert f.prefix(max_bytes=hs + 147).size == hs + 108
-    assert f.prefix(max_bytes=hs + 148 + 120).size == hs + 248
+    assert f.prefix(max_bytes=hs + 148 + 147).size == hs + 148 and f.prefix(max_bytes=hs + 296).size == hs + 296
     cut = f.prefix(max_bytes=hs + 150)
     assert cut.chunks[1] == [] and cut.complete_layers() == 1 and not cut.complete
     assert f.prefix(bpp=8 * (hs + 108) / 30).size == hs + 108  # 30 pixels
@@ -123,7 +124,7 @@ def test_chunks_must_match_the_header():
 
 
 def _layers(*lengths, low=-3, high=4):
-    return [LayerInfo(low, high, 0, 0, list(lengths)), LayerInfo(0, 255, 0, 0, [100, 48])]
+    return [LayerInfo(low, high, 0, 0, list(lengths)), LayerInfo(0, 255, 0, 0, [148])]
 
 
 @pytest.mark.parametrize("make, changes, message", [
@@ -144,13 +145,18 @@ def _layers(*lengths, low=-3, high=4):
     (_header, dict(layers=_layers(100, 40)), "step layer chunks"),
     (_header, dict(layers=_layers(108, 4, 4, 4)), "step layer chunks"),
     (_header, dict(layers=_layers(108, 42)), "step layer chunks"),
-    (_header, dict(height=500), "pixel layer"),
+    (_header, dict(height=500), "band plan"),
+    (_header, dict(tail_mode=Mode.STORED), "lossless fields in a stored tail"),
+    (_header, dict(tail_mode=Mode.PROGRESSIVE), "tail coder"),
+    (_header, dict(tail_mode=9), "tail coder"),
+    (_header, dict(chain_scales=[]), "chain scale"),
+    (_header, dict(layers=[LayerInfo(-3, 4, 0, 0, [108, 40]), LayerInfo(0, 255, 0, 0, [100, 48])]), "one chunk"),
     (_header, dict(times=[1 << 24, 5]), "time grid"),
     (_header, dict(times=[1 << 24, 1, 0]), "time grid"),
-    (_header, dict(steps=2, times=[1 << 24, 1 << 20, 0]), "layer count"),
-    (_header, dict(blends=[17]), "blend"),
-    (_header, dict(lossy_steps=2), "rate-placed"),
-    (_header, dict(bands=[5]), "lossless fields"),
+    (_header, dict(steps=1, times=[1 << 24, 0]), "layer count"),
+    (_header, dict(blends=[17, 3]), "blend"),
+    (_header, dict(blends=[3]), "blend"),
+    (_header, dict(lossy_steps=2), "layer count"),
     (_lossless_header, dict(bands=[3, 3]), "band plan"),
     (_lossless_header, dict(chain_scales=[0]), "chain scale"),
     (_lossless_header, dict(chain_scales=[0, 100]), "chain scale"),
@@ -158,6 +164,7 @@ def _layers(*lengths, low=-3, high=4):
     (_lossless_header, dict(time_grid="explicit", times=[1 << 24, 0]), "time grid"),
     (_lossless_header, dict(time_grid="explicit", times=[1 << 24, 5, 0]), "time grid"),
     (_lossless_header, dict(blends=[3]), "progressive fields"),
+    (_lossless_header, dict(tail_mode=Mode.LOSSLESS), "progressive fields"),
     (_lossless_header, dict(layers=[LayerInfo(0, 255, 0, 0, [64, 64])]), "one layer of one chunk"),
     (_lossless_header, dict(layers=[LayerInfo(0, 255, 0, 0, [62])]), "band plan"),
     (_lossless_header, dict(mode=Mode.PREDICTIVE, bands=[], chain_scales=[], layers=[LayerInfo(0, 255, 0, 0, [62])]),

@@ -182,5 +182,7 @@ def test_decode_work_counts_each_bands_context_rows():
                     steps=4, seed=0, tile=64, bands=[8, 3, 6])
     assert decode_work(header) == 10 * 4 * 15
     assert decode_work(replace(header, bands=[1] * 17)) == 10 * 4 * 136
-    assert decode_work(replace(header, mode=Mode.PROGRESSIVE)) == 17 * 10 * 4
+    hybrid = replace(header, mode=Mode.PROGRESSIVE, lossy_steps=3, steps=7, tail_mode=Mode.LOSSLESS)
+    assert decode_work(hybrid) == 17 * 10 * (3 + 1) + 10 * 4 * 15  # step layers, the tail's display, its chain
+    assert decode_work(replace(hybrid, tail_mode=Mode.STORED, bands=[], steps=4)) == 17 * 10 * 4
     assert decode_work(replace(header, mode=Mode.PREDICTIVE, bands=[], steps=1024)) == 0  # no network

@@ -7,6 +7,12 @@ For a band of the image, the encoder (one ANS stack, last in first out):
 The decoder runs the mirror image. The net length approaches the T-step NELBO, whose
 terms (:func:`step_kl_bits`, :func:`prior_kl_bits`, :func:`pixel_bits`) are here too.
 
+A bridged chain (the progressive stream's tail) ends at a latent z_T that both sides
+already know (the last lossy layer's): the encoder pops z_0 ~ q(z_0 | x, z_T) and
+z_i ~ q(z_i | z_{i-1}, z_T), the forward process conditioned on its known end, and pushes
+z_{T-1} with p(z_{T-1} | z_T) instead of a prior. Its net length approaches the NELBO's
+terms below t_T: the bits the lossy layers already sent are not paid again.
+
 Latents live on grids, bin width delta_i = min(sigma_p, sigma_q) / GRID_FRACTION for
 variable z_i, the same for its p and q, so the bin widths cancel in the net rate. Encoder
 and decoder evaluate every model parameter with the same float64 expressions, in the same
@@ -81,10 +87,15 @@ def pop_order(count: int, step: int) -> np.ndarray:
 
 
 class ChainGrid:
-    """Per-variable grids and coefficients of the T-step chain, identical on both sides."""
+    """Per-variable grids and coefficients of the T-step chain, identical on both sides.
 
-    def __init__(self, gammas: np.ndarray, scale_indices: list[int] | None = None) -> None:
+    ``bridged``: the chain ends at a known z_T (see the module's docstring); its coded
+    latents are z_0..z_{T-1}, else z_0..z_T."""
+
+    def __init__(self, gammas: np.ndarray, scale_indices: list[int] | None = None, bridged: bool = False) -> None:
         self.steps = len(gammas) - 1
+        self.bridged = bridged
+        self.latents = self.steps + (not bridged)  # coded latent variables
         indices = list(scale_indices) if scale_indices else [0] * self.steps  # a file's: validated by the container
         self.scale_indices = indices
         # per step i >= 1, the calibration factor on the reverse step's error term
@@ -101,14 +112,38 @@ class ChainGrid:
         # reverse step p(z_{i-1} | z_i): posterior coefficients of the step t_i -> t_{i-1}
         self.reverse = [None] + [step_coefficients(self.gammas[i], self.gammas[i - 1])
                                  for i in range(1, self.steps + 1)]
-        q_std = [self.sigma[0]] + self.fwd_std[1:]
+        # q of each coded latent: N(q_prev[i] * (x or z_{i-1}) + q_end[i] * z_T, q_std[i]^2)
+        if bridged:
+            self.q_prev, self.q_end, q_std = zip(*(self._bridge(i) for i in range(self.latents)))
+        else:
+            self.q_prev = [self.alpha[0]] + self.fwd_scale[1:]
+            self.q_end = [0.0] * self.latents
+            q_std = [self.sigma[0]] + self.fwd_std[1:]
         p_std = [float(self.reverse[i + 1].sigma_q) for i in range(self.steps)] + [1.0]
         self.delta = [min(q, p) / GRID_FRACTION for q, p in zip(q_std, p_std)]
-        self.p_std = p_std
+        self.q_std, self.p_std = list(q_std), p_std
         # A band's stack is deepest after its first two pops (z_0, then z_1, before z_0 is
         # pushed back); a pop of a Gaussian on the grid costs about log2(std / delta) + 2.05 bits.
         pop_bits = [math.log2(q / d) + 0.5 * math.log2(2 * math.pi * math.e) for q, d in zip(q_std, self.delta)]
-        self.peak_bits = pop_bits[0] + (pop_bits[1] if self.steps else 0.0) + BAND_MARGIN_BITS
+        self.peak_bits = pop_bits[0] + (pop_bits[1] if self.latents > 1 else 0.0) + BAND_MARGIN_BITS
+
+    def _bridge(self, i: int) -> tuple[float, float, float]:
+        """q(z_i | z_{i-1}, z_T) (x in place of z_{i-1} for i = 0): the forward process from
+        the earlier variable, conditioned on its end. With a | b the transition from b to a:
+        mean = (a_{T|i} s2_{i|prev} z_T + a_{i|prev} s2_{T|i} prev) / s2_{T|prev},
+        variance = s2_{i|prev} s2_{T|i} / s2_{T|prev}."""
+        end, g = self.steps, self.gammas
+        gain = lambda a, b: self.alpha[a] / (self.alpha[b] if b >= 0 else 1.0)  # noqa: E731
+        spread = lambda a, b: self.sigma[a] ** 2 * (-math.expm1(g[b] - g[a]) if b >= 0 else 1.0)  # noqa: E731
+        to_end, from_prev, total = spread(end, i), spread(i, i - 1), spread(end, i - 1)
+        return (gain(i, i - 1) * to_end / total, gain(end, i) * from_prev / total,
+                math.sqrt(from_prev * to_end / total))
+
+    def q_mean(self, i: int, prev: np.ndarray, end: np.ndarray | None) -> np.ndarray:
+        """Mean of q for latent i given the earlier variable (x scaled, or z_{i-1}) and z_T."""
+        if not self.bridged:
+            return self.q_prev[i] * prev
+        return self.q_prev[i] * prev + self.q_end[i] * end
 
     def pixel_model(self, z0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """p(x | z_0): first level and probabilities of each element's window."""
@@ -170,38 +205,46 @@ def pixel_bits(grid: ChainGrid, x: np.ndarray, z0: np.ndarray) -> float:
     return float(-np.log2(chosen / probabilities.sum(axis=1)).sum())
 
 
-def encode_band(stack: AnsStack, grid: ChainGrid, x: np.ndarray, predict) -> None:
+def encode_band(stack: AnsStack, grid: ChainGrid, x: np.ndarray, predict, end: np.ndarray | None = None) -> None:
     """Bit-Swap encode one band ``x`` (h, w, 3 uint8); ``predict(z, i)`` -> (x_hat, log_scale)
-    at time t_i."""
+    at time t_i; ``end``: the band's known z_T (h, w, 3) of a bridged chain."""
     shape = x.shape
     x_scaled = scale_pixels_array(x).reshape(-1)
-    n = _pop_q(stack, grid.alpha[0] * x_scaled, grid.sigma[0], grid.delta[0], 0)
+    end_flat = None if end is None else end.reshape(-1)
+    n = _pop_q(stack, grid.q_mean(0, x_scaled, end_flat), grid.q_std[0], grid.delta[0], 0)
     z = n * grid.delta[0]
     stack.push_window(x.reshape(-1), *grid.pixel_model(z))
-    for i in range(1, grid.steps + 1):
-        n_next = _pop_q(stack, grid.fwd_scale[i] * z, grid.fwd_std[i], grid.delta[i], i)
+    for i in range(1, grid.latents):
+        n_next = _pop_q(stack, grid.q_mean(i, z, end_flat), grid.q_std[i], grid.delta[i], i)
         z_next = n_next * grid.delta[i]
         mean, std = reverse_step(grid, z_next.reshape(shape), i, predict)
         stack.push_latent(n, mean, std, grid.delta[i - 1])
         n, z = n_next, z_next
-    stack.push_latent(n, np.zeros(n.size), 1.0, grid.delta[grid.steps])
+    stack.push_latent(n, *_last_model(grid, shape, end, predict), grid.delta[grid.latents - 1])
 
 
-def decode_band(stack: AnsStack, grid: ChainGrid, shape: tuple, predict) -> np.ndarray:
+def _last_model(grid: ChainGrid, shape: tuple, end: np.ndarray | None, predict) -> tuple[np.ndarray, np.ndarray | float]:
+    """The model of the last coded latent: the prior N(0, I), or p(z_{T-1} | z_T) when bridged."""
+    if end is None:
+        return np.zeros(int(np.prod(shape))), 1.0
+    return reverse_step(grid, end, grid.steps, predict)
+
+
+def decode_band(stack: AnsStack, grid: ChainGrid, shape: tuple, predict, end: np.ndarray | None = None) -> np.ndarray:
     """Mirror of :func:`encode_band`: returns the band's pixels (h, w, 3 uint8)."""
-    count = int(np.prod(shape))
-    n = stack.pop_latent(np.zeros(count), 1.0, grid.delta[grid.steps])
-    for i in range(grid.steps, 0, -1):
+    end_flat = None if end is None else end.reshape(-1)
+    n = stack.pop_latent(*_last_model(grid, shape, end, predict), grid.delta[grid.latents - 1])
+    for i in range(grid.latents - 1, 0, -1):
         z = n * grid.delta[i]
         mean, std = reverse_step(grid, z.reshape(shape), i, predict)
         n_prev = stack.pop_latent(mean, std, grid.delta[i - 1])
         z_prev = n_prev * grid.delta[i - 1]  # evaluated exactly as the encoder did
-        _push_q(stack, n, grid.fwd_scale[i] * z_prev, grid.fwd_std[i], grid.delta[i], i)
+        _push_q(stack, n, grid.q_mean(i, z_prev, end_flat), grid.q_std[i], grid.delta[i], i)
         n = n_prev
     z = n * grid.delta[0]
     x = stack.pop_window(*grid.pixel_model(z))
     if x.min(initial=0) < 0 or x.max(initial=0) >= NUM_LEVELS:
         raise DiffcodecError("damaged file: a decoded pixel is out of range")
     x_scaled = scale_pixels_array(x)
-    _push_q(stack, n, grid.alpha[0] * x_scaled.reshape(-1), grid.sigma[0], grid.delta[0], 0)
+    _push_q(stack, n, grid.q_mean(0, x_scaled.reshape(-1), end_flat), grid.q_std[0], grid.delta[0], 0)
     return x.astype(np.uint8).reshape(shape)

@@ -91,9 +91,10 @@ def band_estimate(interior: np.ndarray, edge: np.ndarray) -> np.ndarray:
 
 
 # -- the chain of one image ----------------------------------------------------------------
-def chain_grid(runner: ModelRunner, steps: int, times: list[int], scale_indices: list[int] | None = None) -> ChainGrid:
-    """The chain on the file's time grid: explicit ``times`` (t = 1 first), or uniform."""
-    return ChainGrid(runner.chain_gammas(steps, times), scale_indices)
+def chain_grid(runner: ModelRunner, steps: int, times: list[int], scale_indices: list[int] | None = None,
+               bridged: bool = False) -> ChainGrid:
+    """The chain on the file's time grid: explicit ``times`` (t_T first), or uniform."""
+    return ChainGrid(runner.chain_gammas(steps, times), scale_indices, bridged)
 
 
 def band_predictor(runner: ModelRunner, grid: ChainGrid, seed: int, tiling: Tiling, below: np.ndarray, band: int):
@@ -167,14 +168,10 @@ def bound(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed
 
 
 # -- encoding and decoding ---------------------------------------------------------------
-def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: Tiling,
-           progress: bool = False, stored_fallback: bool = True) -> CodedImage:
-    """One bits-back layer for an (H, W, 3) uint8 image; where a fallback without the model
-    does better (stored.py: the predictive pixel coder, or zlib for noise and graphics), that
-    instead, unless ``stored_fallback`` is False."""
-    times = runner.chain_times(steps)
-    scales = calibrate(runner, tiling, rgb, steps, times, seed)
-    grid = chain_grid(runner, steps, times, scales)
+def encode_bands(runner: ModelRunner, grid: ChainGrid, rgb: np.ndarray, seed: int, tiling: Tiling,
+                 end: np.ndarray | None = None, progress: bool = False) -> tuple[AnsStack, list[int]]:
+    """The image on one ANS stack, band by band (the module's docstring), and the band plan;
+    ``end``: the known z_T of a bridged chain (H, W, 3), the progressive stream's tail."""
     height, width = rgb.shape[:2]
     stack = AnsStack()
     bands = [min(height, DIRECT_ROWS)]
@@ -185,11 +182,42 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         rows = next_band_rows(stack.num_bits(), width, height - done, grid.peak_bits)
         below = rgb[done + rows : done + rows + CONTEXT_ROWS]
         predict = band_predictor(runner, grid, seed, tiling, below, len(bands))
-        chain.encode_band(stack, grid, rgb[done : done + rows], predict)
+        chain.encode_band(stack, grid, rgb[done : done + rows], predict,
+                          None if end is None else end[done : done + rows])
         bands.append(rows)
         done += rows
         bar.update(rows)
     bar.close()
+    return stack, bands
+
+
+def decode_bands(runner: ModelRunner, grid: ChainGrid, stack: AnsStack, bands: list[int], width: int, seed: int,
+                 tiling: Tiling, end: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
+    """Mirror of :func:`encode_bands`: the (H, W, 3) pixels; the stack is left as the
+    encoder found it (empty for a whole file)."""
+    decoded: list = [None] * len(bands)
+    tops = np.concatenate([[0], np.cumsum(bands)])
+    # constriction rejects inconsistent data (it may panic): errors.boundary reports it
+    for k in progress_bar(range(len(bands) - 1, 0, -1), progress, len(bands) - 1, "decode", "band"):
+        # every band has at least one row: CONTEXT_ROWS bands always cover the context
+        later = decoded[k + 1 : k + 1 + CONTEXT_ROWS]
+        below = np.concatenate(later, axis=0)[:CONTEXT_ROWS] if later else np.zeros((0, width, 3), np.uint8)
+        predict = band_predictor(runner, grid, seed, tiling, below, k)
+        decoded[k] = chain.decode_band(stack, grid, (bands[k], width, 3), predict,
+                                       None if end is None else end[tops[k] : tops[k + 1]])
+    decoded[0] = direct.decode(stack, (bands[0], width, 3))
+    return np.concatenate(decoded, axis=0)
+
+
+def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: Tiling,
+           progress: bool = False, stored_fallback: bool = True) -> CodedImage:
+    """One bits-back layer for an (H, W, 3) uint8 image; where a fallback without the model
+    does better (stored.py: the predictive pixel coder, or zlib for noise and graphics), that
+    instead, unless ``stored_fallback`` is False."""
+    times = runner.chain_times(steps)
+    scales = calibrate(runner, tiling, rgb, steps, times, seed)
+    grid = chain_grid(runner, steps, times, scales)
+    stack, bands = encode_bands(runner, grid, rgb, seed, tiling, progress=progress)
     coded = stored.whole_image(Mode.LOSSLESS, stack.to_bytes(), rgb, bands=bands, chain_scales=scales, times=times)
     if not stored_fallback and coded.layers[0].size:
         return coded
@@ -202,22 +230,16 @@ def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarra
     if not f.layer_complete(0):
         raise DiffcodecError("truncated file: a lossless file only decodes when complete")
     runner.check_model(header.model_name, header.model_hash, header.tile)
-    data = b"".join(f.chunks[0])
     grid = chain_grid(runner, header.steps, header.times, header.chain_scales)
-    bands = header.bands
-    tiling = Tiling(header.tile, header.threads)
-    stack = AnsStack.from_bytes(data)
-    decoded: list = [None] * len(bands)
-    # constriction rejects inconsistent data (it may panic): errors.boundary reports it
-    for k in progress_bar(range(len(bands) - 1, 0, -1), progress, len(bands) - 1, "decode", "band"):
-        # every band has at least one row: CONTEXT_ROWS bands always cover the context
-        later = decoded[k + 1 : k + 1 + CONTEXT_ROWS]
-        below = np.concatenate(later, axis=0)[:CONTEXT_ROWS] if later else np.zeros((0, header.width, 3), np.uint8)
-        predict = band_predictor(runner, grid, header.seed, tiling, below, k)
-        decoded[k] = chain.decode_band(stack, grid, (bands[k], header.width, 3), predict)
-    decoded[0] = direct.decode(stack, (bands[0], header.width, 3))
-    rgb = np.concatenate(decoded, axis=0)
-    if not stack.is_empty() or entropy.checksum(rgb.reshape(-1)) != header.layers[0].crc:
-        raise DiffcodecError("image checksum mismatch: the lossless file is damaged, or was encoded "
-                             "on a machine that computes the model differently")
+    stack = AnsStack.from_bytes(b"".join(f.chunks[0]))
+    rgb = decode_bands(runner, grid, stack, header.bands, header.width, header.seed,
+                       Tiling(header.tile, header.threads), progress=progress)
+    check_whole(stack, rgb, header.layers[0].crc, "lossless file")
     return rgb
+
+
+def check_whole(stack: AnsStack, rgb: np.ndarray, crc: int, what: str) -> None:
+    """A bits-back decode must use up its stack and give the pixels the encoder checksummed."""
+    if not stack.is_empty() or entropy.checksum(rgb.reshape(-1)) != crc:
+        raise DiffcodecError(f"image checksum mismatch: the {what} is damaged, or was encoded "
+                             "on a machine that computes the model differently")

@@ -1,11 +1,12 @@
 """Progressive mode: truncatable layers, each a universally quantized reverse step.
 
-Layer j carries the reverse step from t_j to t_{j+1} < t_j; the last layer carries the
-pixels under p(x | z_0), after which the image is exact. z_1 comes from the seed at zero
-bits. The first ``steps`` layers are placed by rate: the encoder ends each where the
+Layer j carries the reverse step from t_j to t_{j+1} < t_j; z_1 comes from the seed at
+zero bits. The ``steps`` step layers are placed by rate: the encoder ends each where the
 cumulative size reaches the next of RATE_TARGETS (bits per pixel), so a prefix of any
-useful size ends near a layer boundary; TAIL_STEPS steps then lead to t = 0. The time
-grid goes into the header.
+useful size ends near a layer boundary. The last layer is the tail (tail.py): the exact
+image by bits-back coding from the last step layer's latent, which costs about what the
+rest of the chain's NELBO says, so the whole file costs about a lossless file. The time
+grid (the step layers', then the tail's) goes into the header.
 
 A step sends z_s ~ U(mu_Q +- Delta/2), the uniform with the Gaussian posterior's mean and
 variance (Delta = sqrt(12) sigma_Q), in the orthonormal block transform of transform.py:
@@ -24,9 +25,9 @@ nothing computed by the network, so the symbols decode the same on any machine; 
 layer carries a CRC of its symbols.
 
 Decoding is split in three: :func:`walk` steps the chain through the layers present and
-yields where it stands after each one; :func:`render` turns such a point into an image
-(the denoised estimate, or a generative completion); a partly present layer is finished
-with its missing coefficients skipped.
+yields where it stands after each one (the exact pixels after a complete tail);
+:func:`render` turns such a point into an image (the denoised estimate, or a generative
+completion); a partly present layer is finished with its missing coefficients skipped.
 """
 
 from __future__ import annotations
@@ -42,14 +43,13 @@ from ..errors import DiffcodecError
 from ..format.container import (BAND_SCALE_BYTES, BLEND_LEVELS, MAX_SYMBOL, MIN_STEP, TIME_UNITS, CodedImage, DfcFile,
                                 LayerInfo, Mode, chunk_count)
 from ..model import diffusion as dm
-from . import entropy, randomness, transform
+from . import entropy, randomness, tail, transform
 from .progress import progress_bar
 from .runner import ModelRunner, Tiling
 
 DEFAULT_STEPS = 10
 # Cumulative bits per pixel at which the rate-placed layers end; beyond the list, x1.5 each.
 RATE_TARGETS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-TAIL_STEPS = 4
 SKIP = 255  # band scale byte of a skipped band
 SKIP_COST_RATIO = 2.5
 FIT_SAMPLES = 4096  # coefficients per band the scale fit looks at
@@ -141,6 +141,7 @@ class Chain:
 
     @property
     def steps(self) -> int:
+        """Step layers."""
         return len(self.times) - 1
 
     def start(self, height: int, width: int) -> np.ndarray:
@@ -161,9 +162,6 @@ class Chain:
         scales = band_scales[transform.coding_bands(*z.shape[:2])]
         coded = scales != SKIP
         return Step(coef, coef.b * z + coef.c * x_hat, dither, coded, entropy.SCALE_TABLE[scales[coded]])
-
-    def pixel_model(self, z0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return dm.pixel_coding_model(z0, self.gammas[-1])
 
 
 def blend_estimate(x_eps: np.ndarray, x_progressive: np.ndarray, blend: int) -> np.ndarray:
@@ -245,9 +243,9 @@ class _Placer:
 
 # -- encoding ------------------------------------------------------------------------------
 def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: Tiling,
-           chunk_symbols: int, progress: bool = False) -> CodedImage:
-    """The progressive layers of an (H, W, 3) uint8 image: ``steps`` rate-placed layers,
-    TAIL_STEPS to t = 0, and the pixels."""
+           chunk_symbols: int, progress: bool = False, tail_fallback: bool = True) -> CodedImage:
+    """The progressive layers of an (H, W, 3) uint8 image: ``steps`` rate-placed step
+    layers, then the tail (bits-back, or a fallback coder where smaller and allowed)."""
     height, width = rgb.shape[:2]
     pixels = height * width
     x = dm.scale_pixels_array(rgb)
@@ -256,8 +254,7 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
     chain = Chain(runner, [TIME_UNITS], [], seed, tiling)
     z = chain.start(height, width)
     infos, chunks, spent = [], [], 0.0
-    total_layers = steps + TAIL_STEPS
-    for layer in progress_bar(range(total_layers), progress, total_layers + 1, "encode", "layer"):
+    for layer in progress_bar(range(steps), progress, steps + 1, "encode", "layer"):
         x_eps, x_progressive = chain.predict(z, layer)
         blend = best_blend(x, x_eps, x_progressive)
         x_hat = blend_estimate(x_eps, x_progressive, blend)
@@ -268,22 +265,18 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         def trial(s_index: int) -> tuple[np.ndarray, np.ndarray, float]:
             coef = dm.step_coefficients(chain.gammas[layer], chain.gamma(s_index))
             offsets = (coef.c / coef.delta) * error
-            scales, bits = fit_scales(offsets, dither, plan, allow_skip=layer < steps)
+            scales, bits = fit_scales(offsets, dither, plan, allow_skip=True)
             return offsets, scales, bits
 
-        if layer < steps:
-            half_error = 0.5 * float(np.sum(error * error))  # KL per unit of SNR
-            want = (next_target(spent / pixels) * pixels - spent) * math.log(2)
-            s_index = placer.time_for(t_index, half_error, want, total_layers - layer - 1)
-            offsets, scales, bits = trial(s_index)
-            if bits > 0:  # second try with the real-to-KL ratio of the first
-                kl = half_error * (placer.snr(s_index) - placer.snr(t_index))
-                ratio = float(np.clip(bits * math.log(2) / max(kl, 1e-30), 0.2, 5.0))
-                s_index = placer.time_for(t_index, half_error * ratio, want, total_layers - layer - 1)
-                offsets, scales, bits = trial(s_index)
-        else:  # the tail: equal steps in t from the last rate-placed layer down to 0
-            left = total_layers - layer
-            s_index = t_index - t_index // left if left > 1 else 0
+        half_error = 0.5 * float(np.sum(error * error))  # KL per unit of SNR
+        want = (next_target(spent / pixels) * pixels - spent) * math.log(2)
+        room = steps - layer  # the later layers and the tail: at least MIN_STEP each
+        s_index = placer.time_for(t_index, half_error, want, room)
+        offsets, scales, bits = trial(s_index)
+        if bits > 0:  # second try with the real-to-KL ratio of the first
+            kl = half_error * (placer.snr(s_index) - placer.snr(t_index))
+            ratio = float(np.clip(bits * math.log(2) / max(kl, 1e-30), 0.2, 5.0))
+            s_index = placer.time_for(t_index, half_error * ratio, want, room)
             offsets, scales, bits = trial(s_index)
         chain.times.append(s_index)
         chain.gammas.append(chain.gamma(s_index))
@@ -299,21 +292,24 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         chunks.append(data)
         spent += 8 * info.size
         z = step.latent(symbols)
-    means, stds = chain.pixel_model(z)
-    info, data = _code_layer(rgb.reshape(-1).astype(np.int32), means, stds, 0, 255, chunk_symbols)
-    return CodedImage(Mode.PROGRESSIVE, infos + [info], chunks + [data], times=chain.times,
-                      blends=chain.blends, lossy_steps=steps)
+    x_eps, x_progressive = chain.predict(z, steps)  # the display at the tail's start
+    chain.blends.append(best_blend(x, x_eps, x_progressive))
+    end = tail.encode(runner, rgb, z, chain.times[-1], seed, tiling, tail_fallback)
+    times = chain.times + (end.times[1:] if end.mode == Mode.LOSSLESS else [0])
+    return CodedImage(Mode.PROGRESSIVE, infos + end.layers, chunks + end.chunks, bands=end.bands,
+                      chain_scales=end.chain_scales, times=times, blends=chain.blends, lossy_steps=steps,
+                      tail_mode=end.mode)
 
 
 # -- decoding ------------------------------------------------------------------------------
 @dataclass
 class Point:
     """Where the decoder stands after ``layers`` complete step layers: the latent z at the
-    start of step layer ``layers`` and the display estimate there (None at t = 0)."""
+    start of step layer ``layers`` (or of the tail) and the display estimate there."""
 
     layers: int
     z: np.ndarray
-    x_hat: np.ndarray | None
+    x_hat: np.ndarray
     partial: bool = False  # z includes a layer that was only partly present
 
     @property
@@ -323,15 +319,11 @@ class Point:
 
 @dataclass
 class Pixels:
-    """The pixel layer: exact when ``complete``, else the mode of p(x | z_0) where missing."""
+    """The exact image, after the step layers and the tail."""
 
-    layers: int  # complete layers
+    layers: int
     rgb: np.ndarray
-    complete: bool
-
-    @property
-    def partial(self) -> bool:
-        return not self.complete
+    partial: bool = False
 
     @property
     def complete_layers(self) -> int:
@@ -356,19 +348,21 @@ def chain_of(runner: ModelRunner, f: DfcFile) -> Chain:
     """The chain of a parsed file (its header fields were validated by the container)."""
     header = f.header
     runner.check_model(header.model_name, header.model_hash, header.tile)
-    return Chain(runner, header.times, header.blends, header.seed, Tiling(header.tile, header.threads))
+    # the step layers' times (the tail's are its own) and the blend at the start of each
+    # step layer and of the tail
+    return Chain(runner, header.times[: header.lossy_steps + 1], header.blends, header.seed,
+                 Tiling(header.tile, header.threads))
 
 
 def _point(chain: Chain, z: np.ndarray, layer: int, partial: bool = False) -> Point:
-    if layer == chain.steps:
-        return Point(layer, z, None, partial)
     x_eps, x_progressive = chain.predict(z, layer)
     return Point(layer, z, blend_estimate(x_eps, x_progressive, chain.blends[layer]), partial)
 
 
 def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | Pixels]:
     """Step the chain through the layers present, yielding the point before each layer and
-    after the last one used: a cut layer's missing coefficients are taken as skipped."""
+    after the last one used: a cut layer's missing coefficients are taken as skipped; a
+    complete tail gives the exact pixels."""
     header = f.header
     steps = chain.steps
     point = _point(chain, chain.start(header.height, header.width), 0)
@@ -387,13 +381,11 @@ def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | P
             yield point
             return
     yield point
-    if not f.chunks[steps]:
+    if not f.layer_complete(steps):
         return
-    z = point.z
-    symbols, complete = _decode_layer(f, steps, *chain.pixel_model(z))
-    pixels = dm.pixel_mode(z, chain.gammas[-1]).reshape(-1)
-    pixels[: symbols.size] = symbols
-    yield Pixels(steps + complete, pixels.reshape(z.shape), complete)
+    rgb = tail.decode(chain.runner, Mode(header.tail_mode), f.chunks[steps][0], header.layers[steps].crc, point.z,
+                      header.times[steps:], header.chain_scales, header.bands, header.seed, chain.tiling)
+    yield Pixels(steps + 1, rgb)
 
 
 def complete_by_sampling(chain: Chain, z: np.ndarray, t: float, steps: int) -> np.ndarray:
@@ -412,8 +404,6 @@ def render(chain: Chain, point: Point | Pixels, completion_steps: int = 0) -> np
     estimate (``completion_steps`` = 0) or a completion by ancestral sampling."""
     if isinstance(point, Pixels):
         return point.rgb
-    if point.layers == chain.steps:
-        return dm.pixel_mode(point.z, chain.gammas[-1])
     if completion_steps > 0:
         t = chain.times[point.layers] / TIME_UNITS
         return complete_by_sampling(chain, point.z, t, completion_steps)
@@ -421,4 +411,4 @@ def render(chain: Chain, point: Point | Pixels, completion_steps: int = 0) -> np
 
 
 def is_exact(point: Point | Pixels) -> bool:
-    return isinstance(point, Pixels) and point.complete
+    return isinstance(point, Pixels)

@@ -44,14 +44,15 @@ def decode(f: DfcFile) -> np.ndarray:
     header = f.header  # fields validated by the container
     if not f.layer_complete(0):
         raise DiffcodecError(f"truncated or damaged file: a {header.mode} file only decodes when complete")
-    data = b"".join(f.chunks[0])
-    shape = (header.height, header.width, 3)
-    if header.mode == Mode.PREDICTIVE:
-        rgb = _decode_predictive(data, shape)
-    else:
-        rgb = _decode_zlib(data, shape)
-    if entropy.checksum(rgb.reshape(-1)) != header.layers[0].crc:
-        raise DiffcodecError(f"image checksum mismatch: the {header.mode} file is damaged")
+    return decode_payload(header.mode, b"".join(f.chunks[0]), (header.height, header.width, 3), header.layers[0].crc)
+
+
+def decode_payload(mode: Mode, data: bytes, shape: tuple, crc: int) -> np.ndarray:
+    """The (H, W, 3) pixels of a predictive or zlib payload (a whole file's, or a progressive
+    file's tail), checked against the encoder's checksum."""
+    rgb = _decode_predictive(data, shape) if mode == Mode.PREDICTIVE else _decode_zlib(data, shape)
+    if entropy.checksum(rgb.reshape(-1)) != crc:
+        raise DiffcodecError(f"image checksum mismatch: the {mode} payload is damaged")
     return rgb
 
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from ..errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
-VERSION = 5  # 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
+VERSION = 6  # 6: the progressive stream's bits-back tail; 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
 TIME_GRIDS = {0: "uniform", 1: "explicit"}  # how a file's steps are spaced in t
 TIME_UNITS = 1 << 24  # an explicit grid stores t as an integer count of 1/TIME_UNITS
 ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2
@@ -130,7 +130,8 @@ class Header:
     chain_scales: list[int] = field(default_factory=list)  # lossless mode: per-step scale index
     times: list[int] = field(default_factory=list)  # explicit grid: t of each step boundary, t = 1 first, 2^-24 units
     lossy_steps: int = 0  # progressive: how many of the step layers are placed by rate
-    blends: list[int] = field(default_factory=list)  # progressive: each step layer's direct-head weight
+    blends: list[int] = field(default_factory=list)  # progressive: direct-head weight at each step layer's start and the tail's
+    tail_mode: int = 0  # progressive: the tail's coder, a Mode: LOSSLESS (bits-back), PREDICTIVE or STORED
 
 
 @dataclass
@@ -144,8 +145,9 @@ class CodedImage:
     bands: list[int] = field(default_factory=list)  # lossless: rows of each band
     chain_scales: list[int] = field(default_factory=list)  # lossless: per-step scale index
     times: list[int] = field(default_factory=list)  # progressive, lossless: an explicit time grid
-    blends: list[int] = field(default_factory=list)  # progressive: per step layer
+    blends: list[int] = field(default_factory=list)  # progressive: per step layer, and the tail's start
     lossy_steps: int = 0  # progressive: rate-placed step layers
+    tail_mode: int = 0  # progressive: the tail's coder
 
 
 @dataclass
@@ -291,6 +293,7 @@ def _pack_core(header: Header) -> bytes:
     _put_varint(body, len(header.blends))
     for blend in header.blends:
         _put_varint(body, blend)
+    _put_varint(body, int(header.tail_mode))
     return bytes(body)
 
 
@@ -364,6 +367,7 @@ def _read_header(data: bytes) -> tuple[Header, int, int]:
     times = [r.varint() for _ in range(r.varint())]
     lossy_steps = r.varint()
     blends = [r.varint() for _ in range(r.varint())]
+    tail_mode = r.varint()
     key = zlib.crc32(body[: r.pos])
     for layer in layers:
         layer.chunk_checks = list(r.unpack(f"<{len(layer.chunk_lengths)}I"))
@@ -371,7 +375,7 @@ def _read_header(data: bytes) -> tuple[Header, int, int]:
         raise ContainerError("damaged file: unexpected bytes in the header")
     header = Header(Mode(mode_id), name, model_hash, height, width, channels, steps, seed, tile,
                     chunk_symbols, threads, TIME_GRIDS[time_grid], alpha_kind, alpha, layers, bands,
-                    chain_scales, times, lossy_steps, blends)
+                    chain_scales, times, lossy_steps, blends, tail_mode)
     return header, end, key
 
 
@@ -418,35 +422,44 @@ def validate_header(h: Header) -> None:
     if h.time_grid == "uniform" and h.times:
         raise bad("times stored for a uniform grid")
     if h.mode == Mode.PROGRESSIVE:
-        if h.time_grid != "explicit" or len(h.layers) != h.steps + 1:
+        if h.time_grid != "explicit" or len(h.layers) != h.lossy_steps + 1 or not 1 <= h.lossy_steps < h.steps:
             raise bad("the layer count does not match the time grid")
-        if len(h.blends) != h.steps or max(h.blends) > BLEND_LEVELS or h.lossy_steps > h.steps:
-            raise bad("invalid blend weights or rate-placed layer count")
-        if h.bands or h.chain_scales:
-            raise bad("lossless fields in a progressive file")
+        if len(h.blends) != h.lossy_steps + 1 or max(h.blends) > BLEND_LEVELS:
+            raise bad("invalid blend weights")
         for layer in h.layers[:-1]:
             lengths = layer.chunk_lengths
             if lengths[0] != BAND_SCALE_BYTES or len(lengths) > 1 + per_layer or any(n % 4 for n in lengths[1:]):
                 raise bad("invalid step layer chunks")
-        pixels = h.layers[-1]
-        if (pixels.low, pixels.high) != (0, 255) or len(pixels.chunk_lengths) != per_layer or any(
-                n % 4 for n in pixels.chunk_lengths):
-            raise bad("invalid pixel layer")
+        _validate_whole(h, h.layers[-1], Mode(h.tail_mode) if h.tail_mode in Mode._value2member_map_ else None,
+                        h.steps - h.lossy_steps, "tail")
     else:
-        if len(h.layers) != 1 or len(h.layers[0].chunk_lengths) != 1 or (h.layers[0].low, h.layers[0].high) != (0, 255):
-            raise bad(f"a {h.mode} file has one layer of one chunk")
-        if h.blends or h.lossy_steps or (h.mode != Mode.LOSSLESS and h.time_grid != "uniform"):
+        if len(h.layers) != 1:
+            raise bad(f"a {h.mode} file has one layer")
+        if h.blends or h.lossy_steps or h.tail_mode or (h.mode != Mode.LOSSLESS and h.time_grid != "uniform"):
             raise bad(f"progressive fields in a {h.mode} file")
-        if h.mode == Mode.LOSSLESS:
-            low, high = CHAIN_SCALE_RANGE
-            if len(h.chain_scales) != h.steps or not all(low <= i <= high for i in h.chain_scales):
-                raise bad("invalid chain scale indices")
-            if not h.bands or min(h.bands) < 1 or sum(h.bands) != h.height or h.layers[0].chunk_lengths[0] % 4:
-                raise bad("the band plan does not match the image height")
-        elif h.bands or h.chain_scales:
-            raise bad(f"lossless fields in a {h.mode} file")
-        elif h.mode == Mode.PREDICTIVE and h.layers[0].chunk_lengths[0] % 4:
-            raise bad("the predictive payload is not whole 32-bit words")
+        _validate_whole(h, h.layers[0], h.mode, h.steps, "file")
+
+
+def _validate_whole(h: Header, layer: LayerInfo, mode: Mode | None, steps: int, what: str) -> None:
+    """A layer holding the whole image in one chunk (a lossless-family file, or a progressive
+    file's tail) under ``mode``'s coder, with the chain fields that coder needs."""
+    def bad(reason: str) -> ContainerError:
+        return ContainerError(f"damaged file: {reason}")
+
+    if mode not in (Mode.LOSSLESS, Mode.PREDICTIVE, Mode.STORED):
+        raise bad(f"unknown {what} coder")
+    if len(layer.chunk_lengths) != 1 or (layer.low, layer.high) != (0, 255):
+        raise bad(f"the {what} is one layer of one chunk")
+    if mode == Mode.LOSSLESS:
+        low, high = CHAIN_SCALE_RANGE
+        if len(h.chain_scales) != steps or not all(low <= i <= high for i in h.chain_scales):
+            raise bad("invalid chain scale indices")
+        if not h.bands or min(h.bands) < 1 or sum(h.bands) != h.height or layer.chunk_lengths[0] % 4:
+            raise bad("the band plan does not match the image height")
+    elif h.bands or h.chain_scales:
+        raise bad(f"lossless fields in a {mode} {what}")
+    elif mode == Mode.PREDICTIVE and layer.chunk_lengths[0] % 4:
+        raise bad("the predictive payload is not whole 32-bit words")
 
 
 def parse_header(data: bytes) -> tuple[Header, int]:

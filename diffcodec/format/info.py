@@ -14,12 +14,12 @@ def _layer_label(f: DfcFile, index: int) -> str:
         return "zlib pixels"
     if h.mode == Mode.PREDICTIVE:
         return "predictive pixel coder"
-    if index >= h.steps:
-        return "pixels"
-    if h.times:  # explicit grid
-        part = "rate-placed" if index < h.lossy_steps else "tail"
-        return f"{h.times[index] / TIME_UNITS:.4f}->{h.times[index + 1] / TIME_UNITS:.4f} ({part})"
-    return f"{(h.steps - index) / h.steps:.3f}->{(h.steps - index - 1) / h.steps:.3f}"
+    if index < h.lossy_steps:
+        return f"{h.times[index] / TIME_UNITS:.4f}->{h.times[index + 1] / TIME_UNITS:.4f} (rate-placed)"
+    if h.tail_mode == Mode.LOSSLESS:
+        return (f"tail: bits-back {h.times[index] / TIME_UNITS:.4f}->0, {h.steps - index} steps, "
+                f"{len(h.bands)} bands (exact)")
+    return f"tail: {'predictive pixel coder' if h.tail_mode == Mode.PREDICTIVE else 'zlib pixels'} (exact)"
 
 
 def describe(data: bytes) -> dict:
@@ -48,5 +48,6 @@ def describe(data: bytes) -> dict:
         "complete_layers": f.complete_layers(), "layers": layers, "bands": h.bands,
         "chain_scales": h.chain_scales, "rate_placed_layers": h.lossy_steps,
         "times": [t / TIME_UNITS for t in h.times], "blends": h.blends,
+        "tail": str(Mode(h.tail_mode)) if h.mode == Mode.PROGRESSIVE else None,
         "bits_per_dim": 8 * len(data) / (pixels * h.channels),
     }

@@ -1,0 +1,60 @@
+"""The progressive stream's tail: the exact image after the last lossy layer.
+
+Both sides then hold z_t, the last lossy layer's latent. The tail codes x by bits-back over
+the rest of the chain, bridged from that z_t (chain.py): the bits the lossy layers sent
+are not paid again, so a whole progressive file costs about what a lossless file costs,
+plus what the lossy layers spent above the model's KL for their steps. The tail's steps
+are the model's optimised T = TAIL_GRID_STEPS grid below t (model/time_grid.py), its
+reverse variances calibrated on pilot crops and its bands planned as the lossless mode
+does (lossless.py). It is one chunk: a prefix that cuts it shows the last lossy layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..format.container import MIN_STEP, TIME_UNITS, CodedImage, Mode
+from . import lossless, stored
+from .ans import AnsStack
+from .runner import ModelRunner, Tiling
+
+TAIL_GRID_STEPS = 16
+
+
+def tail_times(runner: ModelRunner, t_end: int) -> list[int]:
+    """The tail's time grid from ``t_end`` (the last lossy layer's t, 1/TIME_UNITS) to 0:
+    the model's T = TAIL_GRID_STEPS grid below it (uniform without one), its first time
+    dropped when it lies within half a grid step of ``t_end``."""
+    grid = runner.chain_times(TAIL_GRID_STEPS) or [
+        TIME_UNITS * (TAIL_GRID_STEPS - k) // TAIL_GRID_STEPS for k in range(TAIL_GRID_STEPS + 1)]
+    below = [t for t in grid if t <= t_end - MIN_STEP]
+    if len(below) > 1 and t_end - below[0] < (below[0] - below[1]) / 2:
+        below = below[1:]
+    return [t_end] + (below or [0])
+
+
+def encode(runner: ModelRunner, rgb: np.ndarray, z_end: np.ndarray, t_end: int, seed: int,
+           tiling: Tiling, fallback: bool = True) -> CodedImage:
+    """The tail of an (H, W, 3) uint8 image whose last lossy layer left ``z_end`` at time
+    ``t_end``: one layer, its mode the tail's coder (LOSSLESS: bits-back from z_end, with
+    its time grid from t_end, per-step scale indices and band plan), or the predictive or
+    zlib coder of the lossless mode's fallbacks where smaller (stored.py) and ``fallback``."""
+    times = tail_times(runner, t_end)
+    steps = len(times) - 1
+    scales = lossless.calibrate(runner, tiling, rgb, steps, times, seed)
+    grid = lossless.chain_grid(runner, steps, times, scales, bridged=True)
+    stack, bands = lossless.encode_bands(runner, grid, rgb, seed, tiling, end=z_end)
+    coded = stored.whole_image(Mode.LOSSLESS, stack.to_bytes(), rgb, bands=bands, chain_scales=scales, times=times)
+    return stored.smallest([coded, *(stored.fallbacks(rgb) if fallback or not coded.layers[0].size else [])])
+
+
+def decode(runner: ModelRunner, mode: Mode, payload: bytes, crc: int, z_end: np.ndarray, times: list[int],
+           scales: list[int], bands: list[int], seed: int, tiling: Tiling) -> np.ndarray:
+    """The exact (H, W, 3) pixels from a complete tail and the last lossy layer's latent."""
+    if mode != Mode.LOSSLESS:
+        return stored.decode_payload(mode, payload, z_end.shape, crc)
+    grid = lossless.chain_grid(runner, len(times) - 1, times, scales, bridged=True)
+    stack = AnsStack.from_bytes(payload)
+    rgb = lossless.decode_bands(runner, grid, stack, bands, z_end.shape[1], seed, tiling, end=z_end)
+    lossless.check_whole(stack, rgb, crc, "progressive file's tail")
+    return rgb
