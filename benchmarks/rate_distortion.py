@@ -38,7 +38,7 @@ from benchmarks.common import (  # noqa: E402
     machine_description, markdown_table, parse_int_list, point, run_classical, slug, timed, write_json,
 )
 from diffcodec.format import parse_file  # noqa: E402
-from diffcodec.format.container import TIME_UNITS  # noqa: E402
+from diffcodec.format.container import TIME_UNITS, Mode  # noqa: E402
 
 BUDGET_BPPS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 TABLE_BPPS = (0.25, 0.5, 0.75, 1.0, 2.0)
@@ -60,12 +60,10 @@ def budget_method(completion: int) -> str:
     return f"diffcodec budget ({variant(completion)})"
 
 
-def network_passes(layers: int, steps: int, completion: int) -> int:
-    """Network evaluations of a standalone decode of the first ``layers`` layers: one per
-    point of the chain reached (each gives the next step's mean and the image shown), plus
-    the completion steps."""
-    if layers >= steps:  # the chain has reached z_0; the pixel layer needs no network
-        return steps
+def network_passes(layers: int, completion: int) -> int:
+    """Network evaluations of a standalone decode of the first ``layers`` step layers: one
+    per point of the chain reached (each gives the next step's mean and the image shown),
+    plus the completion steps."""
     return layers + 1 + completion
 
 
@@ -95,17 +93,21 @@ def measure_diffcodec(codec, image: np.ndarray, steps: int | None, completions: 
     facts = dict(file_bytes=len(data), header_bytes=header_bytes, lossless_bpp=8 * len(data) / pixels,
                  bpd=8 * len(data) / exact.size, lossless_round_trip=bool(np.array_equal(exact, image)),
                  encode_seconds=encode_seconds, decode_seconds=decode_seconds, every_layer_pass_seconds={})
-    total = parsed.header.steps
-    facts["times"] = [t / TIME_UNITS for t in parsed.header.times]
-    facts["rate_placed_layers"] = parsed.header.lossy_steps
-    cuts = [parsed.prefix(layers=k).size for k in range(total + 2)]
+    lossy = parsed.header.lossy_steps
+    facts["times"] = [t / TIME_UNITS for t in parsed.header.times[: lossy + 1]] + [0.0]  # the tail ends at 0
+    facts["rate_placed_layers"] = lossy
+    facts["tail"] = str(Mode(parsed.header.tail_mode))
+    _, lossy_seconds = timed(codec.decode, data, layers=lossy)
+    facts["lossy_decode_seconds"] = lossy_seconds
+    cuts = [parsed.prefix(layers=k).size for k in range(lossy + 2)]  # the step layers, then the tail
     methods = {}
     for completion in completions:
         shown, pass_seconds = timed(codec.decode_every_layer, data, completion_steps=completion)
         facts["every_layer_pass_seconds"][variant(completion)] = pass_seconds
         methods[layers_method(completion)] = [
             point(8 * cut / pixels, image, decoded, encode_seconds,
-                  decode_seconds * network_passes(k, total, completion) / (total + 1), layers=k, bytes=cut)
+                  decode_seconds if k > lossy else
+                  lossy_seconds * network_passes(k, completion) / network_passes(lossy, 0), layers=k, bytes=cut)
             for k, (cut, decoded) in enumerate(zip(cuts, shown))
         ]
         decoded_cuts: dict[int, dict] = {}  # several targets can fall on one chunk boundary

@@ -327,11 +327,10 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
 
     from .format.container import parse_header
     from .images import read_image
-    from .model import model_for_mode
 
     _check_output(output, force, source)
     array = read_image(source)
-    codec = _codec(model or model_for_mode(mode), device)
+    codec = _codec(model or "default", device)
     start = time.perf_counter()
     data = codec.encode(array, steps=steps, seed=seed, mode=mode, progress=not quiet)
     seconds = time.perf_counter() - start

@@ -131,7 +131,20 @@ def test_rate_distortion_quick(bench_inputs):
     table = (out / "rd_table.md").read_text()
     assert "BD-rate" in table and "| JPEG |" in table and table in result.stdout
     assert "against the model's ideal channel" in table and "| rate-placed |" in table
-    assert "against the model's ideal channel" in table and "| rate-placed |" in table
+
+
+def test_full_file_quick(bench_inputs):
+    root, folder, model_path = bench_inputs
+    out = root / "full"
+    run_script("full_file.py", folder, "--model", model_path, "--quick", "--steps", "2", "--lossless-steps", "3",
+               "--out", out)
+    data = json.loads((out / "full_file.json").read_text())
+    assert [r["image"] for r in data["images"]] == ["a.png", "b.png"] and data["means"]["exact"] is True
+    for record in data["images"]:
+        assert record["lossy_layers"] == 2 and record["tail"] in ("lossless", "predictive", "stored")
+        assert record["ratio"] == pytest.approx(record["bpd"] / record["lossless_bpd"])
+        assert 0 < record["lossy_encode_s"] < record["encode_s"] and 0 < record["lossy_decode_s"]
+    assert "| mean |" in (out / "full_file_table.md").read_text()
 
 
 def test_speed_quick(bench_inputs):

@@ -122,12 +122,3 @@ def test_later_config_fields_leave_old_hashes_alone(tiny_model):
     assert chained.config.to_dict()["chain_scale_head"] is True
     with pytest.raises(ValueError, match="progressive_heads"):
         dataclasses.replace(tiny_model.config, chain_scale_head=True)
-
-
-def test_encoder_picks_the_lossless_model_for_lossless_files(tmp_path, monkeypatch):
-    from diffcodec.model import registry as models
-
-    monkeypatch.setitem(models.REGISTRY, "lossless", tmp_path / "absent.pt")
-    assert models.model_for_mode("lossless") == "default"
-    (tmp_path / "absent.pt").write_bytes(b"")
-    assert models.model_for_mode("lossless") == "lossless" and models.model_for_mode("progressive") == "default"

@@ -89,7 +89,7 @@ def test_real_process_has_no_traceback(tmp_path):
                              str(tmp_path / "none.pt"), str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: unknown model '{tmp_path / 'none.pt'}': not a registered name (default, lossless) nor an existing file"]
+        f"error: unknown model '{tmp_path / 'none.pt'}': not a registered name (default) nor an existing file"]
 
 
 @pytest.fixture

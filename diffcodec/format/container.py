@@ -9,13 +9,15 @@ width u32, channels u8, steps u16, time grid u8, tile u16, seed u64, symbols per
 u32, network threads u8, alpha (u8 kind + varint length + zlib bytes), layer count u16, then per layer: low, high (signed varints),
 CRC32 of its symbols u32, the encoder's model estimate of its size in bits (varint), chunk
 count (varint) and each chunk's byte length (varint); then the band count and each
-band's rows (varints; lossless mode); last, the count of chain scale indices and each
-index (signed varints; lossless mode: the variance calibration of each reverse step);
-then the time grid (count and each time in units of 2^-24, varints; progressive mode,
-explicit grid), the count of rate-placed layers (varint) and the count and each step
-layer's blend weight of the direct head (varints; progressive mode). A progressive step
-layer's first chunk holds its band scales, so a prefix pays only for the layers it holds.
-Last, the chunk checks: a u32 per chunk, in file order (see below).
+band's rows (varints; a bits-back chain: lossless mode, or a progressive file's tail);
+the count of chain scale indices and each index (signed varints; a bits-back chain: the
+variance calibration of each reverse step); then the time grid (count and each time in
+units of 2^-24, varints; explicit grid: progressive mode, and lossless files on a model's
+grid), the count of rate-placed layers (varint), the count and each blend weight of the
+direct head, at the start of each step layer and of the tail (varints), and the tail's
+coder (varint, a Mode: bits-back, predictive or stored; 0 outside progressive mode). A
+progressive step layer's first chunk holds its band scales, so a prefix pays only for the
+layers it holds. Last, the chunk checks: a u32 per chunk, in file order (see below).
 
 Every byte of a file after the header belongs to some layer chunk, so any prefix that
 holds the header decodes: complete layers, plus the complete chunks of the next one.

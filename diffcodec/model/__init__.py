@@ -6,8 +6,8 @@ Nothing here knows about bitstreams or training loops.
 
 from .checkpoint import load_model, model_hash, save_model
 from .config import ModelConfig
-from .registry import REGISTRY, load_named_model, model_for_mode, registered_or_default
+from .registry import REGISTRY, load_named_model, registered_or_default
 from .vdm import DiffusionModel, Nelbo
 
 __all__ = ["DiffusionModel", "ModelConfig", "Nelbo", "REGISTRY", "load_model", "load_named_model",
-           "model_for_mode", "model_hash", "registered_or_default", "save_model"]
+           "model_hash", "registered_or_default", "save_model"]

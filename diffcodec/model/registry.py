@@ -11,10 +11,7 @@ from .vdm import DiffusionModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 REGISTRY = {
-    "default": WEIGHTS_DIR / "default.pt",
-    # the default model tuned for the 16-step lossless chain (train --objective chain): a
-    # better lossless coder, a worse progressive one (MODEL_CARD.md)
-    "lossless": WEIGHTS_DIR / "lossless.pt",
+    "default": WEIGHTS_DIR / "default.pt",  # one model for both modes (MODEL_CARD.md)
 }
 
 
@@ -42,12 +39,6 @@ def registered_or_default(name: str) -> str:
     """The registered model a file names (its header's model name), when it is one we have;
     else the default: how both the library and the CLI pick the model for a file."""
     return name if name in REGISTRY else "default"
-
-
-def model_for_mode(mode: str) -> str:
-    """The registered model an encoder uses when none is named: the lossless one for lossless
-    files, where it is installed, else the default."""
-    return "lossless" if mode == "lossless" and REGISTRY["lossless"].is_file() else "default"
 
 
 def load_named_model(spec: str | Path, device: str = "cpu") -> DiffusionModel:
