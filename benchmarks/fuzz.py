@@ -88,7 +88,7 @@ def clean_images() -> list[tuple[str, np.ndarray, str, dict]]:
     noise = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
     return [
         ("smooth-progressive", smooth, "progressive", dict(steps=2)),
-        ("gray-progressive", gray, "progressive", dict(steps=2)),
+        ("gray-progressive", gray, "progressive", dict(steps=2, stored_fallback=False)),  # a bits-back tail
         ("rgba-progressive", rgba, "progressive", dict(steps=1)),
         ("smooth-lossless", smooth, "lossless", dict(steps=4, stored_fallback=False)),
         ("gray-lossless", gray, "lossless", dict(steps=3, stored_fallback=False)),
@@ -162,7 +162,7 @@ def _mutate_header(rng, header: container.Header) -> container.Header:
     pick = lambda values: rng.choice(values) if rng.random() < 0.7 else rng.randrange(0, 2**16)  # noqa: E731
     field = rng.choice(["height", "width", "channels", "steps", "time_grid", "tile", "seed", "chunk_symbols",
                         "threads", "alpha", "mode", "model", "low_high", "chunk_length", "layers", "bands",
-                        "chain_scales", "times", "lossy_steps", "blends", "estimated"])
+                        "chain_scales", "times", "lossy_steps", "blends", "tail_mode", "estimated"])
     layer = rng.choice(h.layers)
     if field in ("height", "width"):
         setattr(h, field, rng.choice([0, 1, 5, 4096, 65535, 2**20, 2**32 - 1, getattr(h, field) + 1]))
@@ -208,6 +208,8 @@ def _mutate_header(rng, header: container.Header) -> container.Header:
         h.lossy_steps = rng.choice([0, h.steps, h.steps + 1, 2**40])
     elif field == "blends":
         h.blends = rng.choice([[], [17] * h.steps, [2**40] * h.steps, [0] * (h.steps + 3)])
+    elif field == "tail_mode":
+        h.tail_mode = rng.choice([0, 1, 2, 3, 4, 2**40])
     else:
         layer.estimated_bits = rng.choice([0, 2**62])
     return h

@@ -35,20 +35,12 @@ def alpha_sigma_of(gamma: float) -> tuple[float, float]:
     return math.sqrt(1 / (1 + math.exp(gamma))), math.sqrt(1 / (1 + math.exp(-gamma)))
 
 
-def pixel_coding_model(z0: np.ndarray, gamma_0: float) -> tuple[np.ndarray, np.ndarray]:
-    """p(x | z_0) as a quantized Gaussian for the coders: flat means and stds in 8-bit level
-    units (the discrete decoder centred on z_0 / alpha_0, scale exp(gamma_0 / 2))."""
-    alpha0, _ = alpha_sigma_of(gamma_0)
-    means = ((z0 / alpha0 + 1.0) * 128.0 - 0.5).reshape(-1)
-    return means, np.full(means.shape, 128.0 * math.exp(0.5 * gamma_0))
-
-
 def pixel_window_model(z0: np.ndarray, gamma_0: float) -> tuple[np.ndarray, np.ndarray]:
     """p(x | z_0) exactly as the NELBO has it (VDM's decoder, :func:`reconstruction_nll`), for
     the lossless coder: per element the first level of a window of 2h+1 levels around
     z_0 / alpha_0 (h = :func:`decoder_window`, beyond which the mass is negligible) and the
-    unnormalised probabilities of those levels (0 outside 0..255). Sharper than the
-    quantized Gaussian of :func:`pixel_coding_model` (the README has the figures)."""
+    unnormalised probabilities of those levels (0 outside 0..255). Sharper than a
+    quantized Gaussian (the README has the figures)."""
     alpha0, _ = alpha_sigma_of(gamma_0)
     half = decoder_window(gamma_0)
     u = z0.reshape(-1) / alpha0
