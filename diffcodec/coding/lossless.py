@@ -168,10 +168,14 @@ def bound(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed
 
 
 # -- encoding and decoding ---------------------------------------------------------------
-def encode_bands(runner: ModelRunner, grid: ChainGrid, rgb: np.ndarray, seed: int, tiling: Tiling,
-                 end: np.ndarray | None = None, progress: bool = False) -> tuple[AnsStack, list[int]]:
-    """The image on one ANS stack, band by band (the module's docstring), and the band plan;
-    ``end``: the known z_T of a bridged chain (H, W, 3), the progressive stream's tail."""
+def encode_chain(runner: ModelRunner, rgb: np.ndarray, steps: int, times: list[int], seed: int, tiling: Tiling,
+                 end: np.ndarray | None = None, progress: bool = False) -> CodedImage:
+    """The (H, W, 3) uint8 image by bits-back over a ``steps``-step chain on ``times`` (t_T
+    first, [] = uniform), calibrated on the image: one whole-image LOSSLESS layer with its
+    band plan, scale indices and times. ``end``: the known z_T (H, W, 3) of a bridged chain
+    (the progressive stream's tail)."""
+    scales = calibrate(runner, tiling, rgb, steps, times, seed)
+    grid = chain_grid(runner, steps, times, scales, bridged=end is not None)
     height, width = rgb.shape[:2]
     stack = AnsStack()
     bands = [min(height, DIRECT_ROWS)]
@@ -188,13 +192,16 @@ def encode_bands(runner: ModelRunner, grid: ChainGrid, rgb: np.ndarray, seed: in
         done += rows
         bar.update(rows)
     bar.close()
-    return stack, bands
+    return stored.whole_image(Mode.LOSSLESS, stack.to_bytes(), rgb, bands=bands, chain_scales=scales, times=times)
 
 
-def decode_bands(runner: ModelRunner, grid: ChainGrid, stack: AnsStack, bands: list[int], width: int, seed: int,
-                 tiling: Tiling, end: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
-    """Mirror of :func:`encode_bands`: the (H, W, 3) pixels; the stack is left as the
-    encoder found it (empty for a whole file)."""
+def decode_chain(runner: ModelRunner, payload: bytes, crc: int, steps: int, times: list[int], scales: list[int],
+                 bands: list[int], width: int, seed: int, tiling: Tiling, end: np.ndarray | None = None,
+                 progress: bool = False, what: str = "lossless file") -> np.ndarray:
+    """Mirror of :func:`encode_chain`: the exact (H, W, 3) pixels of a whole bits-back
+    payload (of ``what``, for the error), checked against the encoder's checksum."""
+    grid = chain_grid(runner, steps, times, scales, bridged=end is not None)
+    stack = AnsStack.from_bytes(payload)
     decoded: list = [None] * len(bands)
     tops = np.concatenate([[0], np.cumsum(bands)])
     # constriction rejects inconsistent data (it may panic): errors.boundary reports it
@@ -206,7 +213,11 @@ def decode_bands(runner: ModelRunner, grid: ChainGrid, stack: AnsStack, bands: l
         decoded[k] = chain.decode_band(stack, grid, (bands[k], width, 3), predict,
                                        None if end is None else end[tops[k] : tops[k + 1]])
     decoded[0] = direct.decode(stack, (bands[0], width, 3))
-    return np.concatenate(decoded, axis=0)
+    rgb = np.concatenate(decoded, axis=0)
+    if not stack.is_empty() or entropy.checksum(rgb.reshape(-1)) != crc:
+        raise DiffcodecError(f"image checksum mismatch: the {what} is damaged, or was encoded "
+                             "on a machine that computes the model differently")
+    return rgb
 
 
 def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: Tiling,
@@ -214,14 +225,8 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
     """One bits-back layer for an (H, W, 3) uint8 image; where a fallback without the model
     does better (stored.py: the predictive pixel coder, or zlib for noise and graphics), that
     instead, unless ``stored_fallback`` is False."""
-    times = runner.chain_times(steps)
-    scales = calibrate(runner, tiling, rgb, steps, times, seed)
-    grid = chain_grid(runner, steps, times, scales)
-    stack, bands = encode_bands(runner, grid, rgb, seed, tiling, progress=progress)
-    coded = stored.whole_image(Mode.LOSSLESS, stack.to_bytes(), rgb, bands=bands, chain_scales=scales, times=times)
-    if not stored_fallback and coded.layers[0].size:
-        return coded
-    return stored.smallest([coded, *stored.fallbacks(rgb)])
+    coded = encode_chain(runner, rgb, steps, runner.chain_times(steps), seed, tiling, progress=progress)
+    return stored.or_fallback(coded, rgb, stored_fallback)
 
 
 def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarray:
@@ -230,16 +235,6 @@ def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarra
     if not f.layer_complete(0):
         raise DiffcodecError("truncated file: a lossless file only decodes when complete")
     runner.check_model(header.model_name, header.model_hash, header.tile)
-    grid = chain_grid(runner, header.steps, header.times, header.chain_scales)
-    stack = AnsStack.from_bytes(b"".join(f.chunks[0]))
-    rgb = decode_bands(runner, grid, stack, header.bands, header.width, header.seed,
-                       Tiling(header.tile, header.threads), progress=progress)
-    check_whole(stack, rgb, header.layers[0].crc, "lossless file")
-    return rgb
-
-
-def check_whole(stack: AnsStack, rgb: np.ndarray, crc: int, what: str) -> None:
-    """A bits-back decode must use up its stack and give the pixels the encoder checksummed."""
-    if not stack.is_empty() or entropy.checksum(rgb.reshape(-1)) != crc:
-        raise DiffcodecError(f"image checksum mismatch: the {what} is damaged, or was encoded "
-                             "on a machine that computes the model differently")
+    return decode_chain(runner, b"".join(f.chunks[0]), header.layers[0].crc, header.steps, header.times,
+                        header.chain_scales, header.bands, header.width, header.seed,
+                        Tiling(header.tile, header.threads), progress=progress)

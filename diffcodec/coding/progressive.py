@@ -95,11 +95,11 @@ def layer_estimate_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray
 
 
 def _code_layer(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: int, high: int,
-                chunk_symbols: int, header: bytes = b"") -> tuple[LayerInfo, list[bytes]]:
-    """A layer's chunks (``header``, when given, is its first chunk) and its description."""
+                chunk_symbols: int, band_scales: bytes) -> tuple[LayerInfo, list[bytes]]:
+    """A step layer's chunks (the band scales first) and its description."""
     chunks = entropy.encode_chunks(symbols, means, stds, low, high, chunk_symbols)
-    estimate = layer_estimate_bits(symbols, means, stds, low, high) + 8 * len(header)
-    chunks = ([header] if header else []) + chunks
+    estimate = layer_estimate_bits(symbols, means, stds, low, high) + 8 * len(band_scales)
+    chunks = [band_scales] + chunks
     return LayerInfo.of(chunks, low, high, entropy.checksum(symbols), estimate), chunks
 
 
@@ -195,9 +195,9 @@ class _FitPlan:
         self.weight = self.counts / np.maximum(np.bincount(self.band, minlength=transform.NUM_BANDS), 1)
 
 
-def fit_scales(offsets: np.ndarray, dither: np.ndarray, plan: _FitPlan, allow_skip: bool) -> tuple[np.ndarray, float]:
+def fit_scales(offsets: np.ndarray, dither: np.ndarray, plan: _FitPlan) -> tuple[np.ndarray, float]:
     """Per-band scale indices minimising the code length of k = round(o + u) (on a fixed
-    sample of each band), bands skipped where allowed and too dear; and the estimated bits."""
+    sample of each band), bands skipped where too dear; and the estimated bits."""
     o, u, band = offsets[plan.sample], dither[plan.sample], plan.band
     n = transform.NUM_BANDS
     samples = np.maximum(np.bincount(band, minlength=n), 1)
@@ -215,11 +215,11 @@ def fit_scales(offsets: np.ndarray, dither: np.ndarray, plan: _FitPlan, allow_sk
             best_bits[better], best[better] = bits[better], index[better]
     band_bits = best_bits * plan.weight
     scales = best.astype(np.uint8)
-    if allow_skip:  # KL of the Gaussian step: (sqrt(12) o)^2 / 2 nats per coefficient
-        kl_bits = np.bincount(band, 6.0 * o * o, minlength=n) * plan.weight / math.log(2)
-        skip = band_bits > SKIP_COST_RATIO * kl_bits
-        scales[skip] = SKIP
-        band_bits = np.where(skip, 0.0, band_bits)
+    # KL of the Gaussian step: (sqrt(12) o)^2 / 2 nats per coefficient
+    kl_bits = np.bincount(band, 6.0 * o * o, minlength=n) * plan.weight / math.log(2)
+    skip = band_bits > SKIP_COST_RATIO * kl_bits
+    scales[skip] = SKIP
+    band_bits = np.where(skip, 0.0, band_bits)
     return scales, float(band_bits.sum())
 
 
@@ -268,7 +268,7 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         def trial(s_index: int) -> tuple[np.ndarray, np.ndarray, float]:
             coef = dm.step_coefficients(chain.gammas[layer], chain.gamma(s_index))
             offsets = (coef.c / coef.delta) * error
-            scales, bits = fit_scales(offsets, dither, plan, allow_skip=True)
+            scales, bits = fit_scales(offsets, dither, plan)
             return offsets, scales, bits
 
         half_error = 0.5 * float(np.sum(error * error))  # KL per unit of SNR
@@ -290,7 +290,7 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
             raise DiffcodecError("progressive coding failed: a symbol is absurdly large (is the model broken?)")
         symbols = symbols.astype(np.int32)
         info, data = _code_layer(symbols, dither[step.coded], step.stds,
-                                 *entropy.symbol_range(symbols), chunk_symbols, header=scales.tobytes())
+                                 *entropy.symbol_range(symbols), chunk_symbols, scales.tobytes())
         infos.append(info)
         chunks.append(data)
         spent += 8 * info.size
@@ -308,11 +308,12 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
 @dataclass
 class Point:
     """Where the decoder stands after ``layers`` complete step layers: the latent z at the
-    start of step layer ``layers`` (or of the tail) and the display estimate there."""
+    start of step layer ``layers`` (or of the tail) and the estimate there (None at the
+    tail's start until shown)."""
 
     layers: int
     z: np.ndarray
-    x_hat: np.ndarray
+    x_hat: np.ndarray | None
     partial: bool = False  # z includes a layer that was only partly present
 
     @property
@@ -333,11 +334,11 @@ class Pixels:
         return self.layers
 
 
-def _decode_layer(f: DfcFile, layer: int, means: np.ndarray, stds: np.ndarray,
-                  first_chunk: int = 0) -> tuple[np.ndarray, bool]:
-    """Symbols of the chunks present of one layer, and whether the layer is complete."""
+def _decode_layer(f: DfcFile, layer: int, means: np.ndarray, stds: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Symbols of the chunks present of one step layer (after its band scales), and whether
+    the layer is complete."""
     info = f.header.layers[layer]
-    symbols = entropy.decode_chunks(f.chunks[layer][first_chunk:], means.size, means, stds, info.low, info.high,
+    symbols = entropy.decode_chunks(f.chunks[layer][1:], means.size, means, stds, info.low, info.high,
                                     f.header.chunk_symbols)
     complete = f.layer_complete(layer)
     if complete and entropy.checksum(symbols) != info.crc:
@@ -358,8 +359,19 @@ def chain_of(runner: ModelRunner, f: DfcFile) -> Chain:
 
 
 def _point(chain: Chain, z: np.ndarray, layer: int, partial: bool = False) -> Point:
+    """The point before step layer ``layer``, with the estimate its step needs; at the tail's
+    start that estimate is only the display, computed when shown (:func:`display`): a
+    complete tail makes it unnecessary."""
+    if layer == chain.steps:
+        return Point(layer, z, None, partial)
+    return Point(layer, z, display(chain, z, layer), partial)
+
+
+def display(chain: Chain, z: np.ndarray, layer: int) -> np.ndarray:
+    """The estimate of x from the latent at the start of step layer ``layer`` (or of the
+    tail): the blend of the eps-based and direct estimates the encoder picked there."""
     x_eps, x_progressive = chain.predict(z, layer)
-    return Point(layer, z, blend_estimate(x_eps, x_progressive, chain.blends[layer]), partial)
+    return blend_estimate(x_eps, x_progressive, chain.blends[layer])
 
 
 def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | Pixels]:
@@ -378,7 +390,7 @@ def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | P
                           chain.dither(layer, point.z.size))
         if len(header.layers[layer].chunk_lengths) != 1 + chunk_count(int(step.coded.sum()), header.chunk_symbols):
             raise DiffcodecError(f"damaged file: layer {layer + 1} has the wrong number of chunks")
-        symbols, complete = _decode_layer(f, layer, step.dither[step.coded], step.stds, first_chunk=1)
+        symbols, complete = _decode_layer(f, layer, step.dither[step.coded], step.stds)
         point = _point(chain, step.latent(symbols), layer + 1, partial=not complete)
         if not complete:
             yield point
@@ -386,9 +398,7 @@ def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | P
     yield point
     if not f.layer_complete(steps):
         return
-    rgb = tail.decode(chain.runner, Mode(header.tail_mode), f.chunks[steps][0], header.layers[steps].crc, point.z,
-                      header.times[steps:], header.chain_scales, header.bands, header.seed, chain.tiling)
-    yield Pixels(steps + 1, rgb)
+    yield Pixels(steps + 1, tail.decode(chain.runner, header, f.chunks[steps][0], point.z, chain.tiling))
 
 
 def complete_by_sampling(chain: Chain, z: np.ndarray, t: float, steps: int) -> np.ndarray:
@@ -410,7 +420,8 @@ def render(chain: Chain, point: Point | Pixels, completion_steps: int = 0) -> np
     if completion_steps > 0:
         t = chain.times[point.layers] / TIME_UNITS
         return complete_by_sampling(chain, point.z, t, completion_steps)
-    return dm.nearest_pixels(point.x_hat)
+    x_hat = point.x_hat if point.x_hat is not None else display(chain, point.z, point.layers)
+    return dm.nearest_pixels(x_hat)
 
 
 def is_exact(point: Point | Pixels) -> bool:

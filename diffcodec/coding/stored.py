@@ -40,6 +40,15 @@ def smallest(candidates: list[CodedImage]) -> CodedImage:
     return min((c for c in candidates if c.layers[0].size), key=lambda c: c.layers[0].size)
 
 
+def or_fallback(coded: CodedImage, rgb: np.ndarray, allowed: bool = True) -> CodedImage:
+    """A bits-back coding of the whole image (a lossless file or a progressive file's tail),
+    or the smallest of the fallbacks where one is smaller and ``allowed``; an empty ANS
+    stack, which no container takes, falls back even when not allowed."""
+    if not allowed and coded.layers[0].size:
+        return coded
+    return smallest([coded, *fallbacks(rgb)])
+
+
 def decode(f: DfcFile) -> np.ndarray:
     header = f.header  # fields validated by the container
     if not f.layer_complete(0):

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..format.container import MIN_STEP, TIME_UNITS, CodedImage, Mode
+from ..format.container import MIN_STEP, TIME_UNITS, CodedImage, Header, Mode
 from . import lossless, stored
-from .ans import AnsStack
 from .runner import ModelRunner, Tiling
 
 TAIL_GRID_STEPS = 16
@@ -40,21 +39,16 @@ def encode(runner: ModelRunner, rgb: np.ndarray, z_end: np.ndarray, t_end: int, 
     its time grid from t_end, per-step scale indices and band plan), or the predictive or
     zlib coder of the lossless mode's fallbacks where smaller (stored.py) and ``fallback``."""
     times = tail_times(runner, t_end)
-    steps = len(times) - 1
-    scales = lossless.calibrate(runner, tiling, rgb, steps, times, seed)
-    grid = lossless.chain_grid(runner, steps, times, scales, bridged=True)
-    stack, bands = lossless.encode_bands(runner, grid, rgb, seed, tiling, end=z_end)
-    coded = stored.whole_image(Mode.LOSSLESS, stack.to_bytes(), rgb, bands=bands, chain_scales=scales, times=times)
-    return stored.smallest([coded, *(stored.fallbacks(rgb) if fallback or not coded.layers[0].size else [])])
+    coded = lossless.encode_chain(runner, rgb, len(times) - 1, times, seed, tiling, end=z_end)
+    return stored.or_fallback(coded, rgb, fallback)
 
 
-def decode(runner: ModelRunner, mode: Mode, payload: bytes, crc: int, z_end: np.ndarray, times: list[int],
-           scales: list[int], bands: list[int], seed: int, tiling: Tiling) -> np.ndarray:
-    """The exact (H, W, 3) pixels from a complete tail and the last lossy layer's latent."""
+def decode(runner: ModelRunner, header: Header, payload: bytes, z_end: np.ndarray, tiling: Tiling) -> np.ndarray:
+    """The exact (H, W, 3) pixels from a progressive file's complete tail (its last layer)
+    and the last lossy layer's latent."""
+    mode, crc = Mode(header.tail_mode), header.layers[-1].crc
     if mode != Mode.LOSSLESS:
         return stored.decode_payload(mode, payload, z_end.shape, crc)
-    grid = lossless.chain_grid(runner, len(times) - 1, times, scales, bridged=True)
-    stack = AnsStack.from_bytes(payload)
-    rgb = lossless.decode_bands(runner, grid, stack, bands, z_end.shape[1], seed, tiling, end=z_end)
-    lossless.check_whole(stack, rgb, crc, "progressive file's tail")
-    return rgb
+    times = header.times[header.lossy_steps :]
+    return lossless.decode_chain(runner, payload, crc, len(times) - 1, times, header.chain_scales, header.bands,
+                                 header.width, header.seed, tiling, end=z_end, what="progressive file's tail")
