@@ -107,6 +107,8 @@ _MODEL_FLAGS = {"channels": "level_channels", "blocks": "blocks_per_level", "pat
                    "chain: the lossless chain at --chain-steps on the --init model's grid (the lossless model) "
                    "[default: elbo].")
 @click.option("--chain-steps", type=click.IntRange(min=1, max=128), help="With --objective chain: steps T [default: 16].")
+@click.option("--elbo-weight", type=click.FloatRange(min=0),
+              help="With --objective chain: add this times the continuous NELBO to the loss [default: 0].")
 @click.option("--init", "init", type=click.Path(path_type=Path), help="Start from this checkpoint's weights.")
 @click.option("--train-trunk", is_flag=True, default=None, help="With --objective uq: train the whole network, not only the progressive heads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

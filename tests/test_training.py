@@ -160,6 +160,30 @@ def test_chain_objective_makes_a_lossless_model(image_folder, tmp_path, trained_
     assert np.array_equal(codec.decode(codec.encode(image, steps=3, mode="lossless", stored_fallback=False)), image)
 
 
+def test_chain_objective_can_keep_the_continuous_bound(image_folder, tmp_path, trained_tiny_model):
+    """--elbo-weight w adds w times the continuous NELBO to the chain loss (the same draws),
+    and validation reports both parts."""
+    import torch
+
+    from diffcodec.model.checkpoint import save_model
+    from diffcodec.train.losses import Objective, chain_loss
+
+    init = tmp_path / "init.pt"
+    save_model(trained_tiny_model, init, {"time_grids": {"denominator": 4, "grids": {"2": [4, 1, 0]}}})
+    trainer = Trainer(options(image_folder, tmp_path / "run", max_steps=2, objective="chain", chain_steps=2,
+                              init=str(init), elbo_weight=0.5, val=str(image_folder), val_crop=16),
+                      log=lambda m: None)
+    model, times = trainer.model, trainer.chain_times
+    x = torch.randint(0, 256, (2, 3, 16, 16)).float()
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        expected = chain_loss(model, x, times, generator=generator) + 2.0 * model.nelbo(x, generator=generator).total
+        got, _ = Objective(model, "chain", chain_times=times, elbo_weight=2.0)(x, torch.Generator().manual_seed(5))
+    assert torch.allclose(got, expected)
+    val = trainer.run()["val"]
+    assert val["total"] == pytest.approx(val["chain"] + 0.5 * val["nelbo"])
+
+
 def test_chain_objective_needs_a_chain_head(tiny_model):
     from diffcodec.train.losses import Objective
 

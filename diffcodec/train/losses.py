@@ -133,18 +133,19 @@ class Objective(nn.Module):
 
     ``elbo``: the NELBO, with the variance-minimising schedule gradient when ``variance``;
     ``uq``: :func:`uq_loss` (with ``train_trunk`` the trunk learns too);
-    ``chain``: :func:`chain_loss` on the grid ``chain_times``.
+    ``chain``: :func:`chain_loss` on the grid ``chain_times``, plus ``elbo_weight`` times the
+    continuous NELBO (tuning for the chain alone lets the continuous bound drift).
     """
 
     def __init__(self, model: DiffusionModel, objective: str, variance: bool = True, train_trunk: bool = False,
-                 chain_times: torch.Tensor | None = None) -> None:
+                 chain_times: torch.Tensor | None = None, elbo_weight: float = 0.0) -> None:
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}: {', '.join(OBJECTIVES)}")
         if objective == "chain" and (chain_times is None or not model.config.chain_scale_head):
             raise ValueError("the chain objective needs a model with a chain scale head and a time grid")
         self.model, self.objective, self.train_trunk = model, objective, train_trunk
-        self.chain_times = chain_times
+        self.chain_times, self.elbo_weight = chain_times, elbo_weight
         self.variance = variance and objective == "elbo" and model.config.schedule == "learned"
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, list | None]:
@@ -152,6 +153,9 @@ class Objective(nn.Module):
         if self.objective == "uq":
             return uq_loss(self.model, x, generator=generator, train_trunk=self.train_trunk), None
         if self.objective == "chain":
-            return chain_loss(self.model, x, self.chain_times, generator=generator), None
+            loss = chain_loss(self.model, x, self.chain_times, generator=generator)
+            if self.elbo_weight:
+                loss = loss + self.elbo_weight * self.model.nelbo(x, generator=generator).total
+            return loss, None
         box = [None] if self.variance else None
         return self.model.nelbo(x, generator=generator, variance_box=box).total, box

@@ -40,6 +40,7 @@ class TrainOptions:
     objective: str = "elbo"  # "uq": progressive code length (trains the progressive heads); "chain": the lossless chain
     chain_steps: int = 16  # with "chain": T, on the --init model's optimised grid for T (uniform without one)
     chain_times: list | None = None  # the chain's grid as t_0 = 0 .. t_T = 1, fixed when the run starts
+    elbo_weight: float = 0.0  # with "chain": plus this times the continuous NELBO (keeps the bound while tuning)
     init: str | None = None  # start from this checkpoint's weights
     train_trunk: bool = False  # with "uq": also train the trunk (otherwise only the heads)
     batch_size: int = 8

@@ -129,7 +129,7 @@ class Trainer:
                 options.chain_times = grid_fractions(getattr(self.model, "metadata", {}), options.chain_steps)
             self.chain_times = torch.tensor(options.chain_times, dtype=torch.float32)
         self.train_model: nn.Module = Objective(self.model, options.objective, options.variance_schedule,
-                                                options.train_trunk, self.chain_times)
+                                                options.train_trunk, self.chain_times, options.elbo_weight)
         if self.world > 1:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.train_model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -226,6 +226,10 @@ class Trainer:
             result = progressive_code_length(self.ema.model, self.val_images, self.options.val_samples)
         elif self.options.objective == "chain":
             result = chain_validation(self.ema.model, self.val_images, self.chain_times)
+            if self.options.elbo_weight:
+                nelbo = mean_nelbo(self.ema.model, self.val_images, self.options.val_samples)
+                result = {**result, "chain": result["total"], "nelbo": nelbo["total"],
+                          "total": result["total"] + self.options.elbo_weight * nelbo["total"]}
         else:
             result = mean_nelbo(self.ema.model, self.val_images, self.options.val_samples)
         improved = result["total"] < self.best_val
