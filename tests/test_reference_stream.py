@@ -18,8 +18,8 @@ from diffcodec.coding.runner import network_threads
 from diffcodec.format.container import parse_file
 
 FROZEN = {
-    "progressive": "a6ad6972796dde16",
-    "lossless": "47183458b19f4933",
+    "progressive": "6dcb1bfcbafb38cb",
+    "lossless": "2cf38c12565a897c",
 }
 
 

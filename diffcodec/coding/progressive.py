@@ -16,9 +16,9 @@ an exact sample of that uniform. mu_P = b z_t + c x_hat, x_hat the eps-based est
 blended towards the direct head by a weight the encoder picks per layer (the blend
 nearest to x: it is both the best display and the cheapest mean). k is coded with a
 quantized Gaussian of mean u and a scale the encoder fits per band and layer (an index
-into entropy.SCALE_TABLE, in the header). A band whose code would cost more than
-SKIP_COST_RATIO times its Gaussian KL is skipped: k = round(u), zero bits, its error left
-for later steps (a deadzone: most fine bands at high noise carry too little to pay for).
+into entropy.SCALE_TABLE). Where a band's code would cost more than SKIP_COST_RATIO times
+its Gaussian KL, in a whole band or in a region of it, it is skipped: k = round(u), zero
+bits, its error left for later steps (layer_plan.py; the plan is the layer's first chunk).
 
 Determinism: the entropy model of every symbol is the seeded dither and a header index,
 nothing computed by the network, so the symbols decode the same on any machine; each
@@ -37,13 +37,12 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from ..errors import DiffcodecError
-from ..format.container import (BAND_SCALE_BYTES, BLEND_LEVELS, MAX_SYMBOL, MIN_STEP, TIME_UNITS, CodedImage, DfcFile,
+from ..format.container import (BLEND_LEVELS, MAX_SYMBOL, MIN_STEP, TIME_UNITS, CodedImage, DfcFile,
                                 LayerInfo, Mode, chunk_count)
 from ..model import diffusion as dm
-from . import entropy, randomness, tail, transform
+from . import entropy, layer_plan, randomness, tail, transform
 from .progress import progress_bar
 from .runner import ModelRunner, Tiling
 
@@ -53,11 +52,6 @@ from .runner import ModelRunner, Tiling
 DEFAULT_STEPS = 4
 # Cumulative bits per pixel at which the rate-placed layers end; beyond the list, x1.5 each.
 RATE_TARGETS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-SKIP = 255  # band scale byte of a skipped band
-SKIP_COST_RATIO = 2.5
-FIT_SAMPLES = 4096  # coefficients per band the scale fit looks at
-_SCALE_TRIALS = range(-8, 9, 2)  # table steps around each band's RMS the fit tries
-assert transform.NUM_BANDS == BAND_SCALE_BYTES  # the container checks a step layer's first chunk
 
 
 def next_target(spent_bpp: float) -> float:
@@ -71,45 +65,19 @@ def next_target(spent_bpp: float) -> float:
     return target
 
 
-def symbol_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray,
-                low: int | None = None, high: int | None = None) -> np.ndarray:
-    """Code length (bits) of each symbol under the model the coder uses: a Gaussian of mean
-    ``means`` and scale ``stds`` integrated over unit bins, the tails beyond [low, high]
-    (when given) folded into the two edge bins, every probability at least 2^-24 (as
-    constriction's QuantizedGaussian does)."""
-    k = torch.from_numpy(np.asarray(symbols, dtype=np.float64))
-    m = torch.from_numpy(np.asarray(means, dtype=np.float64))
-    s = torch.from_numpy(np.asarray(stds, dtype=np.float64))
-    lower, upper = (k - m - 0.5) / s, (k - m + 0.5) / s
-    if low is not None:
-        lower = torch.where(k <= low, -torch.inf, lower)
-        upper = torch.where(k >= high, torch.inf, upper)
-    bits = -dm.log_bin_probability(lower, upper) / math.log(2)
-    return torch.clamp(bits, max=entropy.PROBABILITY_BITS).numpy()
-
-
 def layer_estimate_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: int, high: int) -> float:
     """The model's estimate of a layer's size, stored in the header: the coder's rounding of
     probabilities is all that separates it from the real size."""
-    return float(symbol_bits(symbols, means, stds, low, high).sum())
+    return float(layer_plan.symbol_bits(symbols, means, stds, low, high).sum())
 
 
 def _code_layer(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: int, high: int,
-                chunk_symbols: int, band_scales: bytes) -> tuple[LayerInfo, list[bytes]]:
-    """A step layer's chunks (the band scales first) and its description."""
+                chunk_symbols: int, plan: bytes) -> tuple[LayerInfo, list[bytes]]:
+    """A step layer's chunks (its plan first) and its description."""
     chunks = entropy.encode_chunks(symbols, means, stds, low, high, chunk_symbols)
-    estimate = layer_estimate_bits(symbols, means, stds, low, high) + 8 * len(band_scales)
-    chunks = [band_scales] + chunks
+    estimate = layer_estimate_bits(symbols, means, stds, low, high) + 8 * len(plan)
+    chunks = [plan] + chunks
     return LayerInfo.of(chunks, low, high, entropy.checksum(symbols), estimate), chunks
-
-
-def scales_from_bytes(data: bytes) -> np.ndarray:
-    """A step layer's band scale indices from its first chunk (SKIP: band not coded)."""
-    scales = np.frombuffer(data, dtype=np.uint8).copy()
-    if scales.size != transform.NUM_BANDS or np.any(
-            (scales > entropy.SCALE_MAX_INDEX - entropy.SCALE_MIN_INDEX) & (scales != SKIP)):
-        raise DiffcodecError("damaged file: invalid band scales")
-    return scales
 
 
 @dataclass
@@ -119,12 +87,12 @@ class Step:
     coef: dm.StepCoefficients
     mu_p: np.ndarray
     dither: np.ndarray  # per coefficient, flat in coding order
-    coded: np.ndarray  # bool per coefficient (coding order): its band is not skipped
+    coded: np.ndarray  # bool per coefficient (coding order): the layer's plan codes it
     stds: np.ndarray  # entropy-model scale of every coded symbol
 
     def latent(self, symbols: np.ndarray) -> np.ndarray:
         """z_s for the sent integers of the coded coefficients (the first len(symbols) of
-        them; the rest, and the skipped bands, take k = round(u) = 0, as |u| <= 1/2)."""
+        them; the rest, and the skipped ones, take k = round(u) = 0, as |u| <= 1/2)."""
         k = np.zeros(self.dither.size)
         k[np.flatnonzero(self.coded)[: symbols.size]] = symbols
         return self.mu_p + transform.inverse_coded(k - self.dither, self.mu_p.shape) * self.coef.delta
@@ -159,12 +127,11 @@ class Chain:
     def dither(self, layer: int, count: int) -> np.ndarray:
         return randomness.shared_uniform(self.seed, randomness.DITHER, layer, count)
 
-    def step(self, z: np.ndarray, layer: int, x_hat: np.ndarray, band_scales: np.ndarray,
+    def step(self, z: np.ndarray, layer: int, x_hat: np.ndarray, plan: layer_plan.LayerPlan,
              dither: np.ndarray) -> Step:
         coef = dm.step_coefficients(self.gammas[layer], self.gammas[layer + 1])
-        scales = band_scales[transform.coding_bands(*z.shape[:2])]
-        coded = scales != SKIP
-        return Step(coef, coef.b * z + coef.c * x_hat, dither, coded, entropy.SCALE_TABLE[scales[coded]])
+        return Step(coef, coef.b * z + coef.c * x_hat, dither, plan.coded,
+                    plan.stds(transform.coding_bands(*z.shape[:2])))
 
 
 def blend_estimate(x_eps: np.ndarray, x_progressive: np.ndarray, blend: int) -> np.ndarray:
@@ -176,51 +143,6 @@ def best_blend(x: np.ndarray, x_eps: np.ndarray, x_progressive: np.ndarray) -> i
     d = x_progressive - x_eps
     weight = float(np.sum((x - x_eps) * d) / max(float(np.sum(d * d)), 1e-30))
     return int(np.clip(np.rint(weight * BLEND_LEVELS), 0, BLEND_LEVELS))
-
-
-class _FitPlan:
-    """A fixed sample of each band's coefficients (coding-order positions) for the scale fit."""
-
-    def __init__(self, height: int, width: int) -> None:
-        band = transform.coding_bands(height, width)
-        self.counts = np.bincount(band, minlength=transform.NUM_BANDS)
-        picks = []
-        start = 0
-        for count in self.counts:  # coding order keeps each band contiguous
-            take = min(count, FIT_SAMPLES)
-            picks.append(start + (np.arange(take) * count) // max(take, 1))
-            start += count
-        self.sample = np.concatenate(picks).astype(np.int64)
-        self.band = band[self.sample]
-        self.weight = self.counts / np.maximum(np.bincount(self.band, minlength=transform.NUM_BANDS), 1)
-
-
-def fit_scales(offsets: np.ndarray, dither: np.ndarray, plan: _FitPlan) -> tuple[np.ndarray, float]:
-    """Per-band scale indices minimising the code length of k = round(o + u) (on a fixed
-    sample of each band), bands skipped where too dear; and the estimated bits."""
-    o, u, band = offsets[plan.sample], dither[plan.sample], plan.band
-    n = transform.NUM_BANDS
-    samples = np.maximum(np.bincount(band, minlength=n), 1)
-    rms = np.sqrt(np.bincount(band, o * o, minlength=n) / samples)
-    base = entropy.scale_index(np.maximum(rms, entropy.SCALE_TABLE[0]))
-    top = entropy.SCALE_MAX_INDEX - entropy.SCALE_MIN_INDEX
-    best_bits, best = None, None
-    for trial in _SCALE_TRIALS:
-        index = np.clip(base + trial, 0, top)
-        bits = np.bincount(band, symbol_bits(np.rint(o + u), u, entropy.SCALE_TABLE[index][band]), minlength=n)
-        if best_bits is None:
-            best_bits, best = bits, index.copy()
-        else:
-            better = bits < best_bits
-            best_bits[better], best[better] = bits[better], index[better]
-    band_bits = best_bits * plan.weight
-    scales = best.astype(np.uint8)
-    # KL of the Gaussian step: (sqrt(12) o)^2 / 2 nats per coefficient
-    kl_bits = np.bincount(band, 6.0 * o * o, minlength=n) * plan.weight / math.log(2)
-    skip = band_bits > SKIP_COST_RATIO * kl_bits
-    scales[skip] = SKIP
-    band_bits = np.where(skip, 0.0, band_bits)
-    return scales, float(band_bits.sum())
 
 
 class _Placer:
@@ -252,7 +174,7 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
     height, width = rgb.shape[:2]
     pixels = height * width
     x = dm.scale_pixels_array(rgb)
-    plan = _FitPlan(height, width)
+    sample = layer_plan.FitSample(height, width)
     placer = _Placer(runner)
     chain = Chain(runner, [TIME_UNITS], [], seed, tiling)
     z = chain.start(height, width)
@@ -265,32 +187,31 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         dither = chain.dither(layer, z.size)
         error = transform.forward_coded(x - x_hat)  # the offsets of any step from t, up to c / Delta
 
-        def trial(s_index: int) -> tuple[np.ndarray, np.ndarray, float]:
+        def trial(s_index: int) -> tuple[np.ndarray, layer_plan.LayerPlan, bytes, float]:
             coef = dm.step_coefficients(chain.gammas[layer], chain.gamma(s_index))
             offsets = (coef.c / coef.delta) * error
-            scales, bits = fit_scales(offsets, dither, plan)
-            return offsets, scales, bits
+            return offsets, *layer_plan.fit(offsets, dither, sample)
 
         half_error = 0.5 * float(np.sum(error * error))  # KL per unit of SNR
         want = (next_target(spent / pixels) * pixels - spent) * math.log(2)
         room = steps - layer  # the later layers and the tail: at least MIN_STEP each
         s_index = placer.time_for(t_index, half_error, want, room)
-        offsets, scales, bits = trial(s_index)
+        offsets, plan, plan_bytes, bits = trial(s_index)
         if bits > 0:  # second try with the real-to-KL ratio of the first
             kl = half_error * (placer.snr(s_index) - placer.snr(t_index))
             ratio = float(np.clip(bits * math.log(2) / max(kl, 1e-30), 0.2, 5.0))
             s_index = placer.time_for(t_index, half_error * ratio, want, room)
-            offsets, scales, bits = trial(s_index)
+            offsets, plan, plan_bytes, bits = trial(s_index)
         chain.times.append(s_index)
         chain.gammas.append(chain.gamma(s_index))
         chain.blends.append(blend)
-        step = chain.step(z, layer, x_hat, scales, dither)
+        step = chain.step(z, layer, x_hat, plan, dither)
         symbols = np.rint(offsets[step.coded] + dither[step.coded]).astype(np.int64)
         if symbols.size and np.abs(symbols).max() > MAX_SYMBOL:
             raise DiffcodecError("progressive coding failed: a symbol is absurdly large (is the model broken?)")
         symbols = symbols.astype(np.int32)
         info, data = _code_layer(symbols, dither[step.coded], step.stds,
-                                 *entropy.symbol_range(symbols), chunk_symbols, scales.tobytes())
+                                 *entropy.symbol_range(symbols), chunk_symbols, plan_bytes)
         infos.append(info)
         chunks.append(data)
         spent += 8 * info.size
@@ -384,10 +305,10 @@ def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | P
     for layer in progress_bar(range(steps), progress, steps + 1, "decode", "layer"):
         yield point
         complete = f.layer_complete(layer)
-        if len(f.chunks[layer]) < 2 and not complete:  # nothing but the band scales
+        if len(f.chunks[layer]) < 2 and not complete:  # nothing but the plan
             return
-        step = chain.step(point.z, layer, point.x_hat, scales_from_bytes(f.chunks[layer][0]),
-                          chain.dither(layer, point.z.size))
+        plan = layer_plan.read(f.chunks[layer][0], header.height, header.width)
+        step = chain.step(point.z, layer, point.x_hat, plan, chain.dither(layer, point.z.size))
         if len(header.layers[layer].chunk_lengths) != 1 + chunk_count(int(step.coded.sum()), header.chunk_symbols):
             raise DiffcodecError(f"damaged file: layer {layer + 1} has the wrong number of chunks")
         symbols, complete = _decode_layer(f, layer, step.dither[step.coded], step.stds)

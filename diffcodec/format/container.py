@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from ..errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
-VERSION = 6  # 6: the progressive stream's bits-back tail; 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
+VERSION = 7  # 7: step layers coded or skipped per band and region; 6: the progressive stream's bits-back tail; 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
 TIME_GRIDS = {0: "uniform", 1: "explicit"}  # how a file's steps are spaced in t
 TIME_UNITS = 1 << 24  # an explicit grid stores t as an integer count of 1/TIME_UNITS
 ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2
@@ -59,7 +59,7 @@ MIN_TILE, MAX_TILE = 64, (1 << 16) - 1
 MIN_CHUNK_SYMBOLS, MAX_CHUNK_SYMBOLS = 64, 1 << 18
 MAX_THREADS = 16  # CPU threads the network runs with (deterministic sums need the same count)
 MAX_SYMBOL = 1 << 20  # |low|, |high| of a layer's symbol range
-BAND_SCALE_BYTES = 108  # a progressive step layer's first chunk: one scale byte per band
+BAND_SCALE_BYTES = 108  # a progressive step layer's first chunk (its plan) starts with one scale byte per band
 BLEND_LEVELS = 16  # a progressive step's direct-head weight is a multiple of 1 / BLEND_LEVELS
 MIN_STEP = TIME_UNITS >> 12  # shortest progressive step in t: 1/4096
 CHAIN_SCALE_RANGE = (-128, 48)  # lossless per-step variance calibration indices
@@ -430,7 +430,7 @@ def validate_header(h: Header) -> None:
             raise bad("invalid blend weights")
         for layer in h.layers[:-1]:
             lengths = layer.chunk_lengths
-            if lengths[0] != BAND_SCALE_BYTES or len(lengths) > 1 + per_layer or any(n % 4 for n in lengths[1:]):
+            if lengths[0] < BAND_SCALE_BYTES or len(lengths) > 1 + per_layer or any(n % 4 for n in lengths[1:]):
                 raise bad("invalid step layer chunks")
         _validate_whole(h, h.layers[-1], Mode(h.tail_mode) if h.tail_mode in Mode._value2member_map_ else None,
                         h.steps - h.lossy_steps, "tail")

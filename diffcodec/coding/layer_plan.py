@@ -1,0 +1,225 @@
+"""Which coefficients a progressive step layer codes, and at what scale.
+
+A UQ step pays about r log(1/r) bits for a coefficient whose offset is r << 1 (the flips
+of round(o + u)), against the Gaussian KL's r^2, so coding a band where its error is small
+costs several times what the step carries. Skipping it there instead (the model's own
+guess in its place) leaves the latent off x, and later steps predict worse. A step's error
+is uneven in space (edges and texture against flat sky), so the encoder decides per band
+*and* per region of REGION x REGION pixels: it codes a band in the regions where the code
+costs at most SKIP_COST_RATIO times the step's Gaussian KL, and skips it elsewhere.
+
+The plan is the layer's first chunk:
+* one scale byte per band: an index into entropy.SCALE_TABLE, or SKIP for a band coded
+  nowhere;
+* for each coded band, a byte: ALL_REGIONS, or q, the probability (q + 1/2) / 255 that a
+  region of the band is coded;
+* the region flags of the bands that have a probability, range coded with it (constriction's
+  Bernoulli model), band by band, regions in raster order.
+
+The scales and probabilities are integers, so both sides build the same entropy model.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+
+from ..errors import DiffcodecError
+from ..format.container import BAND_SCALE_BYTES
+from ..model import diffusion as dm
+from . import entropy, transform
+
+REGION = 64  # side (pixels) of the regions a band is coded or skipped in: 2 x 2 DCT blocks
+SKIP = 255  # scale byte of a band coded nowhere
+ALL_REGIONS = 255  # probability byte of a band coded in every region (no flags sent)
+SKIP_COST_RATIO = 2.5
+FIT_SAMPLES = 4096  # coefficients per band the scale fit looks at
+_SCALE_TRIALS = range(-8, 9, 2)  # table steps around each band's RMS the fit tries
+_BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
+assert transform.NUM_BANDS == BAND_SCALE_BYTES
+
+
+@functools.lru_cache(maxsize=8)
+def regions(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (band, region) pair of every coefficient in coding order, as band * count +
+    region; and which pairs hold coefficients (NUM_BANDS, count), since a small edge block
+    lacks the fine bands."""
+    rows, cols = np.divmod(transform.coding_order(height, width) // 3, width)
+    across = -(-width // REGION)
+    count = -(-height // REGION) * across
+    pair = transform.coding_bands(height, width) * count + (rows // REGION) * across + cols // REGION
+    present = (np.bincount(pair, minlength=transform.NUM_BANDS * count) > 0).reshape(transform.NUM_BANDS, count)
+    pair.setflags(write=False)
+    present.setflags(write=False)
+    return pair, present
+
+
+def symbol_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray,
+                low: int | None = None, high: int | None = None) -> np.ndarray:
+    """Code length (bits) of each symbol under the model the coder uses: a Gaussian of mean
+    ``means`` and scale ``stds`` integrated over unit bins, the tails beyond [low, high]
+    (when given) folded into the two edge bins, every probability at least 2^-24 (as
+    constriction's QuantizedGaussian does)."""
+    import torch
+
+    k = torch.from_numpy(np.asarray(symbols, dtype=np.float64))
+    m = torch.from_numpy(np.asarray(means, dtype=np.float64))
+    s = torch.from_numpy(np.asarray(stds, dtype=np.float64))
+    lower, upper = (k - m - 0.5) / s, (k - m + 0.5) / s
+    if low is not None:
+        lower = torch.where(k <= low, -torch.inf, lower)
+        upper = torch.where(k >= high, torch.inf, upper)
+    bits = -dm.log_bin_probability(lower, upper) / math.log(2)
+    return torch.clamp(bits, max=entropy.PROBABILITY_BITS).numpy()
+
+
+class FitSample:
+    """A fixed sample of each band's coefficients (coding-order positions) for the scale fit."""
+
+    def __init__(self, height: int, width: int) -> None:
+        self.height, self.width = height, width
+        band = transform.coding_bands(height, width)
+        self.counts = np.bincount(band, minlength=transform.NUM_BANDS)
+        picks = []
+        start = 0
+        for count in self.counts:  # coding order keeps each band contiguous
+            take = min(count, FIT_SAMPLES)
+            picks.append(start + (np.arange(take) * count) // max(take, 1))
+            start += count
+        self.sample = np.concatenate(picks).astype(np.int64)
+        self.band = band[self.sample]
+
+
+@dataclass
+class LayerPlan:
+    """A step layer's scale per band and the coefficients it codes."""
+
+    scales: np.ndarray  # uint8 per band: SCALE_TABLE index or SKIP
+    coded: np.ndarray  # bool per coefficient, coding order
+
+    def stds(self, band: np.ndarray) -> np.ndarray:
+        """The entropy-model scale of every coded coefficient."""
+        return entropy.SCALE_TABLE[self.scales[band[self.coded]]]
+
+
+def _fit_band_scales(o: np.ndarray, u: np.ndarray, band: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per band, the table index minimising the sampled code length of k = round(o + u)
+    (coefficients of weight 0 left out)."""
+    n = transform.NUM_BANDS
+    samples = np.maximum(np.bincount(band, weight, minlength=n), 1)
+    rms = np.sqrt(np.bincount(band, weight * o * o, minlength=n) / samples)
+    base = entropy.scale_index(np.maximum(rms, entropy.SCALE_TABLE[0]))
+    top = entropy.SCALE_MAX_INDEX - entropy.SCALE_MIN_INDEX
+    best_bits, best = None, None
+    for trial in _SCALE_TRIALS:
+        index = np.clip(base + trial, 0, top)
+        bits = np.bincount(band, weight * symbol_bits(np.rint(o + u), u, entropy.SCALE_TABLE[index][band]),
+                           minlength=n)
+        if best_bits is None:
+            best_bits, best = bits, index.copy()
+        else:
+            better = bits < best_bits
+            best_bits[better], best[better] = bits[better], index[better]
+    return best
+
+
+def _probability_byte(coded: int, present: int) -> int:
+    if coded == present:
+        return ALL_REGIONS
+    return int(np.clip(round(coded / present * 255 - 0.5), 0, 254))
+
+
+def _flag_probability(byte: int) -> float:
+    return (byte + 0.5) / 255
+
+
+def fit(offsets: np.ndarray, dither: np.ndarray, sample: FitSample) -> tuple[LayerPlan, bytes, float]:
+    """The plan of a step layer whose coefficients have offsets ``offsets`` (coding order).
+
+    A band is coded if its code costs at most SKIP_COST_RATIO times its Gaussian KL; in a
+    coded band, a region whose code costs more than that is dropped (its scale refitted on
+    the rest), where the flags saying so cost less than they save, counting each dropped
+    coefficient's bits against SKIP_COST_RATIO times its KL. Returns the plan, its bytes
+    (the layer's first chunk) and the estimated bits of the whole layer."""
+    pair, present = regions(sample.height, sample.width)
+    n, count = present.shape
+    band = pair // count
+    k = np.rint(offsets + dither)
+    kl = (np.bincount(pair, 6.0 * offsets * offsets, minlength=n * count)  # (sqrt(12) o)^2 / 2 nats
+          / math.log(2)).reshape(n, count)
+
+    def region_bits(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scales = _fit_band_scales(offsets[sample.sample], dither[sample.sample], sample.band, weight)
+        bits = symbol_bits(k, dither, entropy.SCALE_TABLE[scales][band])
+        return scales, np.bincount(pair, bits, minlength=n * count).reshape(n, count)
+
+    scales, bits = region_bits(np.ones(sample.sample.size))
+    coded_bands = present.any(axis=1) & (bits.sum(axis=1) <= SKIP_COST_RATIO * kl.sum(axis=1))
+    keep = present & coded_bands[:, None] & (bits <= SKIP_COST_RATIO * kl)
+    scales, bits = region_bits(keep.reshape(-1)[pair[sample.sample]].astype(np.float64))
+    keep = present & coded_bands[:, None] & (bits <= SKIP_COST_RATIO * kl)
+    net = bits - SKIP_COST_RATIO * kl  # what coding a region costs beyond what it is worth
+    probabilities, flags, flag_p = [], [], []
+    for b in np.flatnonzero(coded_bands):
+        where = present[b]
+        byte = _probability_byte(int(keep[b].sum()), int(where.sum()))
+        p = _flag_probability(byte)
+        row = keep[b][where]
+        flag_cost = -float(np.sum(np.log2(np.where(row, p, 1 - p))))
+        if byte == ALL_REGIONS or net[b][where].sum() <= net[b][keep[b]].sum() + flag_cost:
+            keep[b] = where
+            byte = ALL_REGIONS
+        else:
+            flags.append(row.astype(np.int32))
+            flag_p.append(np.full(row.size, p))
+        probabilities.append(byte)
+    plan_scales = np.where(coded_bands, scales, SKIP).astype(np.uint8)
+    data = plan_scales.tobytes() + bytes(probabilities)
+    flag_bits = 0.0
+    if flags:
+        symbols, p = np.concatenate(flags), np.concatenate(flag_p)
+        encoder = constriction.stream.queue.RangeEncoder()
+        encoder.encode(symbols, _BERNOULLI, p)
+        data += encoder.get_compressed().astype("<u4").tobytes()
+        flag_bits = -float(np.sum(np.log2(np.where(symbols == 1, p, 1 - p))))
+    estimate = float(bits[keep].sum()) + 8 * (n + len(probabilities)) + flag_bits
+    return LayerPlan(plan_scales, keep.reshape(-1)[pair]), data, estimate
+
+
+def read(data: bytes, height: int, width: int) -> LayerPlan:
+    """A step layer's plan from its first chunk (damaged data is refused)."""
+    pair, present = regions(height, width)
+    n, count = present.shape
+    if len(data) < n:
+        raise DiffcodecError("damaged file: a step layer's plan is cut short")
+    scales = np.frombuffer(data[:n], dtype=np.uint8).copy()
+    coded_bands = scales != SKIP
+    if np.any(scales[coded_bands] > entropy.SCALE_MAX_INDEX - entropy.SCALE_MIN_INDEX):
+        raise DiffcodecError("damaged file: invalid band scales")
+    bands = np.flatnonzero(coded_bands)
+    end = n + bands.size
+    words = data[end:]
+    if len(data) < end or len(words) % 4:
+        raise DiffcodecError("damaged file: invalid step layer plan")
+    probabilities = np.frombuffer(data[n:end], dtype=np.uint8)
+    keep = np.zeros((n, count), dtype=bool)
+    keep[bands] = present[bands]
+    partial = bands[probabilities != ALL_REGIONS]
+    if partial.size:
+        sizes = present[partial].sum(axis=1)
+        p = np.repeat([_flag_probability(int(b)) for b in probabilities[probabilities != ALL_REGIONS]], sizes)
+        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+        flags = np.asarray(decoder.decode(_BERNOULLI, p), dtype=bool)
+        start = 0
+        for b, size in zip(partial, sizes):
+            row = np.zeros(count, dtype=bool)
+            row[present[b]] = flags[start: start + size]
+            keep[b] = row
+            start += size
+    elif words:
+        raise DiffcodecError("damaged file: invalid step layer plan")
+    return LayerPlan(scales, keep.reshape(-1)[pair])

@@ -1,0 +1,54 @@
+"""A step layer's plan: which bands and regions it codes, and how the plan travels."""
+
+import numpy as np
+import pytest
+
+from diffcodec.coding import layer_plan, randomness, transform
+from diffcodec.errors import DiffcodecError
+
+
+def _offsets(height, width, busy_rows):
+    """Offsets of a step whose error sits in the top ``busy_rows`` pixel rows: large and
+    rough there, tiny elsewhere, as around edges and texture against a flat sky."""
+    rng = np.random.default_rng(3)
+    error = rng.normal(scale=0.02, size=(height, width, 3))
+    error[:busy_rows] = rng.normal(scale=3.0, size=(busy_rows, width, 3))
+    return transform.forward_coded(error)
+
+
+@pytest.mark.parametrize("height, width", [(150, 130), (70, 45), (1, 1)])
+def test_plan_round_trips_and_drops_regions_where_the_error_is_small(height, width):
+    offsets = _offsets(height, width, busy_rows=min(64, height))
+    dither = randomness.shared_uniform(7, randomness.DITHER, 0, offsets.size)
+    plan, data, estimate = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
+    read = layer_plan.read(data, height, width)
+    assert np.array_equal(read.scales, plan.scales) and np.array_equal(read.coded, plan.coded)
+    assert estimate > 0 and plan.coded.any()
+    if height > 64:  # the flat regions of some band are skipped, the busy ones coded
+        pair, present = layer_plan.regions(height, width)
+        count = present.shape[1]
+        region = pair % count
+        busy = region < -(-width // layer_plan.REGION)  # the first row of regions
+        assert plan.coded[busy].mean() > 0.5 > plan.coded[~busy].mean()
+        band = pair // count
+        partly = [b for b in np.unique(band[plan.coded]) if not plan.coded[band == b].all()]
+        assert partly  # region flags were sent for at least one band
+        assert len(data) > transform.NUM_BANDS + len(np.unique(band[plan.coded]))
+
+
+def test_regions_cover_every_coefficient_once():
+    pair, present = layer_plan.regions(70, 45)
+    count = present.shape[1]
+    assert count == 2 * 1 and pair.size == 70 * 45 * 3
+    assert np.array_equal(np.flatnonzero(present.reshape(-1)), np.unique(pair))
+
+
+def test_damaged_plans_are_refused():
+    height, width = 70, 45
+    offsets = _offsets(height, width, busy_rows=64)
+    dither = randomness.shared_uniform(7, randomness.DITHER, 0, offsets.size)
+    _, data, _ = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
+    for bad, message in [(data[:50], "cut short"), (bytes([200]) + data[1:], "band scales"),
+                         (data + b"\x01", "plan")]:
+        with pytest.raises(DiffcodecError, match=message):
+            layer_plan.read(bad, height, width)
