@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import constriction
 import numpy as np
+import torch
 
 from ..errors import DiffcodecError
 from ..format.container import BAND_SCALE_BYTES
@@ -64,8 +65,6 @@ def symbol_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray,
     ``means`` and scale ``stds`` integrated over unit bins, the tails beyond [low, high]
     (when given) folded into the two edge bins, every probability at least 2^-24 (as
     constriction's QuantizedGaussian does)."""
-    import torch
-
     k = torch.from_numpy(np.asarray(symbols, dtype=np.float64))
     m = torch.from_numpy(np.asarray(means, dtype=np.float64))
     s = torch.from_numpy(np.asarray(stds, dtype=np.float64))
@@ -83,10 +82,9 @@ class FitSample:
     def __init__(self, height: int, width: int) -> None:
         self.height, self.width = height, width
         band = transform.coding_bands(height, width)
-        self.counts = np.bincount(band, minlength=transform.NUM_BANDS)
         picks = []
         start = 0
-        for count in self.counts:  # coding order keeps each band contiguous
+        for count in np.bincount(band, minlength=transform.NUM_BANDS):  # coding order keeps each band contiguous
             take = min(count, FIT_SAMPLES)
             picks.append(start + (np.arange(take) * count) // max(take, 1))
             start += count
@@ -110,6 +108,8 @@ def _fit_band_scales(o: np.ndarray, u: np.ndarray, band: np.ndarray, weight: np.
     """Per band, the table index minimising the sampled code length of k = round(o + u)
     (coefficients of weight 0 left out)."""
     n = transform.NUM_BANDS
+    used = weight > 0  # the rest adds exact zeros to every sum below: not evaluated
+    o, u, band, weight = o[used], u[used], band[used], weight[used]
     samples = np.maximum(np.bincount(band, weight, minlength=n), 1)
     rms = np.sqrt(np.bincount(band, weight * o * o, minlength=n) / samples)
     base = entropy.scale_index(np.maximum(rms, entropy.SCALE_TABLE[0]))
@@ -152,18 +152,21 @@ def fit(offsets: np.ndarray, dither: np.ndarray, sample: FitSample) -> tuple[Lay
     kl = (np.bincount(pair, 6.0 * offsets * offsets, minlength=n * count)  # (sqrt(12) o)^2 / 2 nats
           / math.log(2)).reshape(n, count)
 
-    def region_bits(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def region_bits(weight: np.ndarray, bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Band scales fitted on the weighted sample, and each region's bits (of ``bands`` only)."""
         scales = _fit_band_scales(offsets[sample.sample], dither[sample.sample], sample.band, weight)
-        bits = symbol_bits(k, dither, entropy.SCALE_TABLE[scales][band])
-        return scales, np.bincount(pair, bits, minlength=n * count).reshape(n, count)
+        where = bands[band]
+        bits = symbol_bits(k[where], dither[where], entropy.SCALE_TABLE[scales][band[where]])
+        return scales, np.bincount(pair[where], bits, minlength=n * count).reshape(n, count)
 
-    scales, bits = region_bits(np.ones(sample.sample.size))
+    scales, bits = region_bits(np.ones(sample.sample.size), np.ones(n, dtype=bool))
     coded_bands = present.any(axis=1) & (bits.sum(axis=1) <= SKIP_COST_RATIO * kl.sum(axis=1))
     keep = present & coded_bands[:, None] & (bits <= SKIP_COST_RATIO * kl)
-    scales, bits = region_bits(keep.reshape(-1)[pair[sample.sample]].astype(np.float64))
+    # the refit, over the coded bands only (the others are skipped whatever they would cost)
+    scales, bits = region_bits(keep.reshape(-1)[pair[sample.sample]].astype(np.float64), coded_bands)
     keep = present & coded_bands[:, None] & (bits <= SKIP_COST_RATIO * kl)
     net = bits - SKIP_COST_RATIO * kl  # what coding a region costs beyond what it is worth
-    probabilities, flags, flag_p = [], [], []
+    probabilities, flags, flag_p, flag_bits = [], [], [], 0.0
     for b in np.flatnonzero(coded_bands):
         where = present[b]
         byte = _probability_byte(int(keep[b].sum()), int(where.sum()))
@@ -176,16 +179,14 @@ def fit(offsets: np.ndarray, dither: np.ndarray, sample: FitSample) -> tuple[Lay
         else:
             flags.append(row.astype(np.int32))
             flag_p.append(np.full(row.size, p))
+            flag_bits += flag_cost
         probabilities.append(byte)
     plan_scales = np.where(coded_bands, scales, SKIP).astype(np.uint8)
     data = plan_scales.tobytes() + bytes(probabilities)
-    flag_bits = 0.0
     if flags:
-        symbols, p = np.concatenate(flags), np.concatenate(flag_p)
         encoder = constriction.stream.queue.RangeEncoder()
-        encoder.encode(symbols, _BERNOULLI, p)
+        encoder.encode(np.concatenate(flags), _BERNOULLI, np.concatenate(flag_p))
         data += encoder.get_compressed().astype("<u4").tobytes()
-        flag_bits = -float(np.sum(np.log2(np.where(symbols == 1, p, 1 - p))))
     estimate = float(bits[keep].sum()) + 8 * (n + len(probabilities)) + flag_bits
     return LayerPlan(plan_scales, keep.reshape(-1)[pair]), data, estimate
 
@@ -213,13 +214,9 @@ def read(data: bytes, height: int, width: int) -> LayerPlan:
         sizes = present[partial].sum(axis=1)
         p = np.repeat([_flag_probability(int(b)) for b in probabilities[probabilities != ALL_REGIONS]], sizes)
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
-        flags = np.asarray(decoder.decode(_BERNOULLI, p), dtype=bool)
-        start = 0
-        for b, size in zip(partial, sizes):
-            row = np.zeros(count, dtype=bool)
-            row[present[b]] = flags[start: start + size]
-            keep[b] = row
-            start += size
+        rows = np.zeros((partial.size, count), dtype=bool)
+        rows[present[partial]] = np.asarray(decoder.decode(_BERNOULLI, p), dtype=bool)  # band by band, in raster order
+        keep[partial] = rows
     elif words:
         raise DiffcodecError("damaged file: invalid step layer plan")
     return LayerPlan(scales, keep.reshape(-1)[pair])

@@ -256,7 +256,7 @@ class Pixels:
 
 
 def _decode_layer(f: DfcFile, layer: int, means: np.ndarray, stds: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Symbols of the chunks present of one step layer (after its band scales), and whether
+    """Symbols of the chunks present of one step layer (after its plan), and whether
     the layer is complete."""
     info = f.header.layers[layer]
     symbols = entropy.decode_chunks(f.chunks[layer][1:], means.size, means, stds, info.low, info.high,

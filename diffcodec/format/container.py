@@ -16,8 +16,8 @@ units of 2^-24, varints; explicit grid: progressive mode, and lossless files on 
 grid), the count of rate-placed layers (varint), the count and each blend weight of the
 direct head, at the start of each step layer and of the tail (varints), and the tail's
 coder (varint, a Mode: bits-back, predictive or stored; 0 outside progressive mode). A
-progressive step layer's first chunk holds its band scales, so a prefix pays only for the
-layers it holds. Last, the chunk checks: a u32 per chunk, in file order (see below).
+progressive step layer's first chunk holds its plan (band scales and coded regions,
+coding/layer_plan.py), so a prefix pays only for the layers it holds. Last, the chunk checks: a u32 per chunk, in file order (see below).
 
 Every byte of a file after the header belongs to some layer chunk, so any prefix that
 holds the header decodes: complete layers, plus the complete chunks of the next one.
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -185,7 +186,9 @@ class DfcFile:
 
     def bpp_budget(self, bpp: float) -> int:
         """Bytes of a budget of ``bpp`` bits per pixel."""
-        return int(bpp * self.header.height * self.header.width / 8)
+        # a bpp computed from a size (8 * bytes / pixels) must give those bytes back, not one
+        # fewer by a rounding error
+        return int(math.floor(bpp * self.header.height * self.header.width / 8 + 1e-6))
 
     def prefix(self, layers: int | None = None, max_bytes: int | None = None,
                bpp: float | None = None) -> "DfcFile":
