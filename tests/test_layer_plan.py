@@ -18,13 +18,13 @@ def _offsets(height, width, busy_rows):
 
 @pytest.mark.parametrize("height, width", [(150, 130), (70, 45), (1, 1)])
 def test_plan_round_trips_and_drops_regions_where_the_error_is_small(height, width):
-    offsets = _offsets(height, width, busy_rows=min(64, height))
+    offsets = _offsets(height, width, busy_rows=min(layer_plan.REGION, height))
     dither = randomness.shared_uniform(7, randomness.DITHER, 0, offsets.size)
     plan, data, estimate = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
     read = layer_plan.read(data, height, width)
     assert np.array_equal(read.scales, plan.scales) and np.array_equal(read.coded, plan.coded)
     assert estimate > 0 and plan.coded.any()
-    if height > 64:  # the flat regions of some band are skipped, the busy ones coded
+    if height > layer_plan.REGION:  # the flat regions of some band are skipped, the busy ones coded
         pair, present = layer_plan.regions(height, width)
         count = present.shape[1]
         region = pair % count
@@ -39,13 +39,14 @@ def test_plan_round_trips_and_drops_regions_where_the_error_is_small(height, wid
 def test_regions_cover_every_coefficient_once():
     pair, present = layer_plan.regions(70, 45)
     count = present.shape[1]
-    assert count == 2 * 1 and pair.size == 70 * 45 * 3
+    side = layer_plan.REGION
+    assert count == -(-70 // side) * -(-45 // side) and pair.size == 70 * 45 * 3
     assert np.array_equal(np.flatnonzero(present.reshape(-1)), np.unique(pair))
 
 
 def test_damaged_plans_are_refused():
     height, width = 70, 45
-    offsets = _offsets(height, width, busy_rows=64)
+    offsets = _offsets(height, width, busy_rows=layer_plan.REGION)
     dither = randomness.shared_uniform(7, randomness.DITHER, 0, offsets.size)
     _, data, _ = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
     for bad, message in [(data[:50], "cut short"), (bytes([200]) + data[1:], "band scales"),

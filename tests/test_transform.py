@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from diffcodec.coding import transform
-from diffcodec.coding.progressive import RATE_TARGETS, next_target
+from diffcodec.coding.progressive import RATE_GROWTH, RATE_START, next_target
 
 
 @pytest.mark.parametrize("height, width", [(1, 1), (37, 70), (64, 96), (33, 5)])
@@ -37,7 +37,8 @@ def test_bands_and_coding_order():
 
 
 def test_rate_targets_skip_what_a_layer_overshot():
-    assert next_target(0.0) == RATE_TARGETS[0]
-    assert next_target(RATE_TARGETS[0]) == RATE_TARGETS[1]
-    assert next_target(0.33) == 0.5  # 0.35 is too close to what was already spent
-    assert next_target(RATE_TARGETS[-1]) == pytest.approx(RATE_TARGETS[-1] * 1.5)
+    assert next_target(0.0) == RATE_START
+    assert next_target(RATE_START) == pytest.approx(RATE_START * RATE_GROWTH)
+    second = RATE_START * RATE_GROWTH
+    assert next_target(0.95 * second) == pytest.approx(second * RATE_GROWTH)  # too close to what was spent
+    assert next_target(10.0) > 12.0

@@ -34,10 +34,10 @@ from ..format.container import BAND_SCALE_BYTES
 from ..model import diffusion as dm
 from . import entropy, transform
 
-REGION = 64  # side (pixels) of the regions a band is coded or skipped in: 2 x 2 DCT blocks
+REGION = 32  # side (pixels) of the regions a band is coded or skipped in: one DCT block
 SKIP = 255  # scale byte of a band coded nowhere
 ALL_REGIONS = 255  # probability byte of a band coded in every region (no flags sent)
-SKIP_COST_RATIO = 2.5
+SKIP_COST_RATIO = 2.0  # REGION and this chosen on CID22 validation images (README)
 FIT_SAMPLES = 4096  # coefficients per band the scale fit looks at
 _SCALE_TRIALS = range(-8, 9, 2)  # table steps around each band's RMS the fit tries
 _BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)

@@ -2,8 +2,8 @@
 
 Layer j carries the reverse step from t_j to t_{j+1} < t_j; z_1 comes from the seed at
 zero bits. The ``steps`` step layers are placed by rate: the encoder ends each where the
-cumulative size reaches the next of RATE_TARGETS (bits per pixel), so a prefix of any
-useful size ends near a layer boundary. The last layer is the tail (tail.py): the exact
+cumulative size reaches the next rung of a geometric ladder (RATE_START bits per pixel,
+times RATE_GROWTH each rung), so a prefix of any useful size ends near a layer boundary. The last layer is the tail (tail.py): the exact
 image by bits-back coding from the last step layer's latent, which costs about what the
 rest of the chain's NELBO says, so the whole file costs about a lossless file. The time
 grid (the step layers', then the tail's) goes into the header.
@@ -16,7 +16,7 @@ an exact sample of that uniform. mu_P = b z_t + c x_hat, x_hat the eps-based est
 blended towards the direct head by a weight the encoder picks per layer (the blend
 nearest to x: it is both the best display and the cheapest mean). k is coded with a
 quantized Gaussian of mean u and a scale the encoder fits per band and layer (an index
-into entropy.SCALE_TABLE). Where a band's code would cost more than SKIP_COST_RATIO times
+into entropy.SCALE_TABLE). Where a band's code would cost more than layer_plan.SKIP_COST_RATIO times
 its Gaussian KL, in a whole band or in a region of it, it is skipped: k = round(u), zero
 bits, its error left for later steps (layer_plan.py; the plan is the layer's first chunk).
 
@@ -46,22 +46,27 @@ from . import entropy, layer_plan, randomness, tail, transform
 from .progress import progress_bar
 from .runner import ModelRunner, Tiling
 
-# Rate-placed layers by default: previews at 0.05-0.35 bpp (0.1 bpp is about the first
-# percent of a photograph's file). Each layer costs more than the KL the tail refunds for
-# it, so more layers make the whole file larger (README, Results).
-DEFAULT_STEPS = 4
-# Cumulative bits per pixel at which the rate-placed layers end; beyond the list, x1.5 each.
-RATE_TARGETS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+# Rate-placed layers by default: previews at 0.05 and 0.2 bpp (0.05-0.1 bpp is about
+# the first percent of a photograph's file). Each layer costs more than the KL the tail
+# refunds for it, so more layers make the whole file larger (README, Results).
+DEFAULT_STEPS = 2
+# The ladder of cumulative bits per pixel at which the rate-placed layers end. A UQ step's
+# overhead over its KL falls as the step grows (few coefficients with small offsets, which
+# cost r log(1/r) bits against the KL's r^2), so sparse rungs give more quality per bit at
+# every rate than a dense ladder, at the price of fewer previews (README, Results).
+RATE_START = 0.05
+RATE_GROWTH = 4.0
+# The placer's trial fits per layer, and how near the target (in ratio) ends the search.
+PLACEMENT_TRIALS = 4
+PLACEMENT_TOLERANCE = 0.1
 
 
 def next_target(spent_bpp: float) -> float:
-    """The first rate target comfortably above what the layers so far cost (bpp): a layer
-    that overshot its target does not leave an empty layer behind it."""
-    target = RATE_TARGETS[0]
-    index = 0
+    """The first rung of the ladder comfortably above what the layers so far cost (bpp): a
+    layer that overshot its target does not leave an empty layer behind it."""
+    target = RATE_START
     while target <= 1.2 * spent_bpp:
-        index += 1
-        target = RATE_TARGETS[index] if index < len(RATE_TARGETS) else target * 1.5
+        target *= RATE_GROWTH
     return target
 
 
@@ -147,8 +152,10 @@ def best_blend(x: np.ndarray, x_eps: np.ndarray, x_progressive: np.ndarray) -> i
 
 class _Placer:
     """Where the next rate-placed layer ends: the time s whose step costs what is left to the
-    next target, from the step's Gaussian KL 1/2 (SNR(s) - SNR(t)) |x - x_hat|^2 corrected by
-    the ratio of real to KL cost the layer's first try measures."""
+    next target. The first guess comes from the step's Gaussian KL 1/2 (SNR(s) - SNR(t))
+    |x - x_hat|^2; each trial fit then measures the real cost, and the next guess solves
+    a power law in SNR(s) - SNR(t) through the last two trials (the ratio of real to KL
+    cost changes with the step's size, most at the first, nearly all-skipped layers)."""
 
     def __init__(self, runner: ModelRunner) -> None:
         self.times = np.linspace(0.0, 1.0, 4097)
@@ -157,13 +164,24 @@ class _Placer:
     def snr(self, t_index: int) -> float:
         return float(np.interp(t_index / TIME_UNITS, self.times, self.snr_table))
 
-    def time_for(self, t_index: int, kl_nats_per_snr: float, nats: float, steps_after: int) -> int:
-        """The time below t whose step from t costs about ``nats`` (in 1/TIME_UNITS), leaving
-        room for ``steps_after`` more steps of at least MIN_STEP."""
-        want = self.snr(t_index) + nats / max(kl_nats_per_snr, 1e-30)
+    def time_for(self, t_index: int, nats_per_snr: float, nats: float, steps_after: int) -> int:
+        """The time below t whose step from t costs about ``nats`` at ``nats_per_snr`` (in
+        1/TIME_UNITS), leaving room for ``steps_after`` more steps of at least MIN_STEP."""
+        want = self.snr(t_index) + nats / max(nats_per_snr, 1e-30)
         # SNR falls with t: find s with SNR(s) = want
         s = float(np.interp(-want, -self.snr_table, self.times)) if want < self.snr_table[0] else 0.0
         return int(min(max(round(s * TIME_UNITS), steps_after * MIN_STEP), t_index - MIN_STEP))
+
+    def next_guess(self, t_index: int, tries: list[tuple[int, float]], nats: float, steps_after: int) -> int:
+        """The next time to try, from the (time, real nats) of the trials so far."""
+        gains = [(self.snr(s) - self.snr(t_index), cost) for s, cost in tries]
+        (gain, cost), earlier = gains[-1], gains[:-1]
+        power = 1.0
+        if earlier and earlier[-1][0] != gain and earlier[-1][1] > 0 and cost > 0:
+            power = math.log(cost / earlier[-1][1]) / math.log(gain / earlier[-1][0])
+            power = float(np.clip(power, 0.3, 3.0))
+        wanted_gain = gain * (nats / max(cost, 1e-30)) ** (1.0 / power)
+        return self.time_for(t_index, nats / max(wanted_gain, 1e-30), nats, steps_after)
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -196,12 +214,18 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         want = (next_target(spent / pixels) * pixels - spent) * math.log(2)
         room = steps - layer  # the later layers and the tail: at least MIN_STEP each
         s_index = placer.time_for(t_index, half_error, want, room)
-        offsets, plan, plan_bytes, bits = trial(s_index)
-        if bits > 0:  # second try with the real-to-KL ratio of the first
-            kl = half_error * (placer.snr(s_index) - placer.snr(t_index))
-            ratio = float(np.clip(bits * math.log(2) / max(kl, 1e-30), 0.2, 5.0))
-            s_index = placer.time_for(t_index, half_error * ratio, want, room)
-            offsets, plan, plan_bytes, bits = trial(s_index)
+        tried: dict[int, tuple] = {}
+        for _ in range(PLACEMENT_TRIALS):
+            tried[s_index] = trial(s_index)
+            bits = tried[s_index][3]
+            if bits <= 0 or abs(bits * math.log(2) / want - 1) <= PLACEMENT_TOLERANCE:
+                break
+            s_index = placer.next_guess(t_index, [(s, r[3] * math.log(2)) for s, r in tried.items()], want, room)
+            if s_index in tried:
+                break
+        # the trial nearest to the target, in ratio
+        s_index = min(tried, key=lambda s: abs(math.log(max(tried[s][3] * math.log(2), 1e-9) / want)))
+        offsets, plan, plan_bytes, bits = tried[s_index]
         chain.times.append(s_index)
         chain.gammas.append(chain.gamma(s_index))
         chain.blends.append(blend)
