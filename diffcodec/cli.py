@@ -316,7 +316,7 @@ def _budget(func):
 @click.option("--mode", type=click.Choice(["progressive", "lossless"]), default="progressive", show_default=True,
               help="progressive: truncatable layers; lossless: bits-back, smallest file, not truncatable.")
 @click.option("--steps", default=None, type=click.IntRange(1, 1024),
-              help="Progressive: layers placed by rate [default: 4] (the bits-back tail follows); lossless: chain length [default: 32].")
+              help="Progressive: layers placed by rate, ending at 0.05, 0.2, 0.8, 3.2 ... bpp [default: 2] (the bits-back tail follows); lossless: chain length [default: 32].")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**64 - 1), help="Seed of the shared dither.")
 @_model_option
 @_device_option

@@ -242,3 +242,14 @@ def test_rate_placed_grid_and_band_scales(codec):
     chunks[1][0] = bytes([200]) + chunks[1][0][1:]
     with pytest.raises(DiffcodecError, match="band scales"):
         codec.decode(pack_file(header, chunks))
+
+
+def test_layers_end_near_the_rungs_of_the_rate_ladder(codec):
+    """The placer's trial fits bring each layer's cumulative size near its rung (0.05, 0.2,
+    0.8, 3.2 bpp); the first rungs are below what a 128 x 128 layer's plan alone costs."""
+    from diffcodec.coding.progressive import PLACEMENT_TOLERANCE, RATE_GROWTH, RATE_START
+    image = synthetic_image(128, 128, "shapes", seed=3)
+    header = parse_file(codec.encode(image, steps=4)).header
+    cumulative = np.cumsum([layer.size for layer in header.layers[:4]]) * 8 / (128 * 128)
+    for rung, bpp in zip([RATE_START * RATE_GROWTH ** k for k in (2, 3)], cumulative[2:]):
+        assert abs(bpp / rung - 1) < 2 * PLACEMENT_TOLERANCE, cumulative

@@ -3,8 +3,8 @@
 Layer j carries the reverse step from t_j to t_{j+1} < t_j; z_1 comes from the seed at
 zero bits. The ``steps`` step layers are placed by rate: the encoder ends each where the
 cumulative size reaches the next rung of a geometric ladder (RATE_START bits per pixel,
-times RATE_GROWTH each rung), so a prefix of any useful size ends near a layer boundary. The last layer is the tail (tail.py): the exact
-image by bits-back coding from the last step layer's latent, which costs about what the
+times RATE_GROWTH each rung), so a prefix of any useful size ends near a layer boundary.
+The last layer is the tail (tail.py): the exact image by bits-back coding from the last step layer's latent, which costs about what the
 rest of the chain's NELBO says, so the whole file costs about a lossless file. The time
 grid (the step layers', then the tail's) goes into the header.
 
@@ -16,8 +16,8 @@ an exact sample of that uniform. mu_P = b z_t + c x_hat, x_hat the eps-based est
 blended towards the direct head by a weight the encoder picks per layer (the blend
 nearest to x: it is both the best display and the cheapest mean). k is coded with a
 quantized Gaussian of mean u and a scale the encoder fits per band and layer (an index
-into entropy.SCALE_TABLE). Where a band's code would cost more than layer_plan.SKIP_COST_RATIO times
-its Gaussian KL, in a whole band or in a region of it, it is skipped: k = round(u), zero
+into entropy.SCALE_TABLE). Where a band's code would cost more than
+layer_plan.SKIP_COST_RATIO times its Gaussian KL, in a whole band or in a region of it, it is skipped: k = round(u), zero
 bits, its error left for later steps (layer_plan.py; the plan is the layer's first chunk).
 
 Determinism: the entropy model of every symbol is the seeded dither and a header index,
@@ -214,18 +214,20 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         want = (next_target(spent / pixels) * pixels - spent) * math.log(2)
         room = steps - layer  # the later layers and the tail: at least MIN_STEP each
         s_index = placer.time_for(t_index, half_error, want, room)
-        tried: dict[int, tuple] = {}
+        costs: dict[int, float] = {}  # nats of each time tried
+        best = None  # the trial nearest to the target, in ratio (only it is kept: offsets are image-sized)
         for _ in range(PLACEMENT_TRIALS):
-            tried[s_index] = trial(s_index)
-            bits = tried[s_index][3]
-            if bits <= 0 or abs(bits * math.log(2) / want - 1) <= PLACEMENT_TOLERANCE:
+            result = trial(s_index)
+            costs[s_index] = result[3] * math.log(2)
+            miss = abs(math.log(max(costs[s_index], 1e-9) / want))
+            if best is None or miss < best[0]:
+                best = (miss, s_index, result)
+            if costs[s_index] <= 0 or abs(costs[s_index] / want - 1) <= PLACEMENT_TOLERANCE:
                 break
-            s_index = placer.next_guess(t_index, [(s, r[3] * math.log(2)) for s, r in tried.items()], want, room)
-            if s_index in tried:
+            s_index = placer.next_guess(t_index, list(costs.items()), want, room)
+            if s_index in costs:
                 break
-        # the trial nearest to the target, in ratio
-        s_index = min(tried, key=lambda s: abs(math.log(max(tried[s][3] * math.log(2), 1e-9) / want)))
-        offsets, plan, plan_bytes, bits = tried[s_index]
+        _, s_index, (offsets, plan, plan_bytes, bits) = best
         chain.times.append(s_index)
         chain.gammas.append(chain.gamma(s_index))
         chain.blends.append(blend)
