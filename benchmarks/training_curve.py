@@ -50,6 +50,7 @@ def main() -> None:
         shutil.copyfile(run / "options.json", args.out / f"{name}.options.json")
         train = [(offset + r["step"], r["train_bpd"]) for r in rows if "train_bpd" in r]
         vals = [(offset + r["step"], r["minutes"], validation_metrics(r["val"])) for r in rows if "val" in r]
+        vals = [v for i, v in enumerate(vals) if i == 0 or v != vals[i - 1]]  # a run's end and its resume
         for step, minutes, metrics in vals:
             shown = ", ".join(f"{key} {value:.3f}" for key, value in metrics.items())
             lines.append(f"| {name} | {options['objective']} | {step} | {minutes:.1f} | {shown} |")
@@ -61,28 +62,35 @@ def main() -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
-    for name, objective, train, vals in stages:
+    fig = plt.figure(figsize=(10, 7))
+    grid = fig.add_gridspec(2, len(stages))
+    top = fig.add_subplot(grid[0, :])
+    for index, (name, objective, train, vals) in enumerate(stages):
         if train:
             steps, losses = zip(*train)
             window = 20
             smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1])
                       for i in range(len(losses))]
-            top.plot(steps, smooth, label=f"{name} ({objective}), training loss")
+            top.plot(steps, smooth, label=f"{name} ({objective})")
+        panel = fig.add_subplot(grid[1, index])  # each stage's own metric and scale
         for key in ("nelbo", "chain", "total"):
             points = [(step, m[key]) for step, _, m in vals if key in m]
             if key == "total" and any("nelbo" in m for _, _, m in vals):
                 continue  # a chain+ELBO run's total is the sum of the two shown
             if points:
                 xs, ys = zip(*points)
-                label = {"total": "validation", "nelbo": "validation NELBO", "chain": "validation chain term"}[key]
-                bottom.plot(xs, ys, "o-", label=f"{name}: {label}")
+                panel.plot(xs, ys, "o-", label={"total": "validation", "nelbo": "NELBO", "chain": "chain term"}[key])
+        panel.set_title(name, fontsize=9)
+        panel.set_xlabel("step", fontsize=8)
+        panel.tick_params(labelsize=7)
+        panel.grid(alpha=0.3)
+        panel.legend(fontsize=7)
+        if index == 0:
+            panel.set_ylabel("bits/dim (CID22 validation)")
     top.set_ylabel("bits/dim (training batches, smoothed)")
-    bottom.set_ylabel("bits/dim (CID22 validation)")
-    bottom.set_xlabel("training step (stages one after the other)")
-    for axis in (top, bottom):
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+    top.set_xlabel("training step (stages one after the other)")
+    top.grid(alpha=0.3)
+    top.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out / "curve.png", dpi=110)
     print(f"wrote {args.out}")
