@@ -4,8 +4,9 @@ Layer j carries the reverse step from t_j to t_{j+1} < t_j; z_1 comes from the s
 zero bits. The ``steps`` step layers are placed by rate: the encoder ends each where the
 cumulative size reaches the next rung of a geometric ladder (RATE_START bits per pixel,
 times RATE_GROWTH each rung), so a prefix of any useful size ends near a layer boundary.
-The last layer is the tail (tail.py): the exact image by bits-back coding from the last step layer's latent, which costs about what the
-rest of the chain's NELBO says, so the whole file costs about a lossless file. The time
+The last layer is the tail (tail.py): the exact image by bits-back coding from the last
+step layer's latent, which costs about what the rest of the chain's NELBO says, so the
+whole file costs about a lossless file. The time
 grid (the step layers', then the tail's) goes into the header.
 
 A step sends z_s ~ U(mu_Q +- Delta/2), the uniform with the Gaussian posterior's mean and
@@ -17,8 +18,9 @@ blended towards the direct head by a weight the encoder picks per layer (the ble
 nearest to x: it is both the best display and the cheapest mean). k is coded with a
 quantized Gaussian of mean u and a scale the encoder fits per band and layer (an index
 into entropy.SCALE_TABLE). Where a band's code would cost more than
-layer_plan.SKIP_COST_RATIO times its Gaussian KL, in a whole band or in a region of it, it is skipped: k = round(u), zero
-bits, its error left for later steps (layer_plan.py; the plan is the layer's first chunk).
+layer_plan.SKIP_COST_RATIO times its Gaussian KL, in a whole band or in a region of it, it
+is skipped: k = round(u), zero bits, its error left for later steps (layer_plan.py; the
+plan is the layer's first chunk).
 
 Determinism: the entropy model of every symbol is the seeded dither and a header index,
 nothing computed by the network, so the symbols decode the same on any machine; each
@@ -164,10 +166,10 @@ class _Placer:
     def snr(self, t_index: int) -> float:
         return float(np.interp(t_index / TIME_UNITS, self.times, self.snr_table))
 
-    def time_for(self, t_index: int, nats_per_snr: float, nats: float, steps_after: int) -> int:
-        """The time below t whose step from t costs about ``nats`` at ``nats_per_snr`` (in
-        1/TIME_UNITS), leaving room for ``steps_after`` more steps of at least MIN_STEP."""
-        want = self.snr(t_index) + nats / max(nats_per_snr, 1e-30)
+    def time_for(self, t_index: int, gain: float, steps_after: int) -> int:
+        """The time s below t with SNR(s) - SNR(t) = ``gain`` (in 1/TIME_UNITS), leaving room
+        for ``steps_after`` more steps of at least MIN_STEP."""
+        want = self.snr(t_index) + gain
         # SNR falls with t: find s with SNR(s) = want
         s = float(np.interp(-want, -self.snr_table, self.times)) if want < self.snr_table[0] else 0.0
         return int(min(max(round(s * TIME_UNITS), steps_after * MIN_STEP), t_index - MIN_STEP))
@@ -180,8 +182,7 @@ class _Placer:
         if earlier and earlier[-1][0] != gain and earlier[-1][1] > 0 and cost > 0:
             power = math.log(cost / earlier[-1][1]) / math.log(gain / earlier[-1][0])
             power = float(np.clip(power, 0.3, 3.0))
-        wanted_gain = gain * (nats / max(cost, 1e-30)) ** (1.0 / power)
-        return self.time_for(t_index, nats / max(wanted_gain, 1e-30), nats, steps_after)
+        return self.time_for(t_index, gain * (nats / max(cost, 1e-30)) ** (1.0 / power), steps_after)
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -213,7 +214,7 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         half_error = 0.5 * float(np.sum(error * error))  # KL per unit of SNR
         want = (next_target(spent / pixels) * pixels - spent) * math.log(2)
         room = steps - layer  # the later layers and the tail: at least MIN_STEP each
-        s_index = placer.time_for(t_index, half_error, want, room)
+        s_index = placer.time_for(t_index, want / max(half_error, 1e-30), room)  # the KL's guess
         costs: dict[int, float] = {}  # nats of each time tried
         best = None  # the trial nearest to the target, in ratio (only it is kept: offsets are image-sized)
         for _ in range(PLACEMENT_TRIALS):

@@ -17,7 +17,8 @@ grid), the count of rate-placed layers (varint), the count and each blend weight
 direct head, at the start of each step layer and of the tail (varints), and the tail's
 coder (varint, a Mode: bits-back, predictive or stored; 0 outside progressive mode). A
 progressive step layer's first chunk holds its plan (band scales and coded regions,
-coding/layer_plan.py), so a prefix pays only for the layers it holds. Last, the chunk checks: a u32 per chunk, in file order (see below).
+coding/layer_plan.py), so a prefix pays only for the layers it holds. Last, the chunk
+checks: a u32 per chunk, in file order (see below).
 
 Every byte of a file after the header belongs to some layer chunk, so any prefix that
 holds the header decodes: complete layers, plus the complete chunks of the next one.
