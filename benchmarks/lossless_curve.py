@@ -2,7 +2,7 @@
 """The lossless coder's bound against the number of steps T, on the uniform and on the
 model's optimised time grid.
 
-    python benchmarks/lossless_curve.py IMAGES_DIR [--model lossless] [--steps 8,16,32,64]
+    python benchmarks/lossless_curve.py IMAGES_DIR [--model default|PATH] [--steps 8,16,32,64]
         [--limit N] [--quick] [--out results/]
 
 For every image, T and grid: the T-step NELBO of the model the lossless coder uses
@@ -61,7 +61,6 @@ def mean_record(records: list[dict], steps_list: list[int]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_arguments(parser)
-    parser.set_defaults(model="lossless")
     parser.add_argument("--steps", type=parse_int_list, default=DEFAULT_STEPS, help="step counts T, e.g. 8,16,32,64")
     args = parser.parse_args(argv)
     images = load_images(args.images, args.limit, args.quick)
