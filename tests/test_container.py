@@ -7,7 +7,7 @@ import zlib
 import pytest
 
 from diffcodec.errors import DiffcodecError
-from diffcodec.format.container import (ContainerError, Header, LayerInfo, Mode, pack_file, pack_header,
+from diffcodec.format.container import (VERSION, ContainerError, Header, LayerInfo, Mode, pack_file, pack_header,
                                         parse_file, parse_header, validate_header)
 
 
@@ -48,7 +48,7 @@ def test_header_round_trip_and_frozen_bytes():
                                                                                  for l in make().layers)]))
              for c in chunks] for chunks in _chunks(make())]
         assert pack_header(parsed.header) == data[: parsed.header_size]
-    assert hashlib.sha256(_file(_header())).hexdigest()[:16] == "385af9ee95576e2e"
+    assert hashlib.sha256(_file(_header())).hexdigest()[:16] == "e8384dd02a64fa1b"
 
 
 def test_prefix_cuts_end_on_chunk_boundaries():
@@ -99,7 +99,7 @@ def test_every_chunk_present_is_checked_cut_or_not():
 
 @pytest.mark.parametrize("damage, message", [
     (lambda d: b"PNG!" + d[4:], "not a .dfc file"),
-    (lambda d: d[:4] + b"\x09" + d[5:], "unsupported .dfc version"),
+    (lambda d: d[:4] + bytes([VERSION + 1]) + d[5:], "unsupported .dfc version"),
     (lambda d: d[:20] + bytes([d[20] ^ 1]) + d[21:], "header checksum"),
     (lambda d: d[:-5] + bytes([d[-5] ^ 1]) + d[-4:], "layer 2 fails its check"),
     (lambda d: d + b"x", "more bytes than its header describes"),

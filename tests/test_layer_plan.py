@@ -53,3 +53,25 @@ def test_damaged_plans_are_refused():
                          (data + b"\x01", "plan")]:
         with pytest.raises(DiffcodecError, match=message):
             layer_plan.read(bad, height, width)
+
+
+def test_region_shifts_follow_the_error_and_round_trip():
+    """A band's scale fits its average region; the shifts move a busy region's scales up
+    and a quiet one's down, travel in the plan, and give both sides the same scales."""
+    height, width = 128, 128
+    rng = np.random.default_rng(5)
+    error = rng.laplace(scale=1.0, size=(height, width, 3))
+    error[:, : 2 * layer_plan.REGION] *= 8.0  # the left half busy, every band coded everywhere
+    offsets = transform.forward_coded(error)
+    dither = randomness.shared_uniform(7, randomness.DITHER, 0, offsets.size)
+    plan, data, _ = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
+    read = layer_plan.read(data, height, width)
+    assert plan.shifts is not None and np.array_equal(read.shifts, plan.shifts)
+    assert np.array_equal(read.coded, plan.coded)
+    assert np.array_equal(read.stds(height, width), plan.stds(height, width))
+    column = np.arange(plan.shifts.size) % -(-width // layer_plan.REGION)
+    assert plan.shifts[column < 2].min() > plan.shifts[column >= 2].max()
+    bad = bytearray(data)
+    bad[transform.NUM_BANDS + int((plan.scales != layer_plan.SKIP).sum())] = 200  # the shift byte
+    with pytest.raises(DiffcodecError, match="plan"):
+        layer_plan.read(bytes(bad), height, width)

@@ -18,8 +18,8 @@ from diffcodec.coding.runner import network_threads
 from diffcodec.format.container import parse_file
 
 FROZEN = {
-    "progressive": "6c1e85a7faa6f7d5",
-    "lossless": "fcefb8195b3c5379",
+    "progressive": "edac5cbeea90677d",
+    "lossless": "51898243669fbf53",
 }
 
 

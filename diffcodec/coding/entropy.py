@@ -1,6 +1,6 @@
 """Entropy coding of integer arrays with constriction's range coder.
 
-The entropy model of every coded integer is a QuantizedGaussian whose mean and scale are
+The entropy model of every coded integer is a QuantizedLaplace whose mean and scale are
 quantities both sides compute exactly (seeded dithers, a scale table indexed by an
 integer), so a tiny difference in a network output cannot desynchronise the coder.
 A layer is split into chunks of symbols, each an independent range-coded stream, so a
@@ -17,7 +17,9 @@ import numpy as np
 
 from ..errors import DiffcodecError
 
-_QuantizedGaussian = constriction.stream.model.QuantizedGaussian
+# Laplace rather than Gaussian: a band's offsets mix quiet and busy regions, so their
+# distribution is heavy-tailed (3-5 % fewer bits in the large step layers; README).
+_QuantizedLaplace = constriction.stream.model.QuantizedLaplace
 _RangeEncoder = constriction.stream.queue.RangeEncoder
 _RangeDecoder = constriction.stream.queue.RangeDecoder
 
@@ -66,7 +68,7 @@ def encode_chunks(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low:
     _check_parameters(means, stds)
     if symbols.size and (symbols.min() < low or symbols.max() > high):
         raise DiffcodecError("internal error: symbol outside the declared range")
-    model = _QuantizedGaussian(low, high)
+    model = _QuantizedLaplace(low, high)
     out = []
     for start in range(0, symbols.size, chunk):
         encoder = _RangeEncoder()
@@ -83,7 +85,7 @@ def decode_chunks(chunks: list[bytes], count: int, means: np.ndarray, stds: np.n
     means = np.ascontiguousarray(means, dtype=np.float64)
     stds = np.ascontiguousarray(stds, dtype=np.float64)
     _check_parameters(means, stds)
-    model = _QuantizedGaussian(low, high)
+    model = _QuantizedLaplace(low, high)
     out = []
     for index, data in enumerate(chunks):
         part = slice(index * chunk, min(count, (index + 1) * chunk))

@@ -15,12 +15,13 @@ with a dither u shared through the seed, the encoder sends k = round(o + u) for 
 coefficient o of (mu_Q - mu_P)/Delta, and the decoder sets z_s = mu_P + T^-1(k - u) Delta,
 an exact sample of that uniform. mu_P = b z_t + c x_hat, x_hat the eps-based estimate
 blended towards the direct head by a weight the encoder picks per layer (the blend
-nearest to x: it is both the best display and the cheapest mean). k is coded with a
-quantized Gaussian of mean u and a scale the encoder fits per band and layer (an index
-into entropy.SCALE_TABLE). Where a band's code would cost more than
+nearest to x: it is both the best display and the cheapest mean), then projected into
+the box the symbols so far put x in (Box). k is coded with a quantized Laplace of mean u
+and a scale the encoder fits per band and layer, shifted per region (indices into
+entropy.SCALE_TABLE). Where a band's code would cost more than
 layer_plan.SKIP_COST_RATIO times its Gaussian KL, in a whole band or in a region of it, it
-is skipped: k = round(u), zero bits, its error left for later steps (layer_plan.py; the
-plan is the layer's first chunk).
+is skipped: k = round(u), zero bits, its error left for later steps, its noise scaled by
+SKIP_NOISE (layer_plan.py; the plan is the layer's first chunk).
 
 Determinism: the entropy model of every symbol is the seeded dither and a header index,
 nothing computed by the network, so the symbols decode the same on any machine; each
@@ -87,22 +88,72 @@ def _code_layer(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: i
     return LayerInfo.of(chunks, low, high, entropy.checksum(symbols), estimate), chunks
 
 
+# A skipped coefficient (or one a cut file lacks) gets this fraction of the reverse step's
+# noise: full noise puts detail the encoder never sent into the next estimate, none leaves
+# the latent too clean for its noise level; chosen on CID22 validation images (README).
+SKIP_NOISE = 0.8
+
+
 @dataclass
 class Step:
     """Everything about one UQ step that both sides derive identically."""
 
     coef: dm.StepCoefficients
+    x_hat: np.ndarray  # the estimate the step predicts from
     mu_p: np.ndarray
     dither: np.ndarray  # per coefficient, flat in coding order
     coded: np.ndarray  # bool per coefficient (coding order): the layer's plan codes it
     stds: np.ndarray  # entropy-model scale of every coded symbol
 
+    def _sent(self, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which coefficients have a symbol (the first len(symbols) coded ones), and k - u
+        for them."""
+        known = np.zeros(self.dither.size, dtype=bool)
+        known[np.flatnonzero(self.coded)[: symbols.size]] = True
+        offsets = np.zeros(self.dither.size)
+        offsets[known] = symbols - self.dither[known]
+        return known, offsets
+
     def latent(self, symbols: np.ndarray) -> np.ndarray:
-        """z_s for the sent integers of the coded coefficients (the first len(symbols) of
-        them; the rest, and the skipped ones, take k = round(u) = 0, as |u| <= 1/2)."""
-        k = np.zeros(self.dither.size)
-        k[np.flatnonzero(self.coded)[: symbols.size]] = symbols
-        return self.mu_p + transform.inverse_coded(k - self.dither, self.mu_p.shape) * self.coef.delta
+        """z_s for the sent integers of the coded coefficients; the rest (skipped, or cut
+        off) take k = round(u) = 0, as |u| <= 1/2, with their noise -u scaled by SKIP_NOISE."""
+        known, offsets = self._sent(symbols)
+        offsets[~known] = -SKIP_NOISE * self.dither[~known]
+        return self.mu_p + transform.inverse_coded(offsets, self.mu_p.shape) * self.coef.delta
+
+    def bounds(self, symbols: np.ndarray) -> "Box":
+        """Where x lies, from this step's symbols: k = round(o + u) puts every sent
+        coefficient of x within Delta / (2c) of x_hat + (k - u) Delta / c (transform domain)."""
+        known, offsets = self._sent(symbols)
+        width = self.coef.delta / self.coef.c
+        centre = transform.forward_coded(self.x_hat) + offsets * width
+        return Box(np.where(known, centre - width / 2, -np.inf).astype(np.float32),
+                   np.where(known, centre + width / 2, np.inf).astype(np.float32))
+
+
+@dataclass
+class Box:
+    """Bounds on x's transform coefficients from the step layers so far (coding order, float32
+    to spare memory on large images; None before any). A Gaussian denoiser does not know UQ noise is bounded; projecting its
+    estimate into the box can only bring it nearer to x, which is inside."""
+
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+    def narrowed(self, other: "Box") -> "Box":
+        if self.low is None:
+            return other
+        return Box(np.maximum(self.low, other.low), np.minimum(self.high, other.high))
+
+    def project(self, x_hat: np.ndarray) -> np.ndarray:
+        """x_hat moved into the box, then into the pixel range (both convex and holding x)."""
+        if self.low is None:
+            return x_hat
+        inside = np.clip(transform.forward_coded(x_hat), self.low, self.high)
+        return np.clip(transform.inverse_coded(inside, x_hat.shape), PIXEL_LOW, PIXEL_HIGH)
+
+
+PIXEL_LOW, PIXEL_HIGH = float(dm.scale_pixels_array(0)), float(dm.scale_pixels_array(255))
 
 
 class Chain:
@@ -137,8 +188,8 @@ class Chain:
     def step(self, z: np.ndarray, layer: int, x_hat: np.ndarray, plan: layer_plan.LayerPlan,
              dither: np.ndarray) -> Step:
         coef = dm.step_coefficients(self.gammas[layer], self.gammas[layer + 1])
-        return Step(coef, coef.b * z + coef.c * x_hat, dither, plan.coded,
-                    plan.stds(transform.coding_bands(*z.shape[:2])))
+        return Step(coef, x_hat, coef.b * z + coef.c * x_hat, dither, plan.coded,
+                    plan.stds(*z.shape[:2]))
 
 
 def blend_estimate(x_eps: np.ndarray, x_progressive: np.ndarray, blend: int) -> np.ndarray:
@@ -197,11 +248,12 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
     placer = _Placer(runner)
     chain = Chain(runner, [TIME_UNITS], [], seed, tiling)
     z = chain.start(height, width)
+    box = Box()
     infos, chunks, spent = [], [], 0.0
     for layer in progress_bar(range(steps), progress, steps + 1, "encode", "layer"):
         x_eps, x_progressive = chain.predict(z, layer)
         blend = best_blend(x, x_eps, x_progressive)
-        x_hat = blend_estimate(x_eps, x_progressive, blend)
+        x_hat = box.project(blend_estimate(x_eps, x_progressive, blend))
         t_index = chain.times[layer]
         dither = chain.dither(layer, z.size)
         error = transform.forward_coded(x - x_hat)  # the offsets of any step from t, up to c / Delta
@@ -243,6 +295,7 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         chunks.append(data)
         spent += 8 * info.size
         z = step.latent(symbols)
+        box = box.narrowed(step.bounds(symbols))
     x_eps, x_progressive = chain.predict(z, steps)  # the display at the tail's start
     chain.blends.append(best_blend(x, x_eps, x_progressive))
     end = tail.encode(runner, rgb, z, chain.times[-1], seed, tiling, tail_fallback)
@@ -262,6 +315,7 @@ class Point:
     layers: int
     z: np.ndarray
     x_hat: np.ndarray | None
+    box: Box  # the bounds on x from the layers so far
     partial: bool = False  # z includes a layer that was only partly present
 
     @property
@@ -306,20 +360,21 @@ def chain_of(runner: ModelRunner, f: DfcFile) -> Chain:
                  Tiling(header.tile, header.threads))
 
 
-def _point(chain: Chain, z: np.ndarray, layer: int, partial: bool = False) -> Point:
+def _point(chain: Chain, z: np.ndarray, layer: int, box: Box, partial: bool = False) -> Point:
     """The point before step layer ``layer``, with the estimate its step needs; at the tail's
     start that estimate is only the display, computed when shown (:func:`display`): a
     complete tail makes it unnecessary."""
     if layer == chain.steps:
-        return Point(layer, z, None, partial)
-    return Point(layer, z, display(chain, z, layer), partial)
+        return Point(layer, z, None, box, partial)
+    return Point(layer, z, display(chain, z, layer, box), box, partial)
 
 
-def display(chain: Chain, z: np.ndarray, layer: int) -> np.ndarray:
+def display(chain: Chain, z: np.ndarray, layer: int, box: Box) -> np.ndarray:
     """The estimate of x from the latent at the start of step layer ``layer`` (or of the
-    tail): the blend of the eps-based and direct estimates the encoder picked there."""
+    tail): the blend of the eps-based and direct estimates the encoder picked there,
+    projected into the bounds the layers so far put on x."""
     x_eps, x_progressive = chain.predict(z, layer)
-    return blend_estimate(x_eps, x_progressive, chain.blends[layer])
+    return box.project(blend_estimate(x_eps, x_progressive, chain.blends[layer]))
 
 
 def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | Pixels]:
@@ -328,7 +383,7 @@ def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | P
     complete tail gives the exact pixels."""
     header = f.header
     steps = chain.steps
-    point = _point(chain, chain.start(header.height, header.width), 0)
+    point = _point(chain, chain.start(header.height, header.width), 0, Box())
     for layer in progress_bar(range(steps), progress, steps + 1, "decode", "layer"):
         yield point
         complete = f.layer_complete(layer)
@@ -339,7 +394,8 @@ def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | P
         if len(header.layers[layer].chunk_lengths) != 1 + chunk_count(int(step.coded.sum()), header.chunk_symbols):
             raise DiffcodecError(f"damaged file: layer {layer + 1} has the wrong number of chunks")
         symbols, complete = _decode_layer(f, layer, step.dither[step.coded], step.stds)
-        point = _point(chain, step.latent(symbols), layer + 1, partial=not complete)
+        point = _point(chain, step.latent(symbols), layer + 1, point.box.narrowed(step.bounds(symbols)),
+                       partial=not complete)
         if not complete:
             yield point
             return
@@ -368,7 +424,7 @@ def render(chain: Chain, point: Point | Pixels, completion_steps: int = 0) -> np
     if completion_steps > 0:
         t = chain.times[point.layers] / TIME_UNITS
         return complete_by_sampling(chain, point.z, t, completion_steps)
-    x_hat = point.x_hat if point.x_hat is not None else display(chain, point.z, point.layers)
+    x_hat = point.x_hat if point.x_hat is not None else display(chain, point.z, point.layers, point.box)
     return dm.nearest_pixels(x_hat)
 
 
