@@ -152,7 +152,7 @@ def _fit_shifts(k: np.ndarray, u: np.ndarray, indices: np.ndarray, region: np.nd
     side, index = min((float(symbol_bits(shifts, np.zeros(used.size), np.full(used.size, entropy.SCALE_TABLE[i]),
                                          -MAX_SHIFT, MAX_SHIFT).sum()), i)
                       for i in range(0, entropy.SCALE_TABLE.size, 4))
-    net = saved - side - 8
+    net = saved - side  # the shift byte is sent either way
     if net <= 0:
         return None, NO_SHIFTS, 0.0
     full = np.zeros(count, dtype=np.int64)
