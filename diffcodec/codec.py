@@ -173,7 +173,8 @@ class Codec:
         header = f.header
         if header.mode == Mode.PROGRESSIVE:
             chain = progressive.chain_of(self.runner, f)
-            *_, last = progressive.walk(chain, f, progress)
+            for last in progressive.walk(chain, f, progress):  # keeps only the last point: each holds image-sized arrays
+                pass
             rgb = progressive.render(chain, last, completion_steps)
             used, partial, exact = last.complete_layers, last.partial, progressive.is_exact(last)
         else:

@@ -23,6 +23,8 @@ def test_plan_round_trips_and_drops_regions_where_the_error_is_small(height, wid
     plan, data, estimate = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
     read = layer_plan.read(data, height, width)
     assert np.array_equal(read.scales, plan.scales) and np.array_equal(read.coded, plan.coded)
+    assert (read.shifts is None) == (plan.shifts is None)
+    assert np.array_equal(read.stds(height, width), plan.stds(height, width))
     assert estimate > 0 and plan.coded.any()
     if height > layer_plan.REGION:  # the flat regions of some band are skipped, the busy ones coded
         pair, present = layer_plan.regions(height, width)
@@ -75,3 +77,17 @@ def test_region_shifts_follow_the_error_and_round_trip():
     bad[transform.NUM_BANDS + int((plan.scales != layer_plan.SKIP).sum())] = 200  # the shift byte
     with pytest.raises(DiffcodecError, match="plan"):
         layer_plan.read(bytes(bad), height, width)
+
+
+def test_laplace_code_lengths_match_the_distribution():
+    """symbol_bits is the Laplace's mass per unit bin, with the tails folded into the edge
+    bins: over [low, high] the probabilities sum to one, and they match a direct CDF."""
+    mean, scale, low, high = 0.3, 2.5, -9, 12
+    k = np.arange(low, high + 1)
+    p = 2.0 ** -layer_plan.symbol_bits(k, np.full(k.size, mean), np.full(k.size, scale), low, high)
+    assert abs(p.sum() - 1) < 1e-9
+    cdf = lambda v: np.where(v < mean, 0.5 * np.exp((v - mean) / scale), 1 - 0.5 * np.exp(-(v - mean) / scale))
+    inner = slice(1, -1)
+    assert np.allclose(p[inner], (cdf(k + 0.5) - cdf(k - 0.5))[inner], rtol=1e-9)
+    far = layer_plan.symbol_bits(np.array([40]), np.zeros(1), np.full(1, 0.01))  # below the 2^-24 floor
+    assert far[0] == 24

@@ -18,7 +18,8 @@ import numpy as np
 from ..errors import DiffcodecError
 
 # Laplace rather than Gaussian: a band's offsets mix quiet and busy regions, so their
-# distribution is heavy-tailed (3-5 % fewer bits in the large step layers; README).
+# distribution is heavy-tailed (3-5 % fewer bits in the large step layers; README). The
+# "stds" passed below are the Laplace's scale b (constriction's scale; variance 2 b^2).
 _QuantizedLaplace = constriction.stream.model.QuantizedLaplace
 _RangeEncoder = constriction.stream.queue.RangeEncoder
 _RangeDecoder = constriction.stream.queue.RangeDecoder

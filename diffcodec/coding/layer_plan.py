@@ -46,6 +46,7 @@ SKIP_COST_RATIO = 2.0  # REGION and this chosen on CID22 validation images (READ
 NO_SHIFTS = 255  # shift byte of a layer without region scale shifts
 SHIFT_STEP = 2  # scale-table steps (1/8 octave each) per unit of region shift
 MAX_SHIFT = 6  # shifts run from -MAX_SHIFT to MAX_SHIFT
+STREAM_FLUSH_BITS = 64  # what closing a range-coded stream can add: up to two words
 FIT_SAMPLES = 4096  # coefficients per band the scale fit looks at
 _SCALE_TRIALS = range(-8, 9, 2)  # table steps around each band's RMS the fit tries
 _BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
@@ -136,10 +137,11 @@ class LayerPlan:
 
 
 def _fit_shifts(k: np.ndarray, u: np.ndarray, indices: np.ndarray, region: np.ndarray,
-                count: int) -> tuple[np.ndarray | None, int, float]:
+                count: int, own_stream: bool) -> tuple[np.ndarray | None, int, float]:
     """Per region the shift that minimises its coded symbols' bits, the Laplace scale index
-    the shifts are coded with, and the bits saved net of that side information; no shifts
-    (None) where they would not pay for themselves."""
+    the shifts are coded with, and the bits saved net of that side information (with the
+    flush of a range-coded stream of their own when no flags open one); no shifts (None)
+    where they would not pay for themselves."""
     if region.size == 0:
         return None, NO_SHIFTS, 0.0
     choices = np.arange(-MAX_SHIFT, MAX_SHIFT + 1)
@@ -152,7 +154,7 @@ def _fit_shifts(k: np.ndarray, u: np.ndarray, indices: np.ndarray, region: np.nd
     side, index = min((float(symbol_bits(shifts, np.zeros(used.size), np.full(used.size, entropy.SCALE_TABLE[i]),
                                          -MAX_SHIFT, MAX_SHIFT).sum()), i)
                       for i in range(0, entropy.SCALE_TABLE.size, 4))
-    net = saved - side  # the shift byte is sent either way
+    net = saved - side - (STREAM_FLUSH_BITS if own_stream else 0)  # the shift byte is sent either way
     if net <= 0:
         return None, NO_SHIFTS, 0.0
     full = np.zeros(count, dtype=np.int64)
@@ -199,7 +201,8 @@ def fit(offsets: np.ndarray, dither: np.ndarray, sample: FitSample) -> tuple[Lay
     A band is coded if its code costs at most SKIP_COST_RATIO times its Gaussian KL; in a
     coded band, a region whose code costs more than that is dropped (its scale refitted on
     the rest), where the flags saying so cost less than they save, counting each dropped
-    coefficient's bits against SKIP_COST_RATIO times its KL. Returns the plan, its bytes
+    coefficient's bits against SKIP_COST_RATIO times its KL. Then each region's scales
+    are shifted where that pays for its side information. Returns the plan, its bytes
     (the layer's first chunk) and the estimated bits of the whole layer."""
     pair, present = regions(sample.height, sample.width)
     n, count = present.shape
@@ -240,7 +243,8 @@ def fit(offsets: np.ndarray, dither: np.ndarray, sample: FitSample) -> tuple[Lay
     plan_scales = np.where(coded_bands, scales, SKIP).astype(np.uint8)
     coded = keep.reshape(-1)[pair]
     region = pair[coded] % count
-    shifts, shift_index, saved = _fit_shifts(k[coded], dither[coded], plan_scales[band[coded]], region, count)
+    shifts, shift_index, saved = _fit_shifts(k[coded], dither[coded], plan_scales[band[coded]], region, count,
+                                             own_stream=not flags)
     data = plan_scales.tobytes() + bytes(probabilities) + bytes([shift_index])
     encoder = constriction.stream.queue.RangeEncoder()
     if flags:

@@ -5,7 +5,8 @@ chain's code length on its time grid (:func:`chain_loss`), which tunes a model f
 A UQ step s < t sends z_s ~ U(mu_Q +- Delta/2) with a shared dither; the model's step is
 g * U(+-Delta/2) centred on mu_P = b z_t + c x_hat, g Gaussian of scale sigma_g = c s_x;
 the sent integer costs -log P(k | u), P(k | u) = Phi((k - u + 1/2)/r) - Phi((k - u - 1/2)/r),
-r = sigma_g / Delta (coding/progressive.py codes exactly this).
+r = sigma_g / Delta (the heads' training objective; coding/progressive.py now codes the
+symbols with a Laplace whose scale the encoder fits per band and region).
 """
 
 from __future__ import annotations
