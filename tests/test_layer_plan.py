@@ -91,3 +91,11 @@ def test_laplace_code_lengths_match_the_distribution():
     assert np.allclose(p[inner], (cdf(k + 0.5) - cdf(k - 0.5))[inner], rtol=1e-9)
     far = layer_plan.symbol_bits(np.array([40]), np.zeros(1), np.full(1, 0.01))  # below the 2^-24 floor
     assert far[0] == 24
+
+
+def test_shifts_without_a_coded_region_are_refused():
+    height, width = 40, 40
+    nothing = bytes([layer_plan.SKIP]) * transform.NUM_BANDS
+    assert not layer_plan.read(nothing + bytes([layer_plan.NO_SHIFTS]), height, width).coded.any()
+    with pytest.raises(DiffcodecError, match="no region"):
+        layer_plan.read(nothing + bytes([10]), height, width)

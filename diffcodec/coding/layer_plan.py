@@ -298,6 +298,8 @@ def read(data: bytes, height: int, width: int) -> LayerPlan:
     shifts = None
     if shift_index != NO_SHIFTS:
         used = np.flatnonzero(keep.any(axis=0))
+        if used.size == 0:
+            raise DiffcodecError("damaged file: a step layer's plan shifts the scales of no region")
         shifts = np.zeros(count, dtype=np.int64)
         shifts[used] = decoder.decode(_shift_model(), np.zeros(used.size),
                                       np.full(used.size, entropy.SCALE_TABLE[shift_index]))
