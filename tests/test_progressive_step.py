@@ -45,3 +45,13 @@ def test_skipped_coefficients_get_the_scaled_step_noise():
     assert np.allclose(noise[skipped], -progressive.SKIP_NOISE * step.dither[skipped])
     sent = np.flatnonzero(step.coded)
     assert np.allclose(noise[sent], symbols - step.dither[sent])
+
+
+def test_a_wide_box_leaves_a_good_estimate_where_it_is():
+    """The belief inside the box is no wider than the layer's own scale: an estimate well
+    inside a wide early box stays put instead of being pulled towards its middle."""
+    x_hat = np.full((8, 8, 3), 0.25)
+    count = x_hat.size
+    box = progressive.Box(np.full(count, -50.0, dtype=np.float32), np.full(count, 10.0, dtype=np.float32),
+                          np.full(count, 0.1, dtype=np.float32))
+    assert np.allclose(box.project(x_hat), x_hat, atol=1e-6)

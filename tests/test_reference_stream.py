@@ -18,7 +18,7 @@ from diffcodec.coding.runner import network_threads
 from diffcodec.format.container import parse_file
 
 FROZEN = {
-    "progressive": "edac5cbeea90677d",
+    "progressive": "631de6a2ef9d7b29",
     "lossless": "51898243669fbf53",
 }
 
