@@ -50,6 +50,7 @@ STREAM_FLUSH_BITS = 64  # what closing a range-coded stream can add: up to two w
 FIT_SAMPLES = 4096  # coefficients per band the scale fit looks at
 _SCALE_TRIALS = range(-8, 9, 2)  # table steps around each band's RMS the fit tries
 _BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
+_SHIFT_LAPLACE = constriction.stream.model.QuantizedLaplace(-MAX_SHIFT, MAX_SHIFT)
 assert transform.NUM_BANDS == BAND_SCALE_BYTES
 
 
@@ -250,16 +251,12 @@ def fit(offsets: np.ndarray, dither: np.ndarray, sample: FitSample) -> tuple[Lay
     if flags:
         encoder.encode(np.concatenate(flags), _BERNOULLI, np.concatenate(flag_p))
     if shifts is not None:
-        sent = shifts[np.unique(region)].astype(np.int32)
-        encoder.encode(sent, _shift_model(), np.zeros(sent.size), np.full(sent.size, entropy.SCALE_TABLE[shift_index]))
+        sent = shifts[np.flatnonzero(keep.any(axis=0))].astype(np.int32)  # the regions read() finds coded
+        encoder.encode(sent, _SHIFT_LAPLACE, np.zeros(sent.size), np.full(sent.size, entropy.SCALE_TABLE[shift_index]))
     if flags or shifts is not None:
         data += encoder.get_compressed().astype("<u4").tobytes()
     estimate = float(bits[keep].sum()) - saved + 8 * (n + len(probabilities) + 1) + flag_bits
     return LayerPlan(plan_scales, shifts, coded), data, estimate
-
-
-def _shift_model():
-    return constriction.stream.model.QuantizedLaplace(-MAX_SHIFT, MAX_SHIFT)
 
 
 def read(data: bytes, height: int, width: int) -> LayerPlan:
@@ -301,6 +298,6 @@ def read(data: bytes, height: int, width: int) -> LayerPlan:
         if used.size == 0:
             raise DiffcodecError("damaged file: a step layer's plan shifts the scales of no region")
         shifts = np.zeros(count, dtype=np.int64)
-        shifts[used] = decoder.decode(_shift_model(), np.zeros(used.size),
+        shifts[used] = decoder.decode(_SHIFT_LAPLACE, np.zeros(used.size),
                                       np.full(used.size, entropy.SCALE_TABLE[shift_index]))
     return LayerPlan(scales, shifts, keep.reshape(-1)[pair])
