@@ -100,7 +100,7 @@ def make_clean(codec) -> list[Clean]:
     files = []
     for name, image, mode, options in clean_images():
         data = codec.encode(image, mode=mode, **options)
-        files.append(Clean(name, data, image, claimed(data)[0]))
+        files.append(Clean(name, data, image, claimed(data)))
     return files
 
 
@@ -161,7 +161,7 @@ def _mutate_header(rng, header: container.Header) -> container.Header:
                                             for layer in header.layers])
     pick = lambda values: rng.choice(values) if rng.random() < 0.7 else rng.randrange(0, 2**16)  # noqa: E731
     field = rng.choice(["height", "width", "channels", "steps", "time_grid", "tile", "seed", "chunk_symbols",
-                        "threads", "alpha", "mode", "model", "low_high", "chunk_length", "layers", "bands",
+                        "alpha", "mode", "model", "low_high", "chunk_length", "layers", "bands",
                         "chain_scales", "times", "lossy_steps", "blends", "tail_mode", "estimated"])
     layer = rng.choice(h.layers)
     if field in ("height", "width"):
@@ -178,8 +178,6 @@ def _mutate_header(rng, header: container.Header) -> container.Header:
         h.seed = rng.randrange(0, 2**64)
     elif field == "chunk_symbols":
         h.chunk_symbols = pick(_HUGE)
-    elif field == "threads":
-        h.threads = rng.choice([0, 2, 16, 17, 255])
     elif field == "alpha":
         h.alpha_kind = rng.choice([0, 1, 2, 3])
         h.alpha = rng.choice([b"", rng.randbytes(40), zlib.compress(bytes(10**6), 9)[:1500]])
@@ -339,54 +337,38 @@ class Worker:
 
 
 # -- judging ---------------------------------------------------------------------------------
-def claimed(data: bytes) -> tuple[int | None, int]:
-    """The network work (codec.decode_work, at least pixels) and the threads the header
-    claims, when it can be read at all."""
+def claimed(data: bytes) -> int | None:
+    """The network work (codec.decode_work, at least pixels) the header claims, when it can
+    be read at all."""
     try:
         header, _, _ = container._read_header(data)
     except Exception:  # noqa: BLE001 - any damage: nothing is claimed
-        return None, 1
-    return max(decode_work(header), header.height * header.width), header.threads
+        return None
+    return max(decode_work(header), header.height * header.width)
 
 
-def _decode_seconds(worker: "Worker", data: bytes, runs: int = 3, clean: bool = True) -> float:
-    """The slowest of a few decodes of a file, after one to warm up (a clean file must decode
-    exactly; one re-written with another thread count computes other numbers and may not)."""
+def _decode_seconds(worker: "Worker", data: bytes, runs: int = 3) -> float:
+    """The slowest of a few decodes of a clean file (which must decode exactly), after one to
+    warm up."""
     times = []
     for _ in range(runs + 1):
         reply = worker.decode(data, 600)
-        assert reply is not None and (not clean or reply[0] == "decoded" and reply[2]), "a clean file failed"
+        assert reply is not None and reply[0] == "decoded" and reply[2], "a clean file failed"
         times.append(reply[-2])
     return max(times[1:])
 
 
 class NormalTime:
     """The normal decode time of the size a file claims: the clean files' time per unit of
-    work (at least the slowest clean decode: fixed costs), times the slowdown of the thread
-    count the header claims (the decoder must run the encoder's count, to compute the very
-    same numbers; more threads than cores is slower), measured on the clean file it came
-    from, re-written with that count."""
+    work (at least the slowest clean decode: fixed costs)."""
 
     def __init__(self, cleans: list[Clean], worker: "Worker") -> None:
         self.cleans, self.worker = cleans, worker
         self.per_work = max(c.seconds / c.work for c in cleans)
         self.floor = max(c.seconds for c in cleans)
-        self.thread_factor: dict[tuple, float] = {}
-
-    def _factor(self, clean: Clean, threads: int) -> float:
-        threads = min(max(threads, 1), container.MAX_THREADS)
-        if threads == 1:
-            return 1.0
-        if (clean.name, threads) not in self.thread_factor:
-            f = container.parse_file(clean.data)
-            data = container.pack_file(dataclasses.replace(f.header, threads=threads), f.chunks)
-            seconds = _decode_seconds(self.worker, data, clean=False)
-            self.thread_factor[clean.name, threads] = max(1.0, seconds / _decode_seconds(self.worker, clean.data))
-        return self.thread_factor[clean.name, threads]
 
     def __call__(self, data: bytes, clean: Clean) -> float:
-        work, threads = claimed(data)
-        return max(self.floor, self.per_work * (work or 0)) * self._factor(clean, threads)
+        return max(self.floor, self.per_work * (claimed(data) or 0))
 
 
 def judge(reply, family: str, clean: Clean, codec, normal: float, hang_factor: float, baseline_kb: int) -> tuple:
@@ -470,7 +452,6 @@ def run(model: str, files: int, seed: int, workers: int = 1, log=print, hang_fac
                 seconds=c.seconds) for c in cleans], counts={f: dict(counts[f]) for f in FAMILIES},
                 totals=dict(totals), bad=sum(totals[o] for o in BAD_OUTCOMES), examples=dict(examples),
                 slowest_ratio=slowest[0], slowest=slowest[1], peak_mb_above_baseline=peak_kb / 1024,
-                thread_factors={f"{name} x{t}": f for n in normals for (name, t), f in n.thread_factor.items()},
                 seconds=time.perf_counter() - start)
 
 

@@ -10,12 +10,11 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .coding import entropy, lossless, progressive, stored
 from .coding.runner import DEFAULT_TILE, ModelRunner, Tiling
 from .errors import DiffcodecError, LimitError, boundary
-from .format.container import (MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_THREADS, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE,
+from .format.container import (MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE,
                                ContainerError, DfcFile, Header, Mode, pack_file, parse_file)
 from .images import prepare, restore
 from .model import DiffusionModel, load_named_model
@@ -106,7 +105,7 @@ class Codec:
         self.limits = limits
 
     def _tiling(self) -> Tiling:
-        return Tiling(self.tile, min(torch.get_num_threads(), MAX_THREADS))
+        return Tiling(self.tile)
 
     def encode(self, image, steps: int | None = None, seed: int = 0, mode: str | Mode = "progressive",
                progress: bool = False, stored_fallback: bool = True) -> bytes:
@@ -143,7 +142,7 @@ class Codec:
         header = Header(mode=coded.mode, model_name=self.runner.name, model_hash=self.runner.hash,
                         height=height, width=width, channels=prepared.channels,
                         steps=len(coded.times) - 1 if explicit else steps, seed=seed,
-                        tile=tiling.tile, chunk_symbols=self.chunk_symbols, threads=tiling.threads,
+                        tile=tiling.tile, chunk_symbols=self.chunk_symbols,
                         alpha_kind=prepared.alpha_kind, alpha=prepared.alpha, layers=coded.layers,
                         bands=coded.bands, chain_scales=coded.chain_scales,
                         time_grid="explicit" if explicit else "uniform", times=coded.times,

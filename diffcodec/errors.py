@@ -46,3 +46,10 @@ def boundary(action: str):
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         name = type(exc).__name__
         raise DiffcodecError(f"{action} failed: {name}{': ' + detail if detail else ''}") from exc
+
+
+def does_not_decode(what: str) -> DiffcodecError:
+    """A file whose container checks passed but whose content fails a decoder's check: all
+    that is known is that it does not decode here."""
+    return DiffcodecError(f"this file does not decode here: {what}; it is damaged, or was written by "
+                          "another version of diffcodec")

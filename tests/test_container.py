@@ -14,7 +14,7 @@ from diffcodec.format.container import (VERSION, ContainerError, Header, LayerIn
 def _header(**changes):
     layers = [LayerInfo(-3, 4, 0xDEADBEEF, 800, [108, 40]), LayerInfo(0, 255, 7, 2000, [148])]
     fields = dict(mode=Mode.PROGRESSIVE, model_name="tiny", model_hash=bytes(range(16)), height=5, width=6,
-                  channels=4, steps=2, seed=2**63 + 5, tile=64, chunk_symbols=64, threads=2, alpha_kind=2,
+                  channels=4, steps=2, seed=2**63 + 5, tile=64, chunk_symbols=64, alpha_kind=2,
                   alpha=zlib.compress(b"\x80" * 30), layers=layers, time_grid="explicit",
                   times=[1 << 24, 1 << 22, 0], lossy_steps=1, blends=[16, 3], tail_mode=Mode.LOSSLESS,
                   bands=[3, 2], chain_scales=[-2])
@@ -23,7 +23,7 @@ def _header(**changes):
 
 def _lossless_header(**changes):
     fields = dict(mode=Mode.LOSSLESS, model_name="tiny", model_hash=bytes(16), height=5, width=6, channels=3,
-                  steps=2, seed=0, tile=64, chunk_symbols=64, threads=1,
+                  steps=2, seed=0, tile=64, chunk_symbols=64,
                   layers=[LayerInfo(0, 255, 9, 100, [64])], bands=[3, 2], chain_scales=[-7, 12])
     return Header(**{**fields, **changes})
 
@@ -48,7 +48,7 @@ def test_header_round_trip_and_frozen_bytes():
                                                                                  for l in make().layers)]))
              for c in chunks] for chunks in _chunks(make())]
         assert pack_header(parsed.header) == data[: parsed.header_size]
-    assert hashlib.sha256(_file(_header())).hexdigest()[:16] == "e8384dd02a64fa1b"
+    assert hashlib.sha256(_file(_header())).hexdigest()[:16] == "2fd60729e3a9bf47"
 
 
 def test_prefix_cuts_end_on_chunk_boundaries():
@@ -134,8 +134,6 @@ def _layers(*lengths, low=-3, high=4):
     (_header, dict(steps=2000), "steps"),
     (_header, dict(tile=1), "tile"),
     (_header, dict(chunk_symbols=1 << 24), "symbols per chunk"),
-    (_header, dict(threads=255), "threads"),
-    (_header, dict(threads=0), "threads"),
     (_header, dict(channels=3), "alpha kind"),
     (_header, dict(alpha_kind=1), "alpha payload"),
     (_header, dict(alpha=b"x" * 2000), "alpha payload"),

@@ -60,7 +60,7 @@ def test_lossless_rate_is_at_the_coders_bound():
     codec = Codec("default")
     image = synthetic_image(96, 96, "shapes", seed=3)
     bound = codec.lossless_bound(image, 8)["total"]
-    tiling = Tiling(1024, 1)
+    tiling = Tiling(1024)
     times = codec.runner.chain_times(8)
     grid = lossless.chain_grid(codec.runner, 8, times, lossless.calibrate(codec.runner, tiling, image, 8, times, 0))
     stack = AnsStack(np.random.default_rng(1).integers(0, 2**32, 10**5, dtype=np.uint64).astype(np.uint32))

@@ -13,7 +13,7 @@ import math
 import constriction
 import numpy as np
 
-from ..errors import DiffcodecError
+from ..errors import DiffcodecError, does_not_decode
 from ..model.diffusion import NUM_LEVELS
 
 _Ans = constriction.stream.stack.AnsCoder
@@ -92,7 +92,7 @@ class AnsStack:
         offset = n - centre
         model, half = _sample_model(std, delta)
         if np.abs(offset).max(initial=0) > half:
-            raise DiffcodecError("damaged file: a latent left its range")
+            raise does_not_decode("a latent left its range")
         self.coder.encode_reverse(offset.astype(np.int32), model, mean / delta - centre, _bins(std, delta, n.size))
 
     def push_latent(self, n: np.ndarray, mean: np.ndarray, std, delta: float) -> None:

@@ -40,9 +40,10 @@ import math
 
 import numpy as np
 
-from ..errors import DiffcodecError
+from ..errors import does_not_decode
 from ..format.container import CHAIN_SCALE_RANGE
-from ..model.diffusion import NUM_LEVELS, pixel_window_model, scale_pixels_array, step_coefficients
+from ..model import exact
+from ..model.diffusion import NUM_LEVELS, alpha_sigma_of, pixel_window_model, scale_pixels_array, step_coefficients
 from .ans import AnsStack
 
 GRID_FRACTION = 2
@@ -51,10 +52,11 @@ BAND_MARGIN_BITS = 0.5
 # Per-step calibration of the reverse step's error term: factor 2^(index / CALIBRATION_STEPS_PER_OCTAVE).
 CALIBRATION_STEPS_PER_OCTAVE = 16
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+POP_EXTRA_BITS = 2.047095585180641  # 1/2 log2(2 pi e): a pop's cost beyond log2(std / delta)
 
 
 def scale_factor(index: int) -> float:
-    return 2.0 ** (index / CALIBRATION_STEPS_PER_OCTAVE)
+    return float(exact.exp(index / CALIBRATION_STEPS_PER_OCTAVE * exact.LN2))
 
 
 def fit_scale_index(c: float, sigma_q: float, error: np.ndarray, log_scale: np.ndarray) -> int:
@@ -64,11 +66,11 @@ def fit_scale_index(c: float, sigma_q: float, error: np.ndarray, log_scale: np.n
     E[-ln p] = ln(v) / 2 + (c^2 err^2 + sigma_q^2) / (2 v) + const, v = sigma_q^2 + k^2 c^2 s_x^2.
     """
     spread = (c * error.reshape(-1)) ** 2 + sigma_q ** 2
-    model = (c * np.exp(log_scale.reshape(-1))) ** 2
+    model = (c * exact.exp(log_scale.reshape(-1))) ** 2
 
     def cost(index: int) -> float:
         variance = sigma_q ** 2 + scale_factor(index) ** 2 * model
-        return float(np.mean(np.log(variance) + spread / variance))
+        return float(np.mean(exact.log(variance) + spread / variance))
 
     low, high = CHAIN_SCALE_RANGE  # a format limit: the container checks it
     best = min(range(low, high + 1, 8), key=cost)  # coarse, then fine: the cost is unimodal
@@ -100,14 +102,12 @@ class ChainGrid:
         self.scale_indices = indices
         # per step i >= 1, the calibration factor on the reverse step's error term
         self.error_factor = [None] + [scale_factor(i) for i in indices]
-        sig = lambda v: 1.0 / (1.0 + math.exp(-v))  # noqa: E731
         self.gammas = [float(g) for g in gammas]
-        self.alpha = [math.sqrt(sig(-g)) for g in self.gammas]
-        self.sigma = [math.sqrt(sig(g)) for g in self.gammas]
+        self.alpha, self.sigma = (list(v) for v in zip(*(alpha_sigma_of(g) for g in self.gammas)))
         # forward transition q(z_i | z_{i-1}) = N(a_i z_{i-1}, s_i^2), i >= 1
         self.fwd_scale = [None] + [self.alpha[i] / self.alpha[i - 1] for i in range(1, self.steps + 1)]
         self.fwd_std = [None] + [
-            self.sigma[i] * math.sqrt(-math.expm1(self.gammas[i - 1] - self.gammas[i]))
+            self.sigma[i] * math.sqrt(-float(exact.expm1(self.gammas[i - 1] - self.gammas[i])))
             for i in range(1, self.steps + 1)]
         # reverse step p(z_{i-1} | z_i): posterior coefficients of the step t_i -> t_{i-1}
         self.reverse = [None] + [step_coefficients(self.gammas[i], self.gammas[i - 1])
@@ -124,7 +124,7 @@ class ChainGrid:
         self.q_std, self.p_std = list(q_std), p_std
         # A band's stack is deepest after its first two pops (z_0, then z_1, before z_0 is
         # pushed back); a pop of a Gaussian on the grid costs about log2(std / delta) + 2.05 bits.
-        pop_bits = [math.log2(q / d) + 0.5 * math.log2(2 * math.pi * math.e) for q, d in zip(q_std, self.delta)]
+        pop_bits = [float(exact.log2(q / d)) + POP_EXTRA_BITS for q, d in zip(q_std, self.delta)]
         self.peak_bits = pop_bits[0] + (pop_bits[1] if self.latents > 1 else 0.0) + BAND_MARGIN_BITS
 
     def _bridge(self, i: int) -> tuple[float, float, float]:
@@ -134,7 +134,7 @@ class ChainGrid:
         variance = s2_{i|prev} s2_{T|i} / s2_{T|prev}."""
         end, g = self.steps, self.gammas
         gain = lambda a, b: self.alpha[a] / (self.alpha[b] if b >= 0 else 1.0)  # noqa: E731
-        spread = lambda a, b: self.sigma[a] ** 2 * (-math.expm1(g[b] - g[a]) if b >= 0 else 1.0)  # noqa: E731
+        spread = lambda a, b: self.sigma[a] ** 2 * (-float(exact.expm1(g[b] - g[a])) if b >= 0 else 1.0)  # noqa: E731
         to_end, from_prev, total = spread(end, i), spread(i, i - 1), spread(end, i - 1)
         return (gain(i, i - 1) * to_end / total, gain(end, i) * from_prev / total,
                 math.sqrt(from_prev * to_end / total))
@@ -162,7 +162,7 @@ def reverse_step(grid: ChainGrid, z: np.ndarray, i: int, predict) -> tuple[np.nd
     coef = grid.reverse[i]
     x_hat, log_scale = predict(z, i)
     mean = coef.b * z.reshape(-1) + coef.c * x_hat.reshape(-1)
-    std = np.sqrt(grid.p_std[i - 1] ** 2 + (grid.error_factor[i] * coef.c * np.exp(log_scale.reshape(-1))) ** 2)
+    std = np.sqrt(grid.p_std[i - 1] ** 2 + (grid.error_factor[i] * coef.c * exact.exp(log_scale.reshape(-1))) ** 2)
     return mean, std
 
 
@@ -244,7 +244,7 @@ def decode_band(stack: AnsStack, grid: ChainGrid, shape: tuple, predict, end: np
     z = n * grid.delta[0]
     x = stack.pop_window(*grid.pixel_model(z))
     if x.min(initial=0) < 0 or x.max(initial=0) >= NUM_LEVELS:
-        raise DiffcodecError("damaged file: a decoded pixel is out of range")
+        raise does_not_decode("a decoded pixel is out of range")
     x_scaled = scale_pixels_array(x)
     _push_q(stack, n, grid.q_mean(0, x_scaled.reshape(-1), end_flat), grid.q_std[0], grid.delta[0], 0)
     return x.astype(np.uint8).reshape(shape)

@@ -16,6 +16,7 @@ import constriction
 import numpy as np
 
 from ..errors import DiffcodecError
+from ..model import exact
 
 # Laplace rather than Gaussian: a band's offsets mix quiet and busy regions, so their
 # distribution is heavy-tailed (3-5 % fewer bits in the large step layers; README). The
@@ -42,7 +43,7 @@ SCALE_TABLE = np.array([math.ldexp(_EIGHTH_ROOTS[i % 8], i // 8)
 def scale_index(ratio: np.ndarray) -> np.ndarray:
     """Nearest table entry (in log scale) of positive scale ratios; int32 indices into SCALE_TABLE."""
     ratio = np.nan_to_num(np.asarray(ratio, dtype=np.float64), nan=1.0, posinf=2.0**8, neginf=2.0**-8)
-    steps = np.rint(SCALE_TABLE_STEPS_PER_OCTAVE * np.log2(np.maximum(ratio, 1e-300)))
+    steps = np.rint(SCALE_TABLE_STEPS_PER_OCTAVE * exact.log2(np.maximum(ratio, 1e-300)))
     return (np.clip(steps, SCALE_MIN_INDEX, SCALE_MAX_INDEX) - SCALE_MIN_INDEX).astype(np.int32)
 
 

@@ -28,15 +28,14 @@ The scales and probabilities are integers, so both sides build the same entropy 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import constriction
 import numpy as np
-import torch
 
 from ..errors import DiffcodecError
 from ..format.container import BAND_SCALE_BYTES
+from ..model import exact
 from . import entropy, transform
 
 REGION = 32  # side (pixels) of the regions a band is coded or skipped in: one DCT block
@@ -69,14 +68,16 @@ def regions(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return pair, present
 
 
-def laplace_log_bin_probability(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+def laplace_log_bin_probability(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     """log P(lower < v < upper) for a standard Laplace v (lower < upper, either infinite),
-    without cancellation: on one side of 0 it is a difference of two exponentials."""
-    gap = torch.log1p(-torch.exp(lower - upper).clamp(max=1.0 - 1e-16))  # log(1 - e^-(upper - lower))
-    right = math.log(0.5) - lower + gap  # lower >= 0
-    left = math.log(0.5) + upper + gap  # upper <= 0
-    middle = torch.log(1.0 - 0.5 * torch.exp(lower.clamp(max=0.0)) - 0.5 * torch.exp(-upper.clamp(min=0.0)))
-    return torch.where(lower >= 0, right, torch.where(upper <= 0, left, middle))
+    without cancellation: on one side of 0 it is a difference of two exponentials. Portable
+    (exact.py): the encoder's choices, and so its bytes, are the same on every machine."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        gap = exact.log1p(-np.minimum(exact.exp(lower - upper), 1.0 - 1e-16))  # log(1 - e^-(upper - lower))
+        right = -exact.LN2 - lower + gap  # lower >= 0
+        left = -exact.LN2 + upper + gap  # upper <= 0
+        middle = exact.log(1.0 - 0.5 * exact.exp(np.minimum(lower, 0.0)) - 0.5 * exact.exp(-np.maximum(upper, 0.0)))
+    return np.where(lower >= 0, right, np.where(upper <= 0, left, middle))
 
 
 def symbol_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray,
@@ -85,15 +86,15 @@ def symbol_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray,
     ``means`` and scale ``stds`` integrated over unit bins, the tails beyond [low, high]
     (when given) folded into the two edge bins, every probability at least 2^-24 (as
     constriction's QuantizedLaplace does)."""
-    k = torch.from_numpy(np.asarray(symbols, dtype=np.float64))
-    m = torch.from_numpy(np.asarray(means, dtype=np.float64))
-    s = torch.from_numpy(np.asarray(stds, dtype=np.float64))
+    k = np.asarray(symbols, dtype=np.float64)
+    m = np.asarray(means, dtype=np.float64)
+    s = np.asarray(stds, dtype=np.float64)
     lower, upper = (k - m - 0.5) / s, (k - m + 0.5) / s
     if low is not None:
-        lower = torch.where(k <= low, -torch.inf, lower)
-        upper = torch.where(k >= high, torch.inf, upper)
-    bits = -laplace_log_bin_probability(lower, upper) / math.log(2)
-    return torch.clamp(bits, max=entropy.PROBABILITY_BITS).numpy()
+        lower = np.where(k <= low, -np.inf, lower)
+        upper = np.where(k >= high, np.inf, upper)
+    bits = -laplace_log_bin_probability(lower, upper) * exact.INV_LN2
+    return np.minimum(bits, entropy.PROBABILITY_BITS)
 
 
 class FitSample:
@@ -171,7 +172,7 @@ def _fit_band_scales(o: np.ndarray, u: np.ndarray, band: np.ndarray, weight: np.
     o, u, band, weight = o[used], u[used], band[used], weight[used]
     samples = np.maximum(np.bincount(band, weight, minlength=n), 1)
     rms = np.sqrt(np.bincount(band, weight * o * o, minlength=n) / samples)
-    base = entropy.scale_index(np.maximum(rms / math.sqrt(2), entropy.SCALE_TABLE[0]))  # Laplace: rms = sqrt(2) b
+    base = entropy.scale_index(np.maximum(rms * exact.SQRT_HALF, entropy.SCALE_TABLE[0]))  # Laplace: rms = sqrt(2) b
     top = entropy.SCALE_MAX_INDEX - entropy.SCALE_MIN_INDEX
     best_bits, best = None, None
     for trial in _SCALE_TRIALS:
@@ -210,7 +211,7 @@ def fit(offsets: np.ndarray, dither: np.ndarray, sample: FitSample) -> tuple[Lay
     band = pair // count
     k = np.rint(offsets + dither)
     kl = (np.bincount(pair, 6.0 * offsets * offsets, minlength=n * count)  # (sqrt(12) o)^2 / 2 nats
-          / math.log(2)).reshape(n, count)
+          * exact.INV_LN2).reshape(n, count)
 
     def region_bits(weight: np.ndarray, bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Band scales fitted on the weighted sample, and each region's bits (of ``bands`` only)."""
@@ -232,7 +233,7 @@ def fit(offsets: np.ndarray, dither: np.ndarray, sample: FitSample) -> tuple[Lay
         byte = _probability_byte(int(keep[b].sum()), int(where.sum()))
         p = _flag_probability(byte)
         row = keep[b][where]
-        flag_cost = -float(np.sum(np.log2(np.where(row, p, 1 - p))))
+        flag_cost = -float(np.sum(exact.log2(np.where(row, p, 1 - p))))
         if byte == ALL_REGIONS or net[b][where].sum() <= net[b][keep[b]].sum() + flag_cost:
             keep[b] = where
             byte = ALL_REGIONS

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from ..errors import DiffcodecError
+from ..errors import DiffcodecError, does_not_decode
 from ..format.container import CodedImage, DfcFile, Mode
 from ..model.diffusion import scale_pixels_array
 from . import chain, direct, entropy, randomness, stored
@@ -215,8 +215,7 @@ def decode_chain(runner: ModelRunner, payload: bytes, crc: int, steps: int, time
     decoded[0] = direct.decode(stack, (bands[0], width, 3))
     rgb = np.concatenate(decoded, axis=0)
     if not stack.is_empty() or entropy.checksum(rgb.reshape(-1)) != crc:
-        raise DiffcodecError(f"image checksum mismatch: the {what} is damaged, or was encoded "
-                             "on a machine that computes the model differently")
+        raise does_not_decode(f"the {what} fails its image checksum")
     return rgb
 
 
@@ -237,4 +236,4 @@ def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarra
     runner.check_model(header.model_name, header.model_hash, header.tile)
     return decode_chain(runner, b"".join(f.chunks[0]), header.layers[0].crc, header.steps, header.times,
                         header.chain_scales, header.bands, header.width, header.seed,
-                        Tiling(header.tile, header.threads), progress=progress)
+                        Tiling(header.tile), progress=progress)

@@ -35,17 +35,16 @@ completion); a partly present layer is finished with its missing coefficients sk
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import torch
 
-from ..errors import DiffcodecError
+from ..errors import DiffcodecError, does_not_decode
 from ..format.container import (BLEND_LEVELS, MAX_SYMBOL, MIN_STEP, TIME_UNITS, CodedImage, DfcFile,
                                 LayerInfo, Mode, chunk_count)
 from ..model import diffusion as dm
+from ..model import exact
 from . import entropy, layer_plan, randomness, tail, transform
 from .progress import progress_bar
 from .runner import ModelRunner, Tiling
@@ -168,9 +167,9 @@ class Box:
         low, high = self.low[bounded].astype(np.float64), self.high[bounded].astype(np.float64)
         mean = coefficients[bounded]
         spread = np.maximum(np.minimum(BOX_BELIEF * 0.5 * (high - low), BOX_CAP * self.scale[bounded]), 1e-30)
-        a, b = torch.from_numpy((low - mean) / spread), torch.from_numpy((high - mean) / spread)
-        mass = (torch.special.ndtr(b) - torch.special.ndtr(a)).numpy()
-        density = (torch.exp(-0.5 * a * a) - torch.exp(-0.5 * b * b)).numpy() / math.sqrt(2 * math.pi)
+        a, b = (low - mean) / spread, (high - mean) / spread
+        mass = exact.ndtr(b) - exact.ndtr(a)
+        density = (exact.exp(-0.5 * (a * a)) - exact.exp(-0.5 * (b * b))) / SQRT_2PI
         shift = np.divide(density, mass, out=np.zeros_like(mass), where=mass > 1e-9)
         # where the belief has no mass in the box to speak of: the box's nearest point
         coefficients[bounded] = np.clip(np.where(mass > 1e-9, mean + spread * shift, mean), low, high)
@@ -178,6 +177,7 @@ class Box:
 
 
 PIXEL_LOW, PIXEL_HIGH = float(dm.scale_pixels_array(0)), float(dm.scale_pixels_array(255))
+SQRT_2PI = 2.5066282746310002
 
 
 class Chain:
@@ -236,17 +236,17 @@ class _Placer:
 
     def __init__(self, runner: ModelRunner) -> None:
         self.times = np.linspace(0.0, 1.0, 4097)
-        self.snr_table = np.exp(-runner.gammas(self.times))
+        self.snr_table = exact.exp(-runner.gammas(self.times))
 
     def snr(self, t_index: int) -> float:
-        return float(np.interp(t_index / TIME_UNITS, self.times, self.snr_table))
+        return float(exact.interp(t_index / TIME_UNITS, self.times, self.snr_table))
 
     def time_for(self, t_index: int, gain: float, steps_after: int) -> int:
         """The time s below t with SNR(s) - SNR(t) = ``gain`` (in 1/TIME_UNITS), leaving room
         for ``steps_after`` more steps of at least MIN_STEP."""
         want = self.snr(t_index) + gain
         # SNR falls with t: find s with SNR(s) = want
-        s = float(np.interp(-want, -self.snr_table, self.times)) if want < self.snr_table[0] else 0.0
+        s = float(exact.interp(-want, -self.snr_table, self.times)) if want < self.snr_table[0] else 0.0
         return int(min(max(round(s * TIME_UNITS), steps_after * MIN_STEP), t_index - MIN_STEP))
 
     def next_guess(self, t_index: int, tries: list[tuple[int, float]], nats: float, steps_after: int) -> int:
@@ -255,9 +255,10 @@ class _Placer:
         (gain, cost), earlier = gains[-1], gains[:-1]
         power = 1.0
         if earlier and earlier[-1][0] != gain and earlier[-1][1] > 0 and cost > 0:
-            power = math.log(cost / earlier[-1][1]) / math.log(gain / earlier[-1][0])
+            power = float(exact.log(cost / earlier[-1][1]) / exact.log(gain / earlier[-1][0]))
             power = float(np.clip(power, 0.3, 3.0))
-        return self.time_for(t_index, gain * (nats / max(cost, 1e-30)) ** (1.0 / power), steps_after)
+        growth = float(exact.exp(exact.log(nats / max(cost, 1e-30)) / power))
+        return self.time_for(t_index, gain * growth, steps_after)
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -288,15 +289,15 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
             return offsets, *layer_plan.fit(offsets, dither, sample)
 
         half_error = 0.5 * float(np.sum(error * error))  # KL per unit of SNR
-        want = (next_target(spent / pixels) * pixels - spent) * math.log(2)
+        want = (next_target(spent / pixels) * pixels - spent) * exact.LN2
         room = steps - layer  # the later layers and the tail: at least MIN_STEP each
         s_index = placer.time_for(t_index, want / max(half_error, 1e-30), room)  # the KL's guess
         costs: dict[int, float] = {}  # nats of each time tried
         best = None  # the trial nearest to the target, in ratio (only it is kept: offsets are image-sized)
         for _ in range(PLACEMENT_TRIALS):
             result = trial(s_index)
-            costs[s_index] = result[3] * math.log(2)
-            miss = abs(math.log(max(costs[s_index], 1e-9) / want))
+            costs[s_index] = result[3] * exact.LN2
+            miss = abs(float(exact.log(max(costs[s_index], 1e-9) / want)))
             if best is None or miss < best[0]:
                 best = (miss, s_index, result)
             if costs[s_index] <= 0 or abs(costs[s_index] / want - 1) <= PLACEMENT_TOLERANCE:
@@ -368,9 +369,7 @@ def _decode_layer(f: DfcFile, layer: int, means: np.ndarray, stds: np.ndarray) -
                                     f.header.chunk_symbols)
     complete = f.layer_complete(layer)
     if complete and entropy.checksum(symbols) != info.crc:
-        raise DiffcodecError(
-            f"layer {layer + 1} failed its checksum: the file is damaged, or this machine computes "
-            "the model differently from the one that encoded it")
+        raise does_not_decode(f"layer {layer + 1} fails its checksum")
     return symbols, complete
 
 
@@ -381,7 +380,7 @@ def chain_of(runner: ModelRunner, f: DfcFile) -> Chain:
     # the step layers' times (the tail's are its own) and the blend at the start of each
     # step layer and of the tail
     return Chain(runner, header.times[: header.lossy_steps + 1], header.blends, header.seed,
-                 Tiling(header.tile, header.threads))
+                 Tiling(header.tile))
 
 
 def _point(chain: Chain, z: np.ndarray, layer: int, box: Box, partial: bool = False) -> Point:

@@ -7,9 +7,9 @@ formulas. Never torch.rand, whose stream depends on device and version.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from ..model import exact
 
 # Stream purposes: each coded quantity draws from its own stream.
 DITHER = 1
@@ -31,8 +31,9 @@ def shared_uniform(seed: int, purpose: int, index: int, count: int) -> np.ndarra
 
 
 def shared_normal(seed: int, purpose: int, index: int, count: int) -> np.ndarray:
-    """Standard normal samples by Box-Muller on two shared uniform streams."""
+    """Standard normal samples by Box-Muller on two shared uniform streams (portable log and
+    cos: exact.py)."""
     words = _raw(seed, purpose, index, 2 * count) >> np.uint64(11)
     u1 = (words[:count].astype(np.float64) + 1.0) * 2.0**-53  # (0, 1]
     u2 = words[count:].astype(np.float64) * 2.0**-53
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
+    return np.sqrt(-2.0 * exact.log(u1)) * exact.cos(2.0 * exact.PI * u2)

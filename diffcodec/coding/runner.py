@@ -1,16 +1,14 @@
-"""What the coders need from a model, computed the same way on both sides.
+"""What the coders need from a model, computed with the same bits on every machine.
 
-Encoder and decoder must see the very same float64 numbers: gamma on a time grid, and
-network predictions computed tile by tile with the same tiling and the same number of
-CPU threads (BLAS splits its sums by thread count; the count is stored in the header).
-The model's identity (a hash of config and weights) goes into every file, so a file
-decoded with another model is refused rather than decoded into garbage.
+Encoder and decoder must see the very same float64 numbers: gamma on a time grid (the
+schedule's portable evaluation) and the network's predictions, computed tile by tile by
+the exact network (model/exact_network.py), whose results depend on no instruction set,
+thread count or device. The model's identity (a hash of config and weights) goes into
+every file, so a file decoded with another model is refused rather than decoded into garbage.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +16,9 @@ import torch
 
 from ..errors import DiffcodecError
 from ..format.container import TIME_UNITS
-from ..model import DiffusionModel, model_hash
+from ..model import DiffusionModel, exact, model_hash
+from ..model.exact_network import ExactNetwork
+from ..model.network import SCALE_HEAD_INIT
 from ..model.time_grid import stored_grid
 
 DEFAULT_TILE = 1024
@@ -27,25 +27,19 @@ TILE_HALO = 32
 
 @dataclass(frozen=True)
 class Tiling:
-    """How the network is run on an image: tile side and CPU threads (from the header)."""
+    """How the network is run on an image: the tile side (from the header)."""
 
     tile: int
-    threads: int
 
 
-@contextlib.contextmanager
-def network_threads(count: int):
-    """Run the network with exactly ``count`` CPU threads (the encoder's count)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+def alpha_sigma(gamma: float) -> tuple[float, float]:
+    """alpha_t and sigma_t of the variance-preserving process, portably."""
+    alpha2 = float(exact.sigmoid(-gamma))
+    return float(np.sqrt(alpha2)), float(np.sqrt(float(exact.sigmoid(gamma))))
 
 
 class ModelRunner:
-    """A model in eval mode with float64 schedule, tiled predictions and an identity."""
+    """A model's exact network, portable schedule, tiled predictions and identity."""
 
     def __init__(self, model: DiffusionModel) -> None:
         self.model = model.eval()
@@ -53,10 +47,7 @@ class ModelRunner:
         self.name = model.config.name
         self.hash_hex = getattr(model, "model_hash", None) or model_hash(model)
         self.hash = bytes.fromhex(self.hash_hex)[:16]
-        self.schedule64 = copy.deepcopy(model.schedule).double().cpu()
-        if self.device.type == "cuda":  # same kernels on both sides
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
+        self.network = ExactNetwork(model.network)
 
     def check_model(self, model_name: str, file_hash: bytes, tile: int) -> None:
         """Refuse a file written with another model, or with a tile this model cannot run."""
@@ -68,9 +59,8 @@ class ModelRunner:
             raise DiffcodecError(f"damaged file: tile size {tile} is not a multiple of the model's "
                                  f"stride {self.model.config.stride}")
 
-    @torch.no_grad()
     def gammas(self, times: np.ndarray) -> np.ndarray:
-        return self.schedule64(torch.from_numpy(np.asarray(times, dtype=np.float64)))[0].numpy()
+        return self.model.schedule.portable(np.asarray(times, dtype=np.float64))
 
     def uniform_gammas(self, steps: int) -> np.ndarray:
         """gamma at t = i / steps, i = 0..steps."""
@@ -91,28 +81,39 @@ class ModelRunner:
             return self.uniform_gammas(steps)
         return self.gammas(np.asarray(times[::-1], dtype=np.float64) / TIME_UNITS)
 
-    @torch.no_grad()
     def predict(self, z: np.ndarray, gamma: float, tiling: Tiling, chain: bool = False) -> tuple[np.ndarray, ...]:
-        """Network estimates for z (H, W, 3), tile by tile, as float64 (H, W, 3) arrays:
-        DiffusionModel.progressive_prediction (x_hat in [-1, 1], log-scale of its error), or
-        with ``chain`` DiffusionModel.chain_prediction (x_eps, x_progressive and the
-        log-scales of their errors)."""
-        with network_threads(tiling.threads):
-            return self._predict_tiles(z, gamma, tiling.tile, chain)
+        """Network estimates for z (H, W, 3), tile by tile, as float64 (H, W, 3) arrays: the
+        progressive estimate (x_hat in [-1, 1]) and the log-scale of its error, or with
+        ``chain`` (:meth:`estimates`) the eps-based estimate, the progressive one and the
+        log-scales of their errors."""
+        outputs = self._predict_tiles(z, gamma, tiling.tile)
+        estimates = self.estimates(z, gamma, outputs)
+        return estimates if chain else (estimates[1], estimates[2])
 
-    def _predict_tiles(self, z: np.ndarray, gamma: float, tile: int, chain: bool) -> tuple[np.ndarray, ...]:
+    def estimates(self, z: np.ndarray, gamma: float, outputs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """From the network's outputs (DiffusionModel.chain_prediction's formulas, portably):
+        the clipped eps-based estimate, the progressive estimate alpha^2 x_eps + (1 - alpha^2)
+        x_direct, the log-scale of its error, and the chain head's log-scale."""
+        alpha, sigma = alpha_sigma(gamma)
+        x_eps = np.clip((z - sigma * outputs[0]) / alpha, -1.0, 1.0)
+        if len(outputs) == 1:
+            log_scale = np.full_like(z, SCALE_HEAD_INIT)
+            return x_eps, x_eps, log_scale, log_scale
+        x_direct, log_scale = np.clip(outputs[1], -1.0, 1.0), outputs[2]
+        chain_log_scale = outputs[3] if len(outputs) > 3 else log_scale
+        weight = alpha * alpha
+        return x_eps, weight * x_eps + (1.0 - weight) * x_direct, log_scale, chain_log_scale
+
+    def _predict_tiles(self, z: np.ndarray, gamma: float, tile: int) -> list[np.ndarray]:
         height, width, _ = z.shape
-        prediction = self.model.chain_prediction if chain else self.model.progressive_prediction
         outputs: list[np.ndarray] = []
-        gamma_t = torch.tensor([gamma], dtype=torch.float32, device=self.device)
         halo = TILE_HALO if (height > tile or width > tile) else 0
         for top in range(0, height, tile):
             for left in range(0, width, tile):
                 y0, x0 = max(0, top - halo), max(0, left - halo)
                 y1, x1 = min(height, top + tile + halo), min(width, left + tile + halo)
-                window = torch.from_numpy(np.ascontiguousarray(z[y0:y1, x0:x1].transpose(2, 0, 1)))
-                window = window.float().unsqueeze(0).to(self.device)
-                results = prediction(window, gamma_t)
+                window = torch.from_numpy(np.ascontiguousarray(z[y0:y1, x0:x1].transpose(2, 0, 1), dtype=np.float64))
+                results = self.network(window.unsqueeze(0).to(self.device), gamma)
                 if not outputs:
                     outputs = [np.empty_like(z) for _ in results]
                 inner = (slice(top - y0, top - y0 + min(tile, height - top)),
@@ -120,4 +121,4 @@ class ModelRunner:
                 dest = (slice(top, top + tile), slice(left, left + tile))
                 for output, result in zip(outputs, results):
                     output[dest] = result[0].cpu().numpy().transpose(1, 2, 0)[inner]
-        return tuple(outputs)
+        return outputs

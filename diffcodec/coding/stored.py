@@ -14,7 +14,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import DiffcodecError
+from ..errors import DiffcodecError, does_not_decode
 from ..format.container import CodedImage, DfcFile, LayerInfo, Mode
 from . import direct, entropy
 from .ans import AnsStack
@@ -61,7 +61,7 @@ def decode_payload(mode: Mode, data: bytes, shape: tuple, crc: int) -> np.ndarra
     file's tail), checked against the encoder's checksum."""
     rgb = _decode_predictive(data, shape) if mode == Mode.PREDICTIVE else _decode_zlib(data, shape)
     if entropy.checksum(rgb.reshape(-1)) != crc:
-        raise DiffcodecError(f"image checksum mismatch: the {mode} payload is damaged")
+        raise does_not_decode(f"the {mode} payload fails its image checksum")
     return rgb
 
 

@@ -10,6 +10,11 @@ Blocks are BLOCK x BLOCK per channel; the last block row and column take the rem
 with a DCT of their own size, so any image size is covered exactly and the transform
 stays orthonormal. Coefficients are grouped into bands by octave of their vertical and
 horizontal frequency, per channel; the encoder fits one scale per band and step.
+
+Both sides must compute the transform to the same bits, so it never goes through BLAS
+(whose summation order and FMA use differ between machines): each output is a sum over
+the block in a fixed order of separate, correctly rounded products and additions, and
+the matrix comes from exact.py's portable cosine.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import functools
 import math
 
 import numpy as np
+
+from ..model import exact
 
 BLOCK = 32
 OCTAVES = int(math.log2(BLOCK)) + 1
@@ -29,24 +36,32 @@ def dct_matrix(n: int) -> np.ndarray:
     """The orthonormal DCT-II matrix of size n (rows are basis functions)."""
     k = np.arange(n, dtype=np.float64)[:, None]
     i = np.arange(n, dtype=np.float64)[None, :]
-    m = np.cos(math.pi * (2.0 * i + 1.0) * k / (2.0 * n)) * math.sqrt(2.0 / n)
+    m = exact.cos(exact.PI * (2.0 * i + 1.0) * k / (2.0 * n)) * math.sqrt(2.0 / n)
     m[0] /= math.sqrt(2.0)
     return m
 
 
+def _apply(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """matrix @ each block (blocks: (count, n, rest)) as a fixed-order sum over n."""
+    out = np.zeros_like(blocks)
+    for j in range(matrix.shape[1]):
+        out += matrix[None, :, j, None] * blocks[:, j : j + 1, :]
+    return out
+
+
 def _along(x: np.ndarray, axis: int, inverse: bool) -> np.ndarray:
-    x = np.moveaxis(x, axis, 0)
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, 0)
     length = x.shape[0]
     full = length // BLOCK * BLOCK
     out = np.empty_like(x)
     if full:
         d = dct_matrix(BLOCK)
         blocks = x[:full].reshape(length // BLOCK, BLOCK, -1)
-        out[:full] = np.matmul(d.T if inverse else d, blocks).reshape(x[:full].shape)
+        out[:full] = _apply(d.T if inverse else d, blocks).reshape(x[:full].shape)
     if length > full:
         d = dct_matrix(length - full)
-        rest = x[full:].reshape(length - full, -1)
-        out[full:] = ((d.T if inverse else d) @ rest).reshape(x[full:].shape)
+        rest = x[full:].reshape(1, length - full, -1)
+        out[full:] = _apply(d.T if inverse else d, rest).reshape(x[full:].shape)
     return np.moveaxis(out, 0, axis)
 
 

@@ -6,7 +6,7 @@ Layout (integers little-endian; "varint" = LEB128, signed values zigzag-encoded)
 
 Header body: mode u8, model name (u8 length + UTF-8), model hash (16 bytes), height u32,
 width u32, channels u8, steps u16, time grid u8, tile u16, seed u64, symbols per chunk
-u32, network threads u8, alpha (u8 kind + varint length + zlib bytes), layer count u16, then per layer: low, high (signed varints),
+u32, alpha (u8 kind + varint length + zlib bytes), layer count u16, then per layer: low, high (signed varints),
 CRC32 of its symbols u32, the encoder's model estimate of its size in bits (varint), chunk
 count (varint) and each chunk's byte length (varint); then the band count and each
 band's rows (varints; a bits-back chain: lossless mode, or a progressive file's tail);
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from ..errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
-VERSION = 9  # 9: Laplace step symbols with region scale shifts, skipped coefficients at 0.8 of the step noise, estimates moved into the bounds the symbols set; 8: 32-pixel skip regions; 7: step layers coded or skipped per band and region; 6: the progressive stream's bits-back tail; 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
+VERSION = 10  # 10: the network and the coding arithmetic portable (exact on every machine), no thread count; 9: Laplace step symbols with region scale shifts, skipped coefficients at 0.8 of the step noise, estimates moved into the bounds the symbols set; 8: 32-pixel skip regions; 7: step layers coded or skipped per band and region; 6: the progressive stream's bits-back tail; 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
 TIME_GRIDS = {0: "uniform", 1: "explicit"}  # how a file's steps are spaced in t
 TIME_UNITS = 1 << 24  # an explicit grid stores t as an integer count of 1/TIME_UNITS
 ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2
@@ -59,7 +59,6 @@ MAX_SIDE = 1 << 16  # pixels per side
 MAX_GRID_STEPS = 1100  # steps of a chain: --steps up to 1024, plus the progressive tail
 MIN_TILE, MAX_TILE = 64, (1 << 16) - 1
 MIN_CHUNK_SYMBOLS, MAX_CHUNK_SYMBOLS = 64, 1 << 18
-MAX_THREADS = 16  # CPU threads the network runs with (deterministic sums need the same count)
 MAX_SYMBOL = 1 << 20  # |low|, |high| of a layer's symbol range
 BAND_SCALE_BYTES = 108  # a progressive step layer's first chunk (its plan) starts with one scale byte per band
 BLEND_LEVELS = 16  # a progressive step's direct-head weight is a multiple of 1 / BLEND_LEVELS
@@ -125,7 +124,6 @@ class Header:
     seed: int
     tile: int
     chunk_symbols: int = 1 << 18
-    threads: int = 1  # CPU threads the encoder ran the network with; the decoder does the same
     time_grid: str = "uniform"
     alpha_kind: int = ALPHA_NONE
     alpha: bytes = b""
@@ -273,7 +271,7 @@ def _pack_core(header: Header) -> bytes:
     grid_id = next(code for code, name in TIME_GRIDS.items() if name == header.time_grid)
     body += struct.pack("<IIBHBHQ", header.height, header.width, header.channels, header.steps,
                         grid_id, header.tile, header.seed)
-    body += struct.pack("<IB", header.chunk_symbols, header.threads)
+    body += struct.pack("<I", header.chunk_symbols)
     body += struct.pack("<B", header.alpha_kind)
     _put_varint(body, len(header.alpha))
     body += header.alpha
@@ -355,7 +353,7 @@ def _read_header(data: bytes) -> tuple[Header, int, int]:
         raise ContainerError("damaged file: the model name is not UTF-8") from None
     model_hash = r.take(16)
     height, width, channels, steps, time_grid, tile, seed = r.unpack("<IIBHBHQ")
-    chunk_symbols, threads = r.unpack("<IB")
+    (chunk_symbols,) = r.unpack("<I")
     if time_grid not in TIME_GRIDS:
         raise ContainerError(f"damaged file: unknown time grid {time_grid}")
     (alpha_kind,) = r.unpack("<B")
@@ -380,7 +378,7 @@ def _read_header(data: bytes) -> tuple[Header, int, int]:
     if r.pos != len(body):
         raise ContainerError("damaged file: unexpected bytes in the header")
     header = Header(Mode(mode_id), name, model_hash, height, width, channels, steps, seed, tile,
-                    chunk_symbols, threads, TIME_GRIDS[time_grid], alpha_kind, alpha, layers, bands,
+                    chunk_symbols, TIME_GRIDS[time_grid], alpha_kind, alpha, layers, bands,
                     chain_scales, times, lossy_steps, blends, tail_mode)
     return header, end, key
 
@@ -392,7 +390,7 @@ def chunk_count(symbols: int, chunk_symbols: int) -> int:
 
 def validate_header(h: Header) -> None:
     """Refuse any header an encoder cannot write, before anything is allocated for it:
-    sizes, steps, tile, threads, channel and alpha fields, symbol ranges, the chunk layout
+    sizes, steps, tile, channel and alpha fields, symbol ranges, the chunk layout
     each mode implies, and the mode's own fields. (How much work a decoder accepts is a
     separate, overridable limit: codec.DecodeLimits.)"""
     def bad(what: str) -> ContainerError:
@@ -408,8 +406,6 @@ def validate_header(h: Header) -> None:
         raise bad(f"tile size {h.tile}")
     if not MIN_CHUNK_SYMBOLS <= h.chunk_symbols <= MAX_CHUNK_SYMBOLS:
         raise bad(f"{h.chunk_symbols} symbols per chunk")
-    if not 1 <= h.threads <= MAX_THREADS:
-        raise bad(f"{h.threads} network threads")
     has_alpha = h.channels in (2, 4)
     if has_alpha and h.alpha_kind not in (ALPHA_OPAQUE, ALPHA_ZLIB) or not has_alpha and h.alpha_kind != ALPHA_NONE:
         raise bad("alpha kind does not match the channels")

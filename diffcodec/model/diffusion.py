@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import exact
+
 NUM_LEVELS = 256
 _LN2 = math.log(2.0)
 
@@ -31,8 +33,8 @@ def scale_pixels_array(x: np.ndarray) -> np.ndarray:
 
 def alpha_sigma_of(gamma: float) -> tuple[float, float]:
     """alpha and sigma of the variance-preserving process at a float gamma (the coders' twin
-    of :func:`alpha_sigma`)."""
-    return math.sqrt(1 / (1 + math.exp(gamma))), math.sqrt(1 / (1 + math.exp(-gamma)))
+    of :func:`alpha_sigma`, portable: exact.py)."""
+    return math.sqrt(float(exact.sigmoid(-gamma))), math.sqrt(float(exact.sigmoid(gamma)))
 
 
 def pixel_window_model(z0: np.ndarray, gamma_0: float) -> tuple[np.ndarray, np.ndarray]:
@@ -47,9 +49,10 @@ def pixel_window_model(z0: np.ndarray, gamma_0: float) -> tuple[np.ndarray, np.n
     nearest = np.clip(np.rint((u + 1.0) * 128.0 - 0.5), 0, NUM_LEVELS - 1)
     first = nearest - half
     levels = first[:, None] + np.arange(2 * half + 1)
-    logits = -0.5 * math.exp(-gamma_0) * (u[:, None] - ((levels + 0.5) / 128.0 - 1.0)) ** 2
+    distance = u[:, None] - ((levels + 0.5) / 128.0 - 1.0)
+    logits = -0.5 * float(exact.exp(-gamma_0)) * (distance * distance)
     logits[(levels < 0) | (levels >= NUM_LEVELS)] = -np.inf
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = exact.exp(logits - logits.max(axis=1, keepdims=True))
     return first.astype(np.int64), probabilities
 
 
@@ -115,7 +118,7 @@ def decoder_window(gamma_0: float) -> int:
     The logits fall off as -1/2 exp(-gamma_0) d^2 with the distance d from z_0/alpha_0,
     so bins further than sqrt(2 * 60 exp(gamma_0)) are negligible (bins are 1/128 wide).
     """
-    reach = math.sqrt(2.0 * _NEGLIGIBLE_LOGIT * math.exp(gamma_0)) * 128.0
+    reach = math.sqrt(2.0 * _NEGLIGIBLE_LOGIT * float(exact.exp(float(gamma_0)))) * 128.0
     return min(NUM_LEVELS, int(math.ceil(reach)) + 1)
 
 
@@ -210,9 +213,10 @@ def step_coefficients(gamma_t, gamma_s) -> StepCoefficients:
     """
     if isinstance(gamma_t, torch.Tensor):
         sig, sqrt, expm1 = torch.sigmoid, torch.sqrt, torch.expm1
-    else:
-        sig = lambda v: 1.0 / (1.0 + math.exp(-v))  # noqa: E731
-        sqrt, expm1 = math.sqrt, math.expm1
+    else:  # the coders': portable (exact.py)
+        sig = lambda v: float(exact.sigmoid(v))  # noqa: E731
+        expm1 = lambda v: float(exact.expm1(v))  # noqa: E731
+        sqrt = math.sqrt
     alpha_t2, sigma_t2 = sig(-gamma_t), sig(gamma_t)
     alpha_s2, sigma_s2 = sig(-gamma_s), sig(gamma_s)
     e = -expm1(gamma_s - gamma_t)

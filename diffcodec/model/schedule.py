@@ -7,9 +7,11 @@ loss a plain function of the parameters (no nested autograd).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from . import exact
 from .config import ModelConfig
 
 
@@ -24,6 +26,10 @@ class FixedLinearSchedule(nn.Module):
     def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         span = self.gamma_max - self.gamma_min
         return self.gamma_min + span * t, torch.full_like(t, span)
+
+    def portable(self, t: np.ndarray) -> np.ndarray:
+        """gamma(t) in float64 with the same bits on every machine (the coders' schedule)."""
+        return self.gamma_min + (self.gamma_max - self.gamma_min) * np.asarray(t, dtype=np.float64)
 
 
 class LearnedSchedule(nn.Module):
@@ -58,6 +64,23 @@ class LearnedSchedule(nn.Module):
         h, dh = self._h(t)
         scale = (self.gamma_max - self.gamma_min) / (ends[1] - ends[0])
         return self.gamma_min + (h - ends[0]) * scale, dh * scale
+
+
+    def portable(self, t: np.ndarray) -> np.ndarray:
+        """gamma(t) in float64 with the same bits on every machine (the coders' schedule):
+        the portable sigmoid of exact.py and a fixed summation order."""
+        t = np.asarray(t, dtype=np.float64)
+        w1, b1 = abs(float(self.w1.detach())), float(self.b1.detach())
+        w2, b2, w3 = (p.detach().double().cpu().numpy() for p in (self.w2, self.b2, self.w3))
+        w2, w3 = np.abs(w2), np.abs(w3)
+
+        def h(v: np.ndarray) -> np.ndarray:
+            s = exact.sigmoid(v[:, None] * w2 + b2)
+            return w1 * v + b1 + exact.tree_sum(w3 * s) / w3.size
+
+        ends = h(np.array([0.0, 1.0]))
+        scale = (self.gamma_max - self.gamma_min) / (ends[1] - ends[0])
+        return self.gamma_min + (h(t.reshape(-1)) - ends[0]) * scale
 
 
 def build_schedule(config: ModelConfig) -> nn.Module:

@@ -1,0 +1,155 @@
+"""Do files decode exactly on other machines? Other CPUs simulated with the libraries' own
+switches, each in a fresh process: files written natively and under other settings must be
+byte-identical, and every file must decode to the exact pixels under every setting.
+
+    python benchmarks/portability.py --images ../kodak/*.png --out results/portability
+
+writes ``portability.json`` and a markdown table (settings x modes: files exact / files).
+The test suite runs the same on a tiny model and small images (tests/test_portability.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Each setting is what another machine's kernels would be: the environment of a fresh process.
+NUMPY_AVX512_OFF = "X86_V4 AVX512_ICL AVX512_SPR"
+SETTINGS = {
+    "native": {},
+    "aten default": {"ATEN_CPU_CAPABILITY": "default"},
+    "aten avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "onednn SSE41": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "onednn AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "numpy avx512 off": {"NPY_DISABLE_CPU_FEATURES": NUMPY_AVX512_OFF},
+    "1 thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    "no SIMD (default + SSE41)": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+                                  "NPY_DISABLE_CPU_FEATURES": "X86_V3 " + NUMPY_AVX512_OFF},
+}
+WRITERS = ("native", "no SIMD (default + SSE41)")
+MODES = ("progressive", "lossless")
+
+
+def _name(image: Path, mode: str) -> str:
+    return f"{image.stem}.{mode}.dfc"
+
+
+def write(model: str, images: list[Path], out: Path, modes, fallback: bool = True) -> dict:
+    """Encode every image in every mode into ``out``: {file: (sha256, seconds)}; without
+    ``fallback`` the bits-back chain even where a coder without the model would be smaller."""
+    from diffcodec import Codec
+    from diffcodec.images import read_image as load_image
+
+    codec = Codec(model)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for image in images:
+        pixels = load_image(image)
+        for mode in modes:
+            start = time.perf_counter()
+            data = codec.encode(pixels, mode=mode, stored_fallback=fallback)
+            results[_name(image, mode)] = (hashlib.sha256(data).hexdigest(), time.perf_counter() - start)
+            (out / _name(image, mode)).write_bytes(data)
+    return results
+
+
+def read(model: str, images: list[Path], folder: Path, modes) -> dict:
+    """Decode every file of ``folder``: {file: (exact, seconds)}."""
+    from diffcodec import Codec
+    from diffcodec.images import read_image as load_image
+
+    codec = Codec(model)
+    results = {}
+    for image in images:
+        pixels = np.asarray(load_image(image))
+        pixels = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels  # as decode gives it
+        for mode in modes:
+            start = time.perf_counter()
+            try:
+                decoded = codec.decode((folder / _name(image, mode)).read_bytes())
+                exact = bool(decoded.shape == pixels.shape and np.array_equal(decoded, pixels))
+            except Exception as exc:  # noqa: BLE001 - a failure is a result here
+                print(f"{image.name} {mode}: {exc}", file=sys.stderr)
+                exact = False
+            results[_name(image, mode)] = (exact, time.perf_counter() - start)
+    return results
+
+
+def _in_process(setting: str, action: str, model: str, images: list[Path], folder: Path, modes,
+                fallback: bool = True) -> dict:
+    """Run ``action`` in a fresh Python under ``setting``'s environment."""
+    env = {**os.environ, **SETTINGS[setting]}
+    command = [sys.executable, __file__, action, "--model", model, "--folder", str(folder),
+               "--modes", *modes, "--images", *map(str, images)] + ([] if fallback else ["--no-fallback"])
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{setting} {action} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(model: str, images: list[Path], out: Path, settings=tuple(SETTINGS), writers=WRITERS, modes=MODES,
+        fallback: bool = True) -> dict:
+    """Write with each writer, compare the bytes with the native ones, decode the native files
+    under every setting. Returns the report (also written to out/portability.json)."""
+    written = {w: _in_process(w, "write", model, images, out / w.replace(" ", "_"), modes, fallback)
+               for w in writers}
+    native = written[writers[0]]
+    identical = {w: {f: files[f][0] == native[f][0] for f in files} for w, files in written.items()}
+    decoded = {s: _in_process(s, "read", model, images, out / writers[0].replace(" ", "_"), modes) for s in settings}
+    report = {"model": model, "images": [str(i) for i in images], "modes": list(modes),
+              "written": written, "identical": identical, "decoded": decoded}
+    (out / "portability.json").write_text(json.dumps(report, indent=1))
+    (out / "portability.md").write_text(table(report))
+    return report
+
+
+def table(report: dict) -> str:
+    modes = report["modes"]
+    lines = ["| setting | " + " | ".join(f"{m}: exact decodes" for m in modes) + " | seconds per decode |",
+             "|---|" + "---|" * (len(modes) + 1)]
+    for setting, files in report["decoded"].items():
+        cells = []
+        for mode in modes:
+            mine = [v for f, v in files.items() if f.endswith(f".{mode}.dfc")]
+            cells.append(f"{sum(e for e, _ in mine)}/{len(mine)}")
+        seconds = np.mean([s for _, s in files.values()])
+        lines.append(f"| {setting} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+    lines += ["", "| writer | " + " | ".join(f"{m}: bytes identical to native" for m in modes) + " |",
+              "|---|" + "---|" * len(modes)]
+    for writer, files in report["identical"].items():
+        cells = [f"{sum(v for f, v in files.items() if f.endswith(f'.{m}.dfc'))}/"
+                 f"{sum(1 for f in files if f.endswith(f'.{m}.dfc'))}" for m in modes]
+        lines.append(f"| {writer} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", nargs="?", default="run", choices=["run", "write", "read"])
+    parser.add_argument("--images", nargs="+", type=Path, required=True)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--modes", nargs="+", default=list(MODES))
+    parser.add_argument("--folder", type=Path, help="(write, read) where the files are")
+    parser.add_argument("--out", type=Path, default=Path("results/portability"))
+    parser.add_argument("--no-fallback", dest="fallback", action="store_false",
+                        help="bits-back chains even where a coder without the model is smaller")
+    args = parser.parse_args()
+    if args.action == "write":
+        print(json.dumps(write(args.model, args.images, args.folder, args.modes, args.fallback)))
+    elif args.action == "read":
+        print(json.dumps(read(args.model, args.images, args.folder, args.modes)))
+    else:
+        report = run(args.model, args.images, args.out, modes=args.modes, fallback=args.fallback)
+        print(table(report))
+
+
+if __name__ == "__main__":
+    main()

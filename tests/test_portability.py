@@ -1,0 +1,77 @@
+"""Files decode exactly on other machines: other CPUs are simulated with the libraries' own
+switches (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, NPY_DISABLE_CPU_FEATURES, thread count),
+each in a fresh process (benchmarks/portability.py). A file written under any setting is
+byte-identical to the native one and decodes to the exact pixels under every other."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffcodec import DiffusionModel, save_model
+
+from conftest import randomize_output, synthetic_image, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks import portability  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("portability")
+    model = randomize_output(DiffusionModel(tiny_config(progressive_heads=True, chain_scale_head=True)), seed=3)
+    save_model(model, root / "model.pt")
+    images = []
+    for name, channels, (h, w) in [("rgb", 3, (21, 26)), ("gray", 1, (17, 12)), ("rgba", 4, (14, 19))]:
+        pixels = synthetic_image(h, w, "shapes", seed=len(images), channels=channels)
+        path = root / f"{name}.png"
+        Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).save(path)
+        images.append(path)
+    return root, images
+
+
+def test_files_are_the_same_bytes_and_decode_exactly_everywhere(setup):
+    root, images = setup
+    settings = ("native", "aten default", "onednn SSE41", "numpy avx512 off", "1 thread")
+    report = portability.run(str(root / "model.pt"), images, root / "out", settings=settings, fallback=False)
+    for writer, files in report["identical"].items():
+        assert all(files.values()), (writer, files)
+    for setting, files in report["decoded"].items():
+        assert all(exact for exact, _ in files.values()), (setting, files)
+    assert len(report["decoded"]["native"]) == 2 * len(images)
+
+
+def test_exact_network_is_close_to_the_float_one(tiny_model):
+    """The exact twin computes the same function up to its rounding."""
+    import torch
+
+    from diffcodec.model.exact_network import ExactNetwork
+
+    z = torch.randn(1, 3, 20, 24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        reference = tiny_model.network(z.float(), torch.tensor([-2.0]))
+    exact = ExactNetwork(tiny_model.network)(z, -2.0)
+    reference = reference if isinstance(reference, tuple) else (reference,)
+    for ref, out in zip(reference, exact):
+        assert out.dtype == torch.float64
+        assert float((ref.double() - out).abs().max()) < 1e-2 * max(1.0, float(ref.abs().max()))
+
+
+def test_portable_math_matches_numpy():
+    from diffcodec.model import exact
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-30, 30, 1000)
+    assert np.allclose(exact.exp(x), np.exp(x), rtol=1e-15, atol=0)
+    assert np.allclose(exact.log(np.exp(x)), x, rtol=0, atol=1e-14)
+    assert np.allclose(exact.sin(x), np.sin(x), atol=1e-15)
+    assert np.allclose(exact.cos(x), np.cos(x), atol=1e-15)
+    small = x * 1e-9
+    assert np.allclose(exact.expm1(small), np.expm1(small), rtol=1e-15, atol=0)
+    assert np.allclose(exact.log1p(small), np.log1p(small), rtol=1e-15, atol=0)
+    assert exact.tree_sum(np.arange(10.0)) == 45.0
