@@ -62,6 +62,33 @@ def test_exact_network_is_close_to_the_float_one(tiny_model):
         assert float((ref.double() - out).abs().max()) < 1e-2 * max(1.0, float(ref.abs().max()))
 
 
+def test_every_sum_of_the_exact_network_reads_grid_values(tiny_model, monkeypatch):
+    """The exactness rests on it: convolutions and norms only ever see values on the
+    activation grids (then every product is exact and every sum an integer number of units)."""
+    import torch
+
+    from diffcodec.model import exact_network as en
+
+    seen = []
+    conv, norm = en._Layer.conv, en._Norm.__call__
+
+    def checked_conv(self, x):
+        seen.append(en.on_grid(x, en.FOURIER_FRACTION_BITS))
+        return conv(self, x)
+
+    def checked_norm(self, x):
+        seen.append(en.on_grid(x))
+        return norm(self, x)
+
+    monkeypatch.setattr(en._Layer, "conv", checked_conv)
+    monkeypatch.setattr(en._Norm, "__call__", checked_norm)
+    model = DiffusionModel(tiny_config(progressive_heads=True, chain_scale_head=True, patch_size=2))
+    randomize_output(model)
+    z = 3 * torch.randn(1, 3, 19, 22, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    en.ExactNetwork(model.network)(z, 1.5)
+    assert len(seen) > 10 and all(seen)
+
+
 def test_portable_math_matches_numpy():
     from diffcodec.model import exact
 

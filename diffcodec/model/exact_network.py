@@ -38,15 +38,19 @@ ACT_FRACTION_BITS = 12
 ACT_LIMIT = 256.0  # |activation| <= 2^8: with 16-bit weights, sums of up to 2^13 products stay below 2^53
 FOURIER_FRACTION_BITS = 16
 FOURIER_LIMIT = 8.0
-SILU_TABLE_LIMIT = 16.0  # beyond: silu(x) rounds to x above, 0 below, on the activation grid
 _ACT_SCALE = float(2**ACT_FRACTION_BITS)
 
 
 def quantize(x: torch.Tensor, fraction_bits: int = ACT_FRACTION_BITS) -> torch.Tensor:
-    """Onto the grid 2^-fraction_bits within +-ACT_LIMIT: round half to even, exact scaling
-    by a power of two."""
-    scale = float(2**fraction_bits)
-    return torch.clamp(torch.round(x * scale), -ACT_LIMIT * scale, ACT_LIMIT * scale) / scale
+    """Onto the grid 2^-fraction_bits within +-ACT_LIMIT, rounding half to even: adding and
+    subtracting 1.5 * 2^(52 - fraction_bits) rounds to that grid in two IEEE additions."""
+    magic = 1.5 * 2.0 ** (52 - fraction_bits)
+    return (torch.clamp(x, -ACT_LIMIT, ACT_LIMIT) + magic) - magic
+
+
+def on_grid(x: torch.Tensor, fraction_bits: int = ACT_FRACTION_BITS) -> bool:
+    """Whether x lies on the grid (what every layer's exactness rests on; for tests)."""
+    return bool(torch.equal(quantize(x, fraction_bits), x))
 
 
 def round_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -59,7 +63,8 @@ def round_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _silu_table() -> np.ndarray:
-    x = np.arange(-SILU_TABLE_LIMIT * _ACT_SCALE, SILU_TABLE_LIMIT * _ACT_SCALE + 1) / _ACT_SCALE
+    """SiLU at every point of the activation grid (x sigmoid(x), rounded to the grid)."""
+    x = np.arange(-ACT_LIMIT * _ACT_SCALE, ACT_LIMIT * _ACT_SCALE + 1) / _ACT_SCALE
     return np.rint(x * exact.sigmoid(x) * _ACT_SCALE) / _ACT_SCALE
 
 
@@ -71,12 +76,31 @@ class _Layer:
         self.bias = module.bias.detach().to(torch.float64).to(device)
         self.stride = getattr(module, "stride", (1,))[0]
         self.padding = getattr(module, "padding", (0,))[0]
+        self.taps = None  # a 3x3 stride-1 'same' convolution's weights per tap, (9, out, in)
+        if self.weight.ndim == 4 and self.weight.shape[-2:] == (3, 3) and self.stride == 1 and self.padding == 1:
+            self.taps = self.weight.permute(2, 3, 0, 1).reshape(9, self.weight.shape[0], -1).contiguous()
 
-    def conv(self, x: torch.Tensor, fraction_bits: int = ACT_FRACTION_BITS) -> torch.Tensor:
-        # cuDNN may pick FFT or Winograd algorithms, which are not exact; the native ones are
-        with torch.backends.cudnn.flags(enabled=False):
-            out = F.conv2d(quantize(x, fraction_bits), self.weight, stride=self.stride, padding=self.padding)
+    def conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of x, which must lie on an activation grid (every caller's input
+        does by construction: tests/test_portability.py checks it)."""
+        if self.taps is not None and x.shape[0] == 1:
+            out = self._shifted_products(x)
+        else:  # cuDNN may pick FFT or Winograd algorithms, which are not exact; the native ones are
+            with torch.backends.cudnn.flags(enabled=False):
+                out = F.conv2d(x, self.weight, stride=self.stride, padding=self.padding)
         return out + self.bias.view(1, -1, 1, 1)
+
+    def _shifted_products(self, x: torch.Tensor) -> torch.Tensor:
+        """A 3x3 'same' convolution as nine matrix products with shifted views of x (float64
+        convolutions are slow; float64 GEMMs less so): exact for the same reason."""
+        _, channels, height, width = x.shape
+        padded = F.pad(x[0], (1, 1, 1, 1))
+        out = None
+        for k, tap in enumerate(self.taps):
+            dy, dx = divmod(k, 3)
+            part = tap @ padded[:, dy : dy + height, dx : dx + width].reshape(channels, -1)
+            out = part if out is None else out + part
+        return out.view(1, -1, height, width)
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         return quantize(x) @ self.weight.T + self.bias
@@ -88,7 +112,7 @@ class _Norm:
         self.bias = module.bias.detach().to(torch.float64).to(device).view(1, -1, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = quantize(x)
+        """Norm of x, which must lie on the activation grid (so its sums are exact)."""
         channels = x.shape[1]
         mean = x.sum(dim=1, keepdim=True) / channels  # exact sums of grid values
         variance = (x * x).sum(dim=1, keepdim=True) / channels - mean * mean
@@ -127,7 +151,7 @@ class ExactNetwork:
             heads = [network.image_out, network.scale_out] + ([network.chain_scale_out] if config.chain_scale_head else [])
             self.extra_heads = [(layer(h[0]), layer(h[2])) for h in heads]
         self.silu_table = torch.from_numpy(_silu_table()).to(device)
-        self.silu_offset = int(SILU_TABLE_LIMIT * _ACT_SCALE)
+        self.silu_offset = int(ACT_LIMIT * _ACT_SCALE)
         self.fourier_tables = [self._fourier_table(n) for n in config.fourier_exponents]
         half = config.time_embedding_dim // 2
         self.embedding_frequencies = exact.exp(-np.log(10000.0) * np.arange(half) / max(1, half - 1))
@@ -140,11 +164,9 @@ class ExactNetwork:
         return period, grid(exact.sin(phase)), grid(exact.cos(phase))
 
     def silu(self, x: torch.Tensor) -> torch.Tensor:
-        k = torch.clamp(torch.round(x * _ACT_SCALE), -ACT_LIMIT * _ACT_SCALE, ACT_LIMIT * _ACT_SCALE)
-        inside = k.abs() <= self.silu_offset
-        index = (torch.clamp(k, -self.silu_offset, self.silu_offset) + self.silu_offset).long()
-        table = self.silu_table[index]
-        return torch.where(inside, table, torch.clamp(k, min=0.0) / _ACT_SCALE)
+        """SiLU of x rounded to the activation grid, looked up: the result is on the grid."""
+        index = (quantize(x) * _ACT_SCALE).long() + self.silu_offset  # exact: integers below 2^21
+        return self.silu_table[index]
 
     def fourier(self, z: torch.Tensor) -> torch.Tensor:
         if not self.fourier_tables:
@@ -169,10 +191,10 @@ class ExactNetwork:
         return self.embed[1].linear(emb)
 
     def block(self, block: _Block, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        x = quantize(x)
+        """A ResBlock on x (on the grid); its output is on the grid."""
         h = block.conv1.conv(self.silu(block.norm1(x)))
         scale, shift = block.film.linear(emb)[:, :, None, None].chunk(2, dim=1)
-        h = block.norm2(h) * (1 + scale) + shift
+        h = block.norm2(quantize(h)) * (1 + scale) + shift
         h = block.conv2.conv(self.silu(h))
         skip = x if block.skip is None else block.skip.conv(x)
         return quantize(skip + h)
@@ -190,7 +212,7 @@ class ExactNetwork:
         emb = self.embedding(gamma)
         # the stem reads z itself on the fine Fourier grid (its sums stay below 2^53: 2^19 x 2^15
         # x at most 9 * 4 * 5 * 4 channels), the features on the coarser one, a subset of it
-        h = self.stem.conv(F.pixel_unshuffle(self.fourier(z), config.patch_size), FOURIER_FRACTION_BITS)
+        h = quantize(self.stem.conv(F.pixel_unshuffle(self.fourier(z), config.patch_size)))
         skips = []
         for level, blocks in enumerate(self.down_blocks):
             for block in blocks:
