@@ -65,11 +65,15 @@ def fit_scale_index(c: float, sigma_q: float, error: np.ndarray, log_scale: np.n
 
     E[-ln p] = ln(v) / 2 + (c^2 err^2 + sigma_q^2) / (2 v) + const, v = sigma_q^2 + k^2 c^2 s_x^2.
     """
-    spread = (c * error.reshape(-1)) ** 2 + sigma_q ** 2
-    model = (c * exact.exp(log_scale.reshape(-1))) ** 2
+    # products, not ** (Python's float ** calls the platform's pow)
+    scaled_error = c * error.reshape(-1)
+    spread = scaled_error * scaled_error + sigma_q * sigma_q
+    scale = c * exact.exp(log_scale.reshape(-1))
+    model = scale * scale
 
     def cost(index: int) -> float:
-        variance = sigma_q ** 2 + scale_factor(index) ** 2 * model
+        factor = scale_factor(index)
+        variance = sigma_q * sigma_q + (factor * factor) * model
         return float(np.mean(exact.log(variance) + spread / variance))
 
     low, high = CHAIN_SCALE_RANGE  # a format limit: the container checks it
@@ -134,7 +138,7 @@ class ChainGrid:
         variance = s2_{i|prev} s2_{T|i} / s2_{T|prev}."""
         end, g = self.steps, self.gammas
         gain = lambda a, b: self.alpha[a] / (self.alpha[b] if b >= 0 else 1.0)  # noqa: E731
-        spread = lambda a, b: self.sigma[a] ** 2 * (-float(exact.expm1(g[b] - g[a])) if b >= 0 else 1.0)  # noqa: E731
+        spread = lambda a, b: self.sigma[a] * self.sigma[a] * (-float(exact.expm1(g[b] - g[a])) if b >= 0 else 1.0)  # noqa: E731
         to_end, from_prev, total = spread(end, i), spread(i, i - 1), spread(end, i - 1)
         return (gain(i, i - 1) * to_end / total, gain(end, i) * from_prev / total,
                 math.sqrt(from_prev * to_end / total))
@@ -162,7 +166,8 @@ def reverse_step(grid: ChainGrid, z: np.ndarray, i: int, predict) -> tuple[np.nd
     coef = grid.reverse[i]
     x_hat, log_scale = predict(z, i)
     mean = coef.b * z.reshape(-1) + coef.c * x_hat.reshape(-1)
-    std = np.sqrt(grid.p_std[i - 1] ** 2 + (grid.error_factor[i] * coef.c * exact.exp(log_scale.reshape(-1))) ** 2)
+    error = grid.error_factor[i] * coef.c * exact.exp(log_scale.reshape(-1))
+    std = np.sqrt(grid.p_std[i - 1] * grid.p_std[i - 1] + error * error)
     return mean, std
 
 

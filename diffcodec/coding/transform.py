@@ -87,8 +87,8 @@ def _frequencies(length: int) -> np.ndarray:
 def band_map(height: int, width: int) -> np.ndarray:
     """Band index (0 .. NUM_BANDS-1) of every coefficient of an (H, W, 3) transform:
     (octave of vertical frequency, octave of horizontal frequency, channel)."""
-    oy = np.floor(np.log2(_frequencies(height) + 1)).astype(np.int64)
-    ox = np.floor(np.log2(_frequencies(width) + 1)).astype(np.int64)
+    oy = np.frexp(_frequencies(height) + 1)[1].astype(np.int64) - 1  # floor(log2(f + 1)), exactly
+    ox = np.frexp(_frequencies(width) + 1)[1].astype(np.int64) - 1
     band = (oy[:, None] * OCTAVES + ox[None, :])[:, :, None] * 3 + np.arange(3)[None, None, :]
     band.setflags(write=False)
     return band

@@ -32,8 +32,8 @@ PI = 3.141592653589793
 SQRT_HALF = 0.7071067811865476
 
 _EXP_TERMS = [1.0 / math.factorial(n) for n in range(14)]  # exact to the last bit on every machine
-_SIN_TERMS = [(-1.0) ** n / math.factorial(2 * n + 1) for n in range(10)]
-_COS_TERMS = [(-1.0) ** n / math.factorial(2 * n) for n in range(10)]
+_SIN_TERMS = [(-1) ** n / math.factorial(2 * n + 1) for n in range(10)]
+_COS_TERMS = [(-1) ** n / math.factorial(2 * n) for n in range(10)]
 _ATANH_TERMS = [1.0 / (2 * n + 1) for n in range(13)]
 
 
