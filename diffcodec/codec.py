@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .coding import entropy, lossless, progressive, stored
-from .coding.runner import DEFAULT_TILE, ModelRunner, Tiling
+from .coding.runner import DEFAULT_TILE, ModelRunner, Tiling, threads_for_free_cores
 from .errors import DiffcodecError, LimitError, boundary
 from .format.container import (MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE,
                                ContainerError, DfcFile, Header, Mode, pack_file, parse_file)
@@ -127,7 +127,7 @@ class Codec:
         prepared = prepare(image)
         if max(prepared.rgb.shape[:2]) > MAX_SIDE:
             raise DiffcodecError(f"images up to {MAX_SIDE} pixels a side are supported")
-        with boundary("encoding"):
+        with boundary("encoding"), threads_for_free_cores():
             return self._encode(prepared, steps, seed & (2**64 - 1), mode, progress, stored_fallback)
 
     def _encode(self, prepared, steps: int, seed: int, mode: Mode, progress: bool, stored_fallback: bool) -> bytes:
@@ -166,7 +166,8 @@ class Codec:
             if f.header.mode == Mode.PROGRESSIVE and not any(f.chunks):  # (the other modes need whole files)
                 raise ContainerError("nothing to decode: the part of the file used holds no layer data, "
                                      "only the header")
-            return self._decode(f, completion_steps, progress)
+            with threads_for_free_cores():
+                return self._decode(f, completion_steps, progress)
 
     def _decode(self, f: DfcFile, completion_steps: int, progress: bool) -> Decoded:
         header = f.header

@@ -102,3 +102,16 @@ def test_portable_math_matches_numpy():
     assert np.allclose(exact.expm1(small), np.expm1(small), rtol=1e-15, atol=0)
     assert np.allclose(exact.log1p(small), np.log1p(small), rtol=1e-15, atol=0)
     assert exact.tree_sum(np.arange(10.0)) == 45.0
+
+
+def test_threads_follow_the_free_cores_and_come_back():
+    import torch
+
+    from diffcodec.coding.runner import _busy_cores, threads_for_free_cores
+
+    before = torch.get_num_threads()
+    busy = _busy_cores()
+    assert busy is None or busy >= 0
+    with threads_for_free_cores():
+        assert 1 <= torch.get_num_threads() <= before
+    assert torch.get_num_threads() == before

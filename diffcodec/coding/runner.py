@@ -9,6 +9,9 @@ every file, so a file decoded with another model is refused rather than decoded 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +33,46 @@ class Tiling:
     """How the network is run on an image: the tile side (from the header)."""
 
     tile: int
+
+
+def _busy_cores(window: float = 0.05) -> float | None:
+    """How many cores other processes keep busy, from /proc/stat over ``window`` seconds,
+    less this process's own time (torch's threads spin on after a parallel region); None
+    where there is no /proc."""
+    def sample() -> tuple[int, int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()  # fields after the command name
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values), idle, int(own[11]) + int(own[12])  # utime + stime
+
+    try:
+        total0, idle0, own0 = sample()
+        time.sleep(window)
+        total1, idle1, own1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    others = (total1 - total0) - (idle1 - idle0) - (own1 - own0)
+    return max(0.0, others / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def threads_for_free_cores():
+    """Run the network on the cores other processes leave free (at least one, at most the
+    threads torch would use). Results do not depend on the thread count; time does: torch's
+    threads spin-wait for each other, so one more thread than free cores runs several times
+    slower beside another busy process."""
+    previous = torch.get_num_threads()
+    busy = _busy_cores()
+    free = previous if busy is None else max(1, min(previous, (os.cpu_count() or 1) - round(busy)))
+    torch.set_num_threads(free)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def alpha_sigma(gamma: float) -> tuple[float, float]:
