@@ -235,8 +235,7 @@ class _Placer:
     cost changes with the step's size, most at the first, nearly all-skipped layers)."""
 
     def __init__(self, runner: ModelRunner) -> None:
-        self.times = np.linspace(0.0, 1.0, 4097)
-        self.snr_table = exact.exp(-runner.gammas(self.times))
+        self.times, self.snr_table = runner.snr_grid()
 
     def snr(self, t_index: int) -> float:
         return float(exact.interp(t_index / TIME_UNITS, self.times, self.snr_table))

@@ -19,7 +19,9 @@ import torch
 
 from ..errors import DiffcodecError
 from ..format.container import TIME_UNITS
-from ..model import DiffusionModel, exact, model_hash
+from ..model import DiffusionModel, model_hash
+from ..model.diffusion import alpha_sigma_of
+from ..model import exact
 from ..model.exact_network import ExactNetwork
 from ..model.network import SCALE_HEAD_INIT
 from ..model.time_grid import stored_grid
@@ -75,12 +77,6 @@ def threads_for_free_cores():
         torch.set_num_threads(previous)
 
 
-def alpha_sigma(gamma: float) -> tuple[float, float]:
-    """alpha_t and sigma_t of the variance-preserving process, portably."""
-    alpha2 = float(exact.sigmoid(-gamma))
-    return float(np.sqrt(alpha2)), float(np.sqrt(float(exact.sigmoid(gamma))))
-
-
 class ModelRunner:
     """A model's exact network, portable schedule, tiled predictions and identity."""
 
@@ -91,6 +87,7 @@ class ModelRunner:
         self.hash_hex = getattr(model, "model_hash", None) or model_hash(model)
         self.hash = bytes.fromhex(self.hash_hex)[:16]
         self.network = ExactNetwork(model.network)
+        self._snr_grid: tuple[np.ndarray, np.ndarray] | None = None
 
     def check_model(self, model_name: str, file_hash: bytes, tile: int) -> None:
         """Refuse a file written with another model, or with a tile this model cannot run."""
@@ -104,6 +101,13 @@ class ModelRunner:
 
     def gammas(self, times: np.ndarray) -> np.ndarray:
         return self.model.schedule.portable(np.asarray(times, dtype=np.float64))
+
+    def snr_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """SNR(t) at t = k / 4096 (the layer placer's table), computed once per model."""
+        if self._snr_grid is None:
+            times = np.linspace(0.0, 1.0, 4097)
+            self._snr_grid = times, exact.exp(-self.gammas(times))
+        return self._snr_grid
 
     def uniform_gammas(self, steps: int) -> np.ndarray:
         """gamma at t = i / steps, i = 0..steps."""
@@ -137,7 +141,7 @@ class ModelRunner:
         """From the network's outputs (DiffusionModel.chain_prediction's formulas, portably):
         the clipped eps-based estimate, the progressive estimate alpha^2 x_eps + (1 - alpha^2)
         x_direct, the log-scale of its error, and the chain head's log-scale."""
-        alpha, sigma = alpha_sigma(gamma)
+        alpha, sigma = alpha_sigma_of(gamma)
         x_eps = np.clip((z - sigma * outputs[0]) / alpha, -1.0, 1.0)
         if len(outputs) == 1:
             log_scale = np.full_like(z, SCALE_HEAD_INIT)

@@ -145,7 +145,6 @@ class ExactNetwork:
         self.upsamplers = [layer(m) for m in network.upsamplers]
         self.out_norm = _Norm(network.out_norm, device)
         self.out = layer(network.out)
-        self.heads_out = [self.out]
         self.extra_heads = []
         if config.progressive_heads:
             heads = [network.image_out, network.scale_out] + ([network.chain_scale_out] if config.chain_scale_head else [])
