@@ -70,23 +70,54 @@ def test_every_sum_of_the_exact_network_reads_grid_values(tiny_model, monkeypatc
     from diffcodec.model import exact_network as en
 
     seen = []
-    conv, norm = en._Layer.conv, en._Norm.__call__
 
-    def checked_conv(self, x):
-        seen.append(en.on_grid(x, en.FOURIER_FRACTION_BITS))
-        return conv(self, x)
+    def checked(method, fraction_bits):
+        def call(self, x):
+            seen.append(en.on_grid(x, fraction_bits))
+            return method(self, x)
+        return call
 
-    def checked_norm(self, x):
-        seen.append(en.on_grid(x))
-        return norm(self, x)
-
-    monkeypatch.setattr(en._Layer, "conv", checked_conv)
-    monkeypatch.setattr(en._Norm, "__call__", checked_norm)
+    monkeypatch.setattr(en._Layer, "conv", checked(en._Layer.conv, en.FOURIER_FRACTION_BITS))
+    monkeypatch.setattr(en._Upsampler, "conv", checked(en._Upsampler.conv, en.ACT_FRACTION_BITS))
+    monkeypatch.setattr(en._Norm, "__call__", checked(en._Norm.__call__, en.ACT_FRACTION_BITS))
     model = DiffusionModel(tiny_config(progressive_heads=True, chain_scale_head=True, patch_size=2))
     randomize_output(model)
     z = 3 * torch.randn(1, 3, 19, 22, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     en.ExactNetwork(model.network)(z, 1.5)
     assert len(seen) > 10 and all(seen)
+
+
+def test_every_convolution_layout_takes_the_same_sums():
+    """Per-tap products on padded slices, strided taps, stacked layers and phase-wise
+    upsampling give exactly what a plain float64 convolution of grid values gives."""
+    import torch
+    from torch.nn import functional as F
+
+    from diffcodec.model import exact_network as en
+
+    generator = torch.Generator().manual_seed(2)
+    x = en.quantize(4 * torch.randn(6, 10, 5, generator=generator, dtype=torch.float64))
+    nchw = x.permute(2, 0, 1)[None]
+
+    def module(out_channels, **kwargs):
+        m = torch.nn.Conv2d(5, out_channels, 3, padding=1, **kwargs).double()
+        torch.nn.init.normal_(m.weight, generator=generator)
+        return m
+
+    def reference(layer, image):
+        return F.conv2d(image, en.round_weight(layer.weight), stride=layer.stride, padding=1) + layer.bias.view(1, -1, 1, 1)
+
+    def channels_last(out):
+        return out[0].permute(1, 2, 0).detach()
+
+    same, strided, other = module(4), module(3, stride=2), module(2)
+    assert torch.equal(en._Layer(same, x.device).conv(x), channels_last(reference(same, nchw)))
+    assert torch.equal(en._Layer(strided, x.device).conv(x), channels_last(reference(strided, nchw)))
+    stacked = en._Layer.stacked([en._Layer(same, x.device), en._Layer(other, x.device)])
+    expected = torch.cat([channels_last(reference(same, nchw)), channels_last(reference(other, nchw))], dim=-1)
+    assert stacked.widths == [4, 2] and torch.equal(stacked.conv(x), expected)
+    upsampled = F.interpolate(nchw, scale_factor=2.0, mode="nearest")
+    assert torch.equal(en._Upsampler(same, x.device).conv(x), channels_last(reference(same, upsampled)))
 
 
 def test_portable_math_matches_numpy():

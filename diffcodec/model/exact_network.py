@@ -12,6 +12,10 @@ this reason):
   product is then an exactly representable float64 and every partial sum an integer
   multiple of one unit below 2^53, so the sums are exact in any order: SIMD width, FMA,
   threads, BLAS or device cannot change them. Biases are added after the sum.
+* Because the sums are exact, they may be taken in whatever order runs fastest: activations
+  are channels-last, a convolution is a sum of per-tap (pixels, in) x (in, out) float64
+  matrix products on slices of the padded image, layers reading one input share one
+  product, and an upsampler convolves the small image phase by phase.
 * ChannelNorm sums grid values and their squares (exact), then divides and takes one square
   root (correctly rounded IEEE operations, elementwise, in a fixed order).
 * SiLU is a table on the activation grid; the Fourier features are tables indexed by the
@@ -69,53 +73,129 @@ def _silu_table() -> np.ndarray:
 
 
 class _Layer:
-    """A convolution or linear layer's rounded weights (float64) and bias."""
+    """A convolution or linear layer's rounded weights (float64) and bias, applied to
+    channels-last activations: a convolution is a sum over its taps of (pixels, in) x (in,
+    out) matrix products, which BLAS runs fast in float64 and which are exact in any order."""
 
     def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
-        self.weight = round_weight(module.weight).to(device)
+        weight = round_weight(module.weight).to(device)
         self.bias = module.bias.detach().to(torch.float64).to(device)
         self.stride = getattr(module, "stride", (1,))[0]
-        self.padding = getattr(module, "padding", (0,))[0]
-        self.taps = None  # a 3x3 stride-1 'same' convolution's weights per tap, (9, out, in)
-        if self.weight.ndim == 4 and self.weight.shape[-2:] == (3, 3) and self.stride == 1 and self.padding == 1:
-            self.taps = self.weight.permute(2, 3, 0, 1).reshape(9, self.weight.shape[0], -1).contiguous()
+        if weight.ndim == 4:  # (out, in, k, k) -> one (in, out) matrix per tap, row-major taps
+            self.kernel = weight.shape[-1]
+            self.taps = weight.permute(2, 3, 1, 0).reshape(self.kernel**2, weight.shape[1], -1).contiguous()
+        else:
+            self.matrix = weight.T.contiguous()
 
     def conv(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution of x, which must lie on an activation grid (every caller's input
-        does by construction: tests/test_portability.py checks it)."""
-        if self.taps is not None and x.shape[0] == 1:
-            out = self._shifted_products(x)
-        else:  # cuDNN may pick FFT or Winograd algorithms, which are not exact; the native ones are
-            with torch.backends.cudnn.flags(enabled=False):
-                out = F.conv2d(x, self.weight, stride=self.stride, padding=self.padding)
-        return out + self.bias.view(1, -1, 1, 1)
+        """The convolution of x (H, W, C), which must lie on an activation grid (every
+        caller's input does by construction: tests/test_portability.py checks it)."""
+        height, width, channels = x.shape
+        if self.kernel == 1:
+            out = (x.reshape(-1, channels) @ self.taps[0]).view(height, width, -1)
+        elif self.stride == 1:
+            out = self._same(x)
+        else:
+            out = self._strided(x)
+        return out + self.bias
 
-    def _shifted_products(self, x: torch.Tensor) -> torch.Tensor:
-        """A 3x3 'same' convolution as nine matrix products with shifted views of x (float64
-        convolutions are slow; float64 GEMMs less so): exact for the same reason."""
-        _, channels, height, width = x.shape
-        padded = F.pad(x[0], (1, 1, 1, 1))
+    def _same(self, x: torch.Tensor) -> torch.Tensor:
+        """A 3x3 'same' convolution without copying shifted inputs: in the zero-padded image
+        flattened row by row (rows of width W + 2), tap (dy, dx) of output pixel p reads
+        pixel p + dy (W + 2) + dx, so each tap multiplies one contiguous slice. The two
+        extra columns of each output row are discarded; one extra padded row keeps the
+        last tap's slice in bounds."""
+        height, width, channels = x.shape
+        row = width + 2
+        flat = F.pad(x, (0, 0, 1, 1, 1, 2)).view(-1, channels)
+        length = height * row
+        out = flat[:length] @ self.taps[0]
+        for k in range(1, 9):
+            start = (k // 3) * row + k % 3
+            out.addmm_(flat[start : start + length], self.taps[k])
+        return out.view(height, row, -1)[:, :width]
+
+    def _strided(self, x: torch.Tensor) -> torch.Tensor:
+        """A 3x3 stride-2 convolution (padding 1, even sides): one strided view per tap."""
+        height, width, channels = x.shape
+        padded = F.pad(x, (0, 0, 1, 1, 1, 1))
+        out_h, out_w = height // 2, width // 2
         out = None
         for k, tap in enumerate(self.taps):
             dy, dx = divmod(k, 3)
-            part = tap @ padded[:, dy : dy + height, dx : dx + width].reshape(channels, -1)
-            out = part if out is None else out + part
-        return out.view(1, -1, height, width)
+            view = padded[dy : dy + 2 * out_h : 2, dx : dx + 2 * out_w : 2].reshape(-1, channels)
+            out = view @ tap if out is None else out.addmm_(view, tap)
+        return out.view(out_h, out_w, -1)
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
-        return quantize(x) @ self.weight.T + self.bias
+        return quantize(x) @ self.matrix + self.bias
+
+    @classmethod
+    def stacked(cls, layers: list[_Layer]) -> _Layer:
+        """Convolutions of one input as one layer (their outputs side by side, split by
+        ``widths``): one wider product instead of several narrow ones, the same sums."""
+        stack = cls.__new__(cls)
+        stack.kernel, stack.stride = layers[0].kernel, layers[0].stride
+        stack.taps = torch.cat([layer.taps for layer in layers], dim=-1)
+        stack.bias = torch.cat([layer.bias for layer in layers])
+        stack.widths = [layer.bias.numel() for layer in layers]
+        return stack
+
+
+class _Upsampler(_Layer):
+    """Nearest-neighbour upsampling by 2, then a 3x3 'same' convolution."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
+        super().__init__(module, device)
+        self.phase_taps = self._phase_taps()
+
+    def conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The 3x3 'same' convolution of x (H, W, C) upsampled by 2 (nearest neighbour),
+        without making the upsampled image: output pixel (2y + i, 2x + j) reads source rows y - 1
+        and y (i = 0) or y and y + 1 (i = 1), and the same for columns, so each of the four
+        phases is a 2x2 convolution of x with taps summed in pairs (integers on the
+        weights' grid, so the sums are the same ones, exactly)."""
+        height, width, channels = x.shape
+        row = width + 2
+        flat = F.pad(x, (0, 0, 1, 1, 1, 2)).view(-1, channels)
+        length = height * row
+        phases = []
+        for i in range(2):
+            for j in range(2):
+                out = None
+                for a in range(2):
+                    for b in range(2):
+                        start = (i + a) * row + j + b
+                        tap = self.phase_taps[i, j, a, b]
+                        out = flat[start : start + length] @ tap if out is None else out.addmm_(flat[start : start + length], tap)
+                phases.append(out.view(height, row, -1)[:, :width])
+        out = torch.stack(phases).view(2, 2, height, width, -1).permute(2, 0, 3, 1, 4)
+        return out.reshape(2 * height, 2 * width, -1) + self.bias
+
+    def _phase_taps(self) -> torch.Tensor:
+        """(2, 2, 2, 2, in, out): for phase (i, j), the summed taps reading source offsets
+        (i - 1 + a, j - 1 + b); tap d of phase i reads offset floor((i + d - 1) / 2)."""
+        taps = self.taps.view(3, 3, *self.taps.shape[1:])
+        merged = torch.zeros(2, 2, 2, 2, *self.taps.shape[1:], dtype=taps.dtype, device=taps.device)
+        for i in range(2):
+            for j in range(2):
+                for dy in range(3):
+                    for dx in range(3):
+                        a, b = (i + dy - 1) // 2 - i + 1, (j + dx - 1) // 2 - j + 1
+                        merged[i, j, a, b] += taps[dy, dx]
+        return merged
 
 
 class _Norm:
     def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
-        self.weight = module.weight.detach().to(torch.float64).to(device).view(1, -1, 1, 1)
-        self.bias = module.bias.detach().to(torch.float64).to(device).view(1, -1, 1, 1)
+        self.weight = module.weight.detach().to(torch.float64).to(device)
+        self.bias = module.bias.detach().to(torch.float64).to(device)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Norm of x, which must lie on the activation grid (so its sums are exact)."""
-        channels = x.shape[1]
-        mean = x.sum(dim=1, keepdim=True) / channels  # exact sums of grid values
-        variance = (x * x).sum(dim=1, keepdim=True) / channels - mean * mean
+        """Norm of x (H, W, C), which must lie on the activation grid (so its sums are exact)."""
+        channels = x.shape[-1]
+        mean = x.sum(dim=-1, keepdim=True) / channels  # exact sums of grid values
+        variance = (x * x).sum(dim=-1, keepdim=True) / channels - mean * mean
         y = (x - mean) / torch.sqrt(torch.clamp(variance, min=0.0) + 1e-6)
         return y * self.weight + self.bias
 
@@ -142,13 +222,14 @@ class ExactNetwork:
         self.downsamplers = [layer(m) for m in network.downsamplers]
         self.mid = _Block(network.mid, device)
         self.up_blocks = [[_Block(b, device) for b in blocks] for blocks in network.up_blocks]
-        self.upsamplers = [layer(m) for m in network.upsamplers]
+        self.upsamplers = [_Upsampler(m, device) for m in network.upsamplers]
         self.out_norm = _Norm(network.out_norm, device)
-        self.out = layer(network.out)
-        self.extra_heads = []
+        heads = []
         if config.progressive_heads:
             heads = [network.image_out, network.scale_out] + ([network.chain_scale_out] if config.chain_scale_head else [])
-            self.extra_heads = [(layer(h[0]), layer(h[2])) for h in heads]
+        # the eps output and every head's first convolution read the same features: one product
+        self.first = _Layer.stacked([layer(network.out)] + [layer(h[0]) for h in heads])
+        self.head_lasts = [layer(h[2]) for h in heads]
         self.silu_table = torch.from_numpy(_silu_table()).to(device)
         self.silu_offset = int(ACT_LIMIT * _ACT_SCALE)
         self.fourier_tables = [self._fourier_table(n) for n in config.fourier_exponents]
@@ -164,8 +245,9 @@ class ExactNetwork:
 
     def silu(self, x: torch.Tensor) -> torch.Tensor:
         """SiLU of x rounded to the activation grid, looked up: the result is on the grid."""
-        index = (quantize(x) * _ACT_SCALE).long() + self.silu_offset  # exact: integers below 2^21
-        return self.silu_table[index]
+        limit = ACT_LIMIT * _ACT_SCALE  # quantize(x) in grid steps (rint rounds half to even too)
+        index = (x * _ACT_SCALE).clamp_(-limit, limit).round_().long().add_(self.silu_offset)
+        return torch.take(self.silu_table, index)
 
     def fourier(self, z: torch.Tensor) -> torch.Tensor:
         if not self.fourier_tables:
@@ -192,7 +274,7 @@ class ExactNetwork:
     def block(self, block: _Block, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """A ResBlock on x (on the grid); its output is on the grid."""
         h = block.conv1.conv(self.silu(block.norm1(x)))
-        scale, shift = block.film.linear(emb)[:, :, None, None].chunk(2, dim=1)
+        scale, shift = block.film.linear(emb).chunk(2, dim=1)  # (1, C) each, over (H, W, C)
         h = block.norm2(quantize(h)) * (1 + scale) + shift
         h = block.conv2.conv(self.silu(h))
         skip = x if block.skip is None else block.skip.conv(x)
@@ -211,7 +293,8 @@ class ExactNetwork:
         emb = self.embedding(gamma)
         # the stem reads z itself on the fine Fourier grid (its sums stay below 2^53: 2^19 x 2^15
         # x at most 9 * 4 * 5 * 4 channels), the features on the coarser one, a subset of it
-        h = quantize(self.stem.conv(F.pixel_unshuffle(self.fourier(z), config.patch_size)))
+        features = F.pixel_unshuffle(self.fourier(z), config.patch_size)[0].permute(1, 2, 0)
+        h = quantize(self.stem.conv(features))  # channels-last (H, W, C) from here on
         skips = []
         for level, blocks in enumerate(self.down_blocks):
             for block in blocks:
@@ -221,18 +304,16 @@ class ExactNetwork:
                 h = quantize(self.downsamplers[level].conv(h))
         h = self.block(self.mid, h, emb)
         for index, blocks in enumerate(self.up_blocks):
-            h = torch.cat([h, skips.pop()], dim=1)
+            h = torch.cat([h, skips.pop()], dim=-1)
             for block in blocks:
                 h = self.block(block, h, emb)
             if index < len(self.upsamplers):
-                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
                 h = quantize(self.upsamplers[index].conv(h))
         h = self.silu(self.out_norm(h))
 
         def crop(out: torch.Tensor) -> torch.Tensor:
-            return F.pixel_shuffle(out, config.patch_size)[:, :, :height, :width]
+            return F.pixel_shuffle(out.permute(2, 0, 1)[None], config.patch_size)[:, :, :height, :width]
 
-        outputs = [crop(self.out.conv(h))]
-        for first, last in self.extra_heads:
-            outputs.append(crop(last.conv(self.silu(first.conv(h)))))
+        eps, *hidden = self.first.conv(h).split(self.first.widths, dim=-1)
+        outputs = [crop(eps)] + [crop(last.conv(self.silu(x))) for last, x in zip(self.head_lasts, hidden)]
         return tuple(outputs)
