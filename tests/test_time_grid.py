@@ -5,9 +5,7 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 
-from diffcodec.cli import main
 from diffcodec.codec import Codec
 from diffcodec.errors import CheckpointError
 from diffcodec.format.container import TIME_UNITS, ContainerError, pack_header, parse_file
