@@ -3,8 +3,10 @@ switches, each in a fresh process: files written natively and under other settin
 byte-identical, and every file must decode to the exact pixels under every setting.
 
     python benchmarks/portability.py --images ../kodak/*.png --out results/portability
+    python benchmarks/portability.py merge --reports part1/portability.json part2/... --out all
 
-writes ``portability.json`` and a markdown table (settings x modes: files exact / files).
+writes ``portability.json`` and a markdown table (settings x modes: files exact / files);
+``merge`` joins the reports of runs over different images (a long run done in parts).
 The test suite runs the same on a tiny model and small images (tests/test_portability.py).
 """
 
@@ -111,6 +113,21 @@ def run(model: str, images: list[Path], out: Path, settings=tuple(SETTINGS), wri
     return report
 
 
+def merge(reports: list[dict], out: Path) -> dict:
+    """One report from runs over different images with the same model, modes and settings."""
+    first = reports[0]
+    for other in reports[1:]:
+        if (other["model"], other["modes"], list(other["decoded"])) != (first["model"], first["modes"], list(first["decoded"])):
+            raise SystemExit("these reports differ in model, modes or settings")
+    merged = {"model": first["model"], "images": [i for r in reports for i in r["images"]], "modes": first["modes"]}
+    for key in ("written", "identical", "decoded"):
+        merged[key] = {name: {f: v for r in reports for f, v in r[key][name].items()} for name in first[key]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "portability.json").write_text(json.dumps(merged, indent=1))
+    (out / "portability.md").write_text(table(merged))
+    return merged
+
+
 def table(report: dict) -> str:
     modes = report["modes"]
     lines = ["| setting | " + " | ".join(f"{m}: exact decodes" for m in modes) + " | seconds per decode |",
@@ -133,8 +150,11 @@ def table(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", nargs="?", default="run", choices=["run", "write", "read"])
-    parser.add_argument("--images", nargs="+", type=Path, required=True)
+    parser.add_argument("action", nargs="?", default="run", choices=["run", "write", "read", "merge"])
+    parser.add_argument("--images", nargs="+", type=Path, default=[])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
+                        help="(run) the settings to decode under")
+    parser.add_argument("--reports", nargs="+", type=Path, default=[], help="(merge) portability.json files")
     parser.add_argument("--model", default="default")
     parser.add_argument("--modes", nargs="+", default=list(MODES))
     parser.add_argument("--folder", type=Path, help="(write, read) where the files are")
@@ -146,8 +166,11 @@ def main() -> None:
         print(json.dumps(write(args.model, args.images, args.folder, args.modes, args.fallback)))
     elif args.action == "read":
         print(json.dumps(read(args.model, args.images, args.folder, args.modes)))
+    elif args.action == "merge":
+        print(table(merge([json.loads(path.read_text()) for path in args.reports], args.out)))
     else:
-        report = run(args.model, args.images, args.out, modes=args.modes, fallback=args.fallback)
+        report = run(args.model, args.images, args.out, settings=args.settings, modes=args.modes,
+                     fallback=args.fallback)
         print(table(report))
 
 
