@@ -323,9 +323,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, image in tqdm(images, desc="images", unit="image", dynamic_ncols=True):
         info, methods = measure_diffcodec(codec, image, args.steps, args.completion_steps, args.budget_bpps)
         if args.ideal_points:
-            from diffcodec.coding.ideal import ideal_curve
+            from benchmarks.ideal import ideal_curve
 
-            info["ideal"] = ideal_curve(codec.runner, image, codec._tiling(), points=args.ideal_points)
+            info["ideal"] = ideal_curve(codec._context(0), image, points=args.ideal_points)
         if args.nelbo_samples:
             from diffcodec.train.evaluation import image_nelbo
 

@@ -186,7 +186,7 @@ def evaluate(model_path, folder, samples, steps, seed, device, json_path):
 def tune_grid(model_path, data, out, crops, crop, candidates, seed, force):
     """Choose the lossless chain's time grid for every T <= 128 by dynamic programming over
     the model's error profile on pilot crops, and store the grids with the model."""
-    from .coding.grid_fit import fit_time_grids
+    from .train.grid_fit import fit_time_grids
     from .coding.runner import ModelRunner
     from .images import load_folder_images
     from .model import load_named_model

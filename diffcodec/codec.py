@@ -1,7 +1,8 @@
 """The codec's front: image -> coder -> header -> container, and back.
 
-The coders (coding/) own their loops and return their layers and mode-specific header
-fields; the header is built here, once, from those and the image's own fields.
+The coders (coding/) own their loops; each encoder returns a CodedImage and its decoder
+reads one. Only this module maps a CodedImage to and from the container's header
+(:func:`header_of`, :func:`coded_of`), once each way.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .coding import entropy, lossless, progressive, stored
+from .coding import entropy, lossless, progressive
+from .coding.coded import CodedImage, Context
 from .coding.runner import DEFAULT_TILE, ModelRunner, Tiling, threads_for_free_cores
 from .errors import DiffcodecError, LimitError, boundary
 from .format.container import (MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE,
                                ContainerError, DfcFile, Header, Mode, pack_file, parse_file)
-from .images import prepare, restore
+from .images import PreparedImage, prepare, restore
 from .model import DiffusionModel, load_named_model
 
 DEFAULT_STEPS = progressive.DEFAULT_STEPS
@@ -56,6 +58,29 @@ class DecodeLimits:
         if self.max_work is not None and decode_work(header) > self.max_work:
             raise LimitError(f"the file asks for {header.steps} steps on {pixels} pixels, more work than a "
                              f"decoder accepts by default (--max-pixels 0 to allow it)")
+
+
+def header_of(coded: CodedImage, prepared: PreparedImage, context: Context, chunk_symbols: int, steps: int) -> Header:
+    """The header of a coded image: the coder's fields, the image's own (channels, alpha),
+    the model's identity and the context's seed and tile."""
+    explicit = bool(coded.times)
+    return Header(mode=coded.mode, model_name=context.runner.name, model_hash=context.runner.hash,
+                  height=coded.height, width=coded.width, channels=prepared.channels,
+                  steps=len(coded.times) - 1 if explicit else steps, seed=context.seed,
+                  tile=context.tiling.tile, chunk_symbols=chunk_symbols,
+                  alpha_kind=prepared.alpha_kind, alpha=prepared.alpha, layers=coded.layers,
+                  bands=coded.bands, chain_scales=coded.chain_scales,
+                  time_grid="explicit" if explicit else "uniform", times=coded.times,
+                  lossy_steps=coded.lossy_steps, blends=coded.blends, tail_mode=coded.tail_mode)
+
+
+def coded_of(f: DfcFile) -> CodedImage:
+    """Mirror of :func:`header_of`: the coded image of a parsed file (its fields validated by
+    the container), with the complete chunks present of each layer."""
+    h = f.header
+    return CodedImage(h.mode, h.layers, f.chunks, h.height, h.width, steps=h.steps, chunk_symbols=h.chunk_symbols,
+                      bands=h.bands, chain_scales=h.chain_scales, times=h.times, blends=h.blends,
+                      lossy_steps=h.lossy_steps, tail_mode=h.tail_mode)
 
 
 class PrefixWarning(UserWarning):
@@ -104,8 +129,8 @@ class Codec:
         self.chunk_symbols = chunk_symbols
         self.limits = limits
 
-    def _tiling(self) -> Tiling:
-        return Tiling(self.tile)
+    def _context(self, seed: int) -> Context:
+        return Context(self.runner, Tiling(self.tile), seed)
 
     def encode(self, image, steps: int | None = None, seed: int = 0, mode: str | Mode = "progressive",
                progress: bool = False, stored_fallback: bool = True) -> bytes:
@@ -130,24 +155,21 @@ class Codec:
         with boundary("encoding"), threads_for_free_cores():
             return self._encode(prepared, steps, seed & (2**64 - 1), mode, progress, stored_fallback)
 
-    def _encode(self, prepared, steps: int, seed: int, mode: Mode, progress: bool, stored_fallback: bool) -> bytes:
-        tiling = self._tiling()
+    def _encode(self, prepared: PreparedImage, steps: int, seed: int, mode: Mode, progress: bool,
+                stored_fallback: bool) -> bytes:
+        context = self._context(seed)
         if mode == Mode.PROGRESSIVE:
-            coded = progressive.encode(self.runner, prepared.rgb, steps, seed, tiling, self.chunk_symbols, progress,
-                                        stored_fallback)
+            coded = progressive.encode(context, prepared.rgb, steps, self.chunk_symbols, progress, stored_fallback)
         else:
-            coded = lossless.encode(self.runner, prepared.rgb, steps, seed, tiling, progress, stored_fallback)
-        height, width, _ = prepared.rgb.shape
-        explicit = bool(coded.times)
-        header = Header(mode=coded.mode, model_name=self.runner.name, model_hash=self.runner.hash,
-                        height=height, width=width, channels=prepared.channels,
-                        steps=len(coded.times) - 1 if explicit else steps, seed=seed,
-                        tile=tiling.tile, chunk_symbols=self.chunk_symbols,
-                        alpha_kind=prepared.alpha_kind, alpha=prepared.alpha, layers=coded.layers,
-                        bands=coded.bands, chain_scales=coded.chain_scales,
-                        time_grid="explicit" if explicit else "uniform", times=coded.times,
-                        lossy_steps=coded.lossy_steps, blends=coded.blends, tail_mode=coded.tail_mode)
-        return pack_file(header, coded.chunks)
+            coded = lossless.encode(context, prepared.rgb, steps, progress, stored_fallback)
+        return pack_file(header_of(coded, prepared, context, self.chunk_symbols, steps), coded.chunks)
+
+    def _decoding(self, f: DfcFile) -> tuple[Context, CodedImage]:
+        """The context and coded image of a parsed file, refused if written with another model."""
+        header = f.header
+        if header.mode not in (Mode.STORED, Mode.PREDICTIVE):
+            self.runner.check_model(header.model_name, header.model_hash, header.tile)
+        return Context(self.runner, Tiling(header.tile), header.seed), coded_of(f)
 
     def decode_result(self, data: bytes | DfcFile, layers: int | None = None, max_bytes: int | None = None,
                       bpp: float | None = None, completion_steps: int = 0, progress: bool = False) -> Decoded:
@@ -171,14 +193,15 @@ class Codec:
 
     def _decode(self, f: DfcFile, completion_steps: int, progress: bool) -> Decoded:
         header = f.header
+        context, coded = self._decoding(f)
         if header.mode == Mode.PROGRESSIVE:
-            chain = progressive.chain_of(self.runner, f)
-            for last in progressive.walk(chain, f, progress):  # keeps only the last point: each holds image-sized arrays
+            chain = progressive.chain_of(context, coded)
+            for last in progressive.walk(chain, coded, progress):  # keeps only the last point: each holds image-sized arrays
                 pass
             rgb = progressive.render(chain, last, completion_steps)
             used, partial, exact = last.complete_layers, last.partial, progressive.is_exact(last)
         else:
-            rgb = lossless.decode(self.runner, f, progress) if header.mode == Mode.LOSSLESS else stored.decode(f)
+            rgb = lossless.decode(context, coded, progress)
             used, partial, exact = 1, False, True
         image = restore(rgb, header.channels, header.alpha_kind, header.alpha)
         return Decoded(image, header.mode, used, len(header.layers), partial, exact, f.size, f.full_size)
@@ -200,16 +223,17 @@ class Codec:
             if f.header.mode != Mode.PROGRESSIVE:
                 raise DiffcodecError("only progressive files have layers to show")
             self.limits.check(f.header)
-            chain = progressive.chain_of(self.runner, f)
+            context, coded = self._decoding(f)
+            chain = progressive.chain_of(context, coded)
             h = f.header
             return [restore(progressive.render(chain, point, completion_steps), h.channels, h.alpha_kind, h.alpha)
-                    for point in progressive.walk(chain, f)]
+                    for point in progressive.walk(chain, coded)]
 
     def lossless_bound(self, image, steps: int | None = None, seed: int = 0, uniform_grid: bool = False) -> dict:
         """The T-step NELBO (bits/dim) of the model the lossless coder uses: see lossless.bound.
         ``uniform_grid``: on the uniform grid instead of the model's optimised one."""
         rgb = prepare(image).rgb
         with boundary("computing the bound"):
-            return lossless.bound(self.runner, self._tiling(), rgb, steps or DEFAULT_LOSSLESS_STEPS, seed,
+            return lossless.bound(self._context(seed), rgb, steps or DEFAULT_LOSSLESS_STEPS,
                                   [] if uniform_grid else None)
 

@@ -55,17 +55,18 @@ def test_lossless_rate_is_at_the_coders_bound():
     noise; the whole file, initial bits and header included, stays close to it."""
     from diffcodec.coding import chain, lossless
     from diffcodec.coding.ans import AnsStack
+    from diffcodec.coding.coded import Context
     from diffcodec.coding.runner import Tiling
 
     codec = Codec("default")
     image = synthetic_image(96, 96, "shapes", seed=3)
     bound = codec.lossless_bound(image, 8)["total"]
-    tiling = Tiling(1024)
+    context = Context(codec.runner, Tiling(1024), 0)
     times = codec.runner.chain_times(8)
-    grid = lossless.chain_grid(codec.runner, 8, times, lossless.calibrate(codec.runner, tiling, image, 8, times, 0))
+    grid = lossless.chain_grid(codec.runner, 8, times, lossless.calibrate(context, image, 8, times))
     stack = AnsStack(np.random.default_rng(1).integers(0, 2**32, 10**5, dtype=np.uint64).astype(np.uint32))
     before = stack.num_bits()
-    chain.encode_band(stack, grid, image, lossless.band_predictor(codec.runner, grid, 0, tiling, image[:0], 1))
+    chain.encode_band(stack, grid, image, lossless.band_predictor(context, grid, image[:0], 1))
     # within 1% on the uniform grid; 1.5% on the optimised one, whose long low-noise steps are
     # coded further from their one-sample bound (issue 12 follows it up)
     assert abs((stack.num_bits() - before) / image.size / bound - 1) < 0.02

@@ -11,7 +11,7 @@ from diffcodec.errors import CheckpointError
 from diffcodec.format.container import TIME_UNITS, ContainerError, pack_header, parse_file
 from diffcodec.format.info import describe
 from diffcodec.model.checkpoint import load_model, save_model
-from diffcodec.coding.grid_fit import cheapest_grids, fit_time_grids, grid_cost
+from diffcodec.train.grid_fit import cheapest_grids, fit_time_grids, grid_cost
 from diffcodec.coding.runner import ModelRunner
 from diffcodec.model.time_grid import check_time_grids
 

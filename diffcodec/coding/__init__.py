@@ -1,10 +1,17 @@
-"""The coders: each turns an image into layers for the container and back.
+"""The coders: each turns an image into a CodedImage (layers and their fields) and back.
 
-randomness  shared, reproducible noise and dithers (numpy PCG64)
-entropy     range-coded chunks of integer arrays under quantized Laplaces (numpy only)
-runner      the model as both sides see it: float64 schedule, tiled predictions, identity
-progressive universally quantized reverse steps, one truncatable layer each
-ans, chain  the ANS stack, and the Gaussian chain walked by bits-back coding
-lossless    bits-back coding band by band, calibration and the coder's bound
-stored      zlib pixels, where the model loses to deflate
+coded        the context both sides share (runner, tiling, seed) and the CodedImage type
+runner       the model as both sides see it: portable schedule, exact tiled predictions, identity
+randomness   shared, reproducible noise and dithers (numpy PCG64)
+entropy      range-coded chunks of integer arrays under quantized Laplaces, the scale table
+transform    the orthonormal block DCT of the step layers, and its bands
+layer_plan   a step layer's plan: band scales, skipped regions, scale shifts (its first chunk)
+progressive  universally quantized reverse steps, one truncatable layer each, then the tail
+tail         the progressive stream's exact end: bits-back from the last layer's latent
+ans          the ANS stack bits-back coding pushes to and pops from
+chain        the Gaussian chain bits-back coding walks, band by band (Bit-Swap order)
+lossless     bits-back coding of a whole image in bands, calibration, the coder's bound
+direct       a small predictive pixel coder (the first band, and a fallback)
+stored       the fallbacks without the model: predictive pixels, or zlib
+progress     progress bars
 """

@@ -25,13 +25,14 @@ import math
 import numpy as np
 
 from ..errors import DiffcodecError, does_not_decode
-from ..format.container import CodedImage, DfcFile, Mode
+from ..format.container import Mode
 from ..model.diffusion import scale_pixels_array
 from . import chain, direct, entropy, randomness, stored
 from .ans import AnsStack
 from .chain import ChainGrid
+from .coded import CodedImage, Context
 from .progress import counter_bar, progress_bar
-from .runner import ModelRunner, Tiling
+from .runner import ModelRunner
 
 DEFAULT_STEPS = 32
 DIRECT_ROWS = 8
@@ -97,42 +98,42 @@ def chain_grid(runner: ModelRunner, steps: int, times: list[int], scale_indices:
     return ChainGrid(runner.chain_gammas(steps, times), scale_indices, bridged)
 
 
-def band_predictor(runner: ModelRunner, grid: ChainGrid, seed: int, tiling: Tiling, below: np.ndarray, band: int):
+def band_predictor(context: Context, grid: ChainGrid, below: np.ndarray, band: int):
     """(x_hat, log_scale) for a band at step i, the network seeing ``below`` (pixels of the
     rows under the band, known to both sides) noised to step i with shared noise as context."""
     below_scaled = scale_pixels_array(below)
-    noise = randomness.shared_normal(seed, randomness.CONTEXT, band, below.size).reshape(below.shape)
+    noise = randomness.shared_normal(context.seed, randomness.CONTEXT, band, below.size).reshape(below.shape)
 
     def predict(z: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
         rows = z.shape[0]
         if below.size:
             z = np.concatenate([z, grid.alpha[i] * below_scaled + grid.sigma[i] * noise], axis=0)
-        x_eps, x_progressive, log_scale, chain_log_scale = runner.predict(z, grid.gammas[i], tiling, chain=True)
+        x_eps, x_progressive, log_scale, chain_log_scale = context.runner.predict(z, grid.gammas[i], context.tiling,
+                                                                                  chain=True)
         return (band_estimate(x_eps[:rows], x_progressive[:rows]),
                 band_estimate(chain_log_scale[:rows], log_scale[:rows]))
 
     return predict
 
 
-def _noised_predictions(runner: ModelRunner, tiling: Tiling, x_scaled: np.ndarray, grid: ChainGrid, i: int,
-                        seed: int, purpose: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+def _noised_predictions(context: Context, x_scaled: np.ndarray, grid: ChainGrid, i: int,
+                        purpose: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     """x_scaled - x_hat and log_scale at step i for z_i ~ q(z_i | x), flat (encoder side only:
     calibration and the bound; the noise comes from a shared stream for reproducibility)."""
-    noise = randomness.shared_normal(seed, purpose, index, x_scaled.size).reshape(x_scaled.shape)
-    x_hat, _, _, log_scale = runner.predict(grid.alpha[i] * x_scaled + grid.sigma[i] * noise,
-                                            grid.gammas[i], tiling, chain=True)
+    noise = randomness.shared_normal(context.seed, purpose, index, x_scaled.size).reshape(x_scaled.shape)
+    x_hat, _, _, log_scale = context.runner.predict(grid.alpha[i] * x_scaled + grid.sigma[i] * noise,
+                                                    grid.gammas[i], context.tiling, chain=True)
     return (x_scaled - x_hat).reshape(-1), log_scale.reshape(-1)
 
 
-def calibrate(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, times: list[int],
-              seed: int) -> list[int]:
+def calibrate(context: Context, rgb: np.ndarray, steps: int, times: list[int]) -> list[int]:
     """Per-step scale indices of the reverse steps (chain.fit_scale_index), fitted on pilot
     crops noised to each step; they go into the header."""
-    grid = chain_grid(runner, steps, times)
+    grid = chain_grid(context.runner, steps, times)
     crops = [scale_pixels_array(crop) for crop in pilot_crops(rgb)]
     indices = []
     for i in range(1, grid.steps + 1):
-        pairs = [_noised_predictions(runner, tiling, crop, grid, i, seed, randomness.PILOT, i * len(crops) + k)
+        pairs = [_noised_predictions(context, crop, grid, i, randomness.PILOT, i * len(crops) + k)
                  for k, crop in enumerate(crops)]
         indices.append(chain.fit_scale_index(grid.reverse[i].c, grid.p_std[i - 1],
                                              np.concatenate([e for e, _ in pairs]),
@@ -140,8 +141,7 @@ def calibrate(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, 
     return indices
 
 
-def bound(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed: int,
-          times: list[int] | None = None) -> dict:
+def bound(context: Context, rgb: np.ndarray, steps: int, times: list[int] | None = None) -> dict:
     """The T-step NELBO of the model the lossless coder uses (calibrated reverse steps, the
     coder's x_hat), in bits per dimension: the rate :func:`encode` aims at. Prior and
     diffusion terms are exact Gaussian KLs, one noise sample per step; the reconstruction
@@ -149,16 +149,16 @@ def bound(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed
     reverse variance, i.e. VDM's T-step NELBO (with x_eps clipped) summed over all T steps
     rather than sampled, so it compares with ``total`` sample for sample. On the grid
     :func:`encode` uses, or on explicit ``times`` ([] = uniform)."""
-    times = runner.chain_times(steps) if times is None else times
-    grid = chain_grid(runner, steps, times, calibrate(runner, tiling, rgb, steps, times, seed))
+    times = context.runner.chain_times(steps) if times is None else times
+    grid = chain_grid(context.runner, steps, times, calibrate(context, rgb, steps, times))
     x_scaled = scale_pixels_array(rgb)
     diffusion, fixed = [], []
     for i in range(1, steps + 1):
-        error, log_scale = _noised_predictions(runner, tiling, x_scaled, grid, i, seed, randomness.BOUND, i)
+        error, log_scale = _noised_predictions(context, x_scaled, grid, i, randomness.BOUND, i)
         diffusion.append(chain.step_kl_bits(grid, i, error, log_scale))
         fixed.append(chain.step_kl_bits(grid, i, error, log_scale, calibrated=False))
     z0 = grid.alpha[0] * x_scaled.reshape(-1) + grid.sigma[0] * randomness.shared_normal(
-        seed, randomness.BOUND, 0, rgb.size)
+        context.seed, randomness.BOUND, 0, rgb.size)
     terms = dict(prior=chain.prior_kl_bits(grid, x_scaled), reconstruction=chain.pixel_bits(grid, rgb, z0),
                  diffusion=float(sum(diffusion)))
     per_dim = {name: bits / rgb.size for name, bits in terms.items()}
@@ -168,14 +168,14 @@ def bound(runner: ModelRunner, tiling: Tiling, rgb: np.ndarray, steps: int, seed
 
 
 # -- encoding and decoding ---------------------------------------------------------------
-def encode_chain(runner: ModelRunner, rgb: np.ndarray, steps: int, times: list[int], seed: int, tiling: Tiling,
+def encode_chain(context: Context, rgb: np.ndarray, steps: int, times: list[int],
                  end: np.ndarray | None = None, progress: bool = False) -> CodedImage:
     """The (H, W, 3) uint8 image by bits-back over a ``steps``-step chain on ``times`` (t_T
     first, [] = uniform), calibrated on the image: one whole-image LOSSLESS layer with its
     band plan, scale indices and times. ``end``: the known z_T (H, W, 3) of a bridged chain
     (the progressive stream's tail)."""
-    scales = calibrate(runner, tiling, rgb, steps, times, seed)
-    grid = chain_grid(runner, steps, times, scales, bridged=end is not None)
+    scales = calibrate(context, rgb, steps, times)
+    grid = chain_grid(context.runner, steps, times, scales, bridged=end is not None)
     height, width = rgb.shape[:2]
     stack = AnsStack()
     bands = [min(height, DIRECT_ROWS)]
@@ -185,23 +185,26 @@ def encode_chain(runner: ModelRunner, rgb: np.ndarray, steps: int, times: list[i
     while done < height:
         rows = next_band_rows(stack.num_bits(), width, height - done, grid.peak_bits)
         below = rgb[done + rows : done + rows + CONTEXT_ROWS]
-        predict = band_predictor(runner, grid, seed, tiling, below, len(bands))
+        predict = band_predictor(context, grid, below, len(bands))
         chain.encode_band(stack, grid, rgb[done : done + rows], predict,
                           None if end is None else end[done : done + rows])
         bands.append(rows)
         done += rows
         bar.update(rows)
     bar.close()
-    return stored.whole_image(Mode.LOSSLESS, stack.to_bytes(), rgb, bands=bands, chain_scales=scales, times=times)
+    return stored.whole_image(Mode.LOSSLESS, stack.to_bytes(), rgb, steps=steps, bands=bands, chain_scales=scales,
+                              times=times)
 
 
-def decode_chain(runner: ModelRunner, payload: bytes, crc: int, steps: int, times: list[int], scales: list[int],
-                 bands: list[int], width: int, seed: int, tiling: Tiling, end: np.ndarray | None = None,
-                 progress: bool = False, what: str = "lossless file") -> np.ndarray:
-    """Mirror of :func:`encode_chain`: the exact (H, W, 3) pixels of a whole bits-back
-    payload (of ``what``, for the error), checked against the encoder's checksum."""
-    grid = chain_grid(runner, steps, times, scales, bridged=end is not None)
-    stack = AnsStack.from_bytes(payload)
+def decode_chain(context: Context, coded: CodedImage, end: np.ndarray | None = None, progress: bool = False,
+                 what: str = "lossless file") -> np.ndarray:
+    """Mirror of :func:`encode_chain`: the exact (H, W, 3) pixels of a complete LOSSLESS
+    layer (of ``what``, for the error), checked against the encoder's checksum."""
+    if not coded.complete(0):
+        raise DiffcodecError(f"truncated file: a {what} only decodes when complete")
+    grid = chain_grid(context.runner, coded.steps, coded.times, coded.chain_scales, bridged=end is not None)
+    stack = AnsStack.from_bytes(b"".join(coded.chunks[0]))
+    bands, width = coded.bands, coded.width
     decoded: list = [None] * len(bands)
     tops = np.concatenate([[0], np.cumsum(bands)])
     # constriction rejects inconsistent data (it may panic): errors.boundary reports it
@@ -209,31 +212,27 @@ def decode_chain(runner: ModelRunner, payload: bytes, crc: int, steps: int, time
         # every band has at least one row: CONTEXT_ROWS bands always cover the context
         later = decoded[k + 1 : k + 1 + CONTEXT_ROWS]
         below = np.concatenate(later, axis=0)[:CONTEXT_ROWS] if later else np.zeros((0, width, 3), np.uint8)
-        predict = band_predictor(runner, grid, seed, tiling, below, k)
+        predict = band_predictor(context, grid, below, k)
         decoded[k] = chain.decode_band(stack, grid, (bands[k], width, 3), predict,
                                        None if end is None else end[tops[k] : tops[k + 1]])
     decoded[0] = direct.decode(stack, (bands[0], width, 3))
     rgb = np.concatenate(decoded, axis=0)
-    if not stack.is_empty() or entropy.checksum(rgb.reshape(-1)) != crc:
+    if not stack.is_empty() or entropy.checksum(rgb.reshape(-1)) != coded.layers[0].crc:
         raise does_not_decode(f"the {what} fails its image checksum")
     return rgb
 
 
-def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: Tiling,
-           progress: bool = False, stored_fallback: bool = True) -> CodedImage:
+def encode(context: Context, rgb: np.ndarray, steps: int, progress: bool = False,
+           stored_fallback: bool = True) -> CodedImage:
     """One bits-back layer for an (H, W, 3) uint8 image; where a fallback without the model
     does better (stored.py: the predictive pixel coder, or zlib for noise and graphics), that
     instead, unless ``stored_fallback`` is False."""
-    coded = encode_chain(runner, rgb, steps, runner.chain_times(steps), seed, tiling, progress=progress)
+    coded = encode_chain(context, rgb, steps, context.runner.chain_times(steps), progress=progress)
     return stored.or_fallback(coded, rgb, stored_fallback)
 
 
-def decode(runner: ModelRunner, f: DfcFile, progress: bool = False) -> np.ndarray:
-    """The exact (H, W, 3) pixels of a complete lossless file."""
-    header = f.header  # fields validated by the container
-    if not f.layer_complete(0):
-        raise DiffcodecError("truncated file: a lossless file only decodes when complete")
-    runner.check_model(header.model_name, header.model_hash, header.tile)
-    return decode_chain(runner, b"".join(f.chunks[0]), header.layers[0].crc, header.steps, header.times,
-                        header.chain_scales, header.bands, header.width, header.seed,
-                        Tiling(header.tile), progress=progress)
+def decode(context: Context, coded: CodedImage, progress: bool = False) -> np.ndarray:
+    """Mirror of :func:`encode`: the exact (H, W, 3) pixels of a lossless file's layer."""
+    if coded.mode != Mode.LOSSLESS:
+        return stored.decode(coded)
+    return decode_chain(context, coded, progress=progress)

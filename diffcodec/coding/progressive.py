@@ -41,13 +41,13 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DiffcodecError, does_not_decode
-from ..format.container import (BLEND_LEVELS, MAX_SYMBOL, MIN_STEP, TIME_UNITS, CodedImage, DfcFile,
-                                LayerInfo, Mode, chunk_count)
+from ..format.container import BLEND_LEVELS, MAX_SYMBOL, MIN_STEP, TIME_UNITS, LayerInfo, Mode, chunk_count
 from ..model import diffusion as dm
 from ..model import exact
 from . import entropy, layer_plan, randomness, tail, transform
+from .coded import CodedImage, Context
 from .progress import progress_bar
-from .runner import ModelRunner, Tiling
+from .runner import ModelRunner
 
 # Rate-placed layers by default: previews at 0.05 and 0.2 bpp (0.05-0.1 bpp is about
 # the first percent of a photograph's file). Each layer costs more than the KL the tail
@@ -183,14 +183,14 @@ SQRT_2PI = 2.5066282746310002
 class Chain:
     """The UQ chain of one file: its time grid, start and steps, the same on both sides."""
 
-    def __init__(self, runner: ModelRunner, times: list[int], blends: list[int], seed: int, tiling: Tiling) -> None:
-        self.runner, self.seed, self.tiling = runner, seed, tiling
+    def __init__(self, context: Context, times: list[int], blends: list[int]) -> None:
+        self.context = context
         self.times, self.blends = list(times), list(blends)
         self.gammas = [self.gamma(t) for t in self.times]
 
     def gamma(self, t_index: int) -> float:
         """gamma at a grid time, evaluated alone (the same float on both sides)."""
-        return float(self.runner.gammas(np.array([t_index / TIME_UNITS]))[0])
+        return float(self.context.runner.gammas(np.array([t_index / TIME_UNITS]))[0])
 
     @property
     def steps(self) -> int:
@@ -199,15 +199,15 @@ class Chain:
 
     def start(self, height: int, width: int) -> np.ndarray:
         count = height * width * 3
-        return randomness.shared_normal(self.seed, randomness.START, 0, count).reshape(height, width, 3)
+        return randomness.shared_normal(self.context.seed, randomness.START, 0, count).reshape(height, width, 3)
 
     def predict(self, z: np.ndarray, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """The eps-based and the direct-head estimates at the start of a step layer."""
-        x_eps, x_progressive, *_ = self.runner.predict(z, self.gammas[layer], self.tiling, chain=True)
+        x_eps, x_progressive, *_ = self.context.runner.predict(z, self.gammas[layer], self.context.tiling, chain=True)
         return x_eps, x_progressive
 
     def dither(self, layer: int, count: int) -> np.ndarray:
-        return randomness.shared_uniform(self.seed, randomness.DITHER, layer, count)
+        return randomness.shared_uniform(self.context.seed, randomness.DITHER, layer, count)
 
     def step(self, z: np.ndarray, layer: int, x_hat: np.ndarray, plan: layer_plan.LayerPlan,
              dither: np.ndarray) -> Step:
@@ -261,16 +261,16 @@ class _Placer:
 
 
 # -- encoding ------------------------------------------------------------------------------
-def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: Tiling,
-           chunk_symbols: int, progress: bool = False, tail_fallback: bool = True) -> CodedImage:
+def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, progress: bool = False,
+           tail_fallback: bool = True) -> CodedImage:
     """The progressive layers of an (H, W, 3) uint8 image: ``steps`` rate-placed step
     layers, then the tail (bits-back, or a fallback coder where smaller and allowed)."""
     height, width = rgb.shape[:2]
     pixels = height * width
     x = dm.scale_pixels_array(rgb)
     sample = layer_plan.FitSample(height, width)
-    placer = _Placer(runner)
-    chain = Chain(runner, [TIME_UNITS], [], seed, tiling)
+    placer = _Placer(context.runner)
+    chain = Chain(context, [TIME_UNITS], [])
     z = chain.start(height, width)
     box = Box()
     infos, chunks, spent = [], [], 0.0
@@ -322,9 +322,10 @@ def encode(runner: ModelRunner, rgb: np.ndarray, steps: int, seed: int, tiling: 
         box = box.narrowed(step.bounds(symbols))
     x_eps, x_progressive = chain.predict(z, steps)  # the display at the tail's start
     chain.blends.append(best_blend(x, x_eps, x_progressive))
-    end = tail.encode(runner, rgb, z, chain.times[-1], seed, tiling, tail_fallback)
+    end = tail.encode(context, rgb, z, chain.times[-1], tail_fallback)
     times = chain.times + (end.times[1:] if end.mode == Mode.LOSSLESS else [0])
-    return CodedImage(Mode.PROGRESSIVE, infos + end.layers, chunks + end.chunks, bands=end.bands,
+    return CodedImage(Mode.PROGRESSIVE, infos + end.layers, chunks + end.chunks, height, width,
+                      steps=len(times) - 1, chunk_symbols=chunk_symbols, bands=end.bands,
                       chain_scales=end.chain_scales, times=times, blends=chain.blends, lossy_steps=steps,
                       tail_mode=end.mode)
 
@@ -360,26 +361,22 @@ class Pixels:
         return self.layers
 
 
-def _decode_layer(f: DfcFile, layer: int, means: np.ndarray, stds: np.ndarray) -> tuple[np.ndarray, bool]:
+def _decode_layer(coded: CodedImage, layer: int, means: np.ndarray, stds: np.ndarray) -> tuple[np.ndarray, bool]:
     """Symbols of the chunks present of one step layer (after its plan), and whether
     the layer is complete."""
-    info = f.header.layers[layer]
-    symbols = entropy.decode_chunks(f.chunks[layer][1:], means.size, means, stds, info.low, info.high,
-                                    f.header.chunk_symbols)
-    complete = f.layer_complete(layer)
+    info = coded.layers[layer]
+    symbols = entropy.decode_chunks(coded.chunks[layer][1:], means.size, means, stds, info.low, info.high,
+                                    coded.chunk_symbols)
+    complete = coded.complete(layer)
     if complete and entropy.checksum(symbols) != info.crc:
         raise does_not_decode(f"layer {layer + 1} fails its checksum")
     return symbols, complete
 
 
-def chain_of(runner: ModelRunner, f: DfcFile) -> Chain:
-    """The chain of a parsed file (its header fields were validated by the container)."""
-    header = f.header
-    runner.check_model(header.model_name, header.model_hash, header.tile)
-    # the step layers' times (the tail's are its own) and the blend at the start of each
-    # step layer and of the tail
-    return Chain(runner, header.times[: header.lossy_steps + 1], header.blends, header.seed,
-                 Tiling(header.tile))
+def chain_of(context: Context, coded: CodedImage) -> Chain:
+    """The chain of a coded image: the step layers' times (the tail's are its own) and the
+    blend at the start of each step layer and of the tail."""
+    return Chain(context, coded.times[: coded.lossy_steps + 1], coded.blends)
 
 
 def _point(chain: Chain, z: np.ndarray, layer: int, box: Box, partial: bool = False) -> Point:
@@ -399,41 +396,41 @@ def display(chain: Chain, z: np.ndarray, layer: int, box: Box) -> np.ndarray:
     return box.project(blend_estimate(x_eps, x_progressive, chain.blends[layer]))
 
 
-def walk(chain: Chain, f: DfcFile, progress: bool = False) -> Iterator[Point | Pixels]:
-    """Step the chain through the layers present, yielding the point before each layer and
-    after the last one used: a cut layer's missing coefficients are taken as skipped; a
-    complete tail gives the exact pixels."""
-    header = f.header
+def walk(chain: Chain, coded: CodedImage, progress: bool = False) -> Iterator[Point | Pixels]:
+    """Mirror of :func:`encode`: step the chain through the layers present, yielding the
+    point before each layer and after the last one used: a cut layer's missing
+    coefficients are taken as skipped; a complete tail gives the exact pixels."""
     steps = chain.steps
-    point = _point(chain, chain.start(header.height, header.width), 0, Box())
+    point = _point(chain, chain.start(coded.height, coded.width), 0, Box())
     for layer in progress_bar(range(steps), progress, steps + 1, "decode", "layer"):
         yield point
-        complete = f.layer_complete(layer)
-        if len(f.chunks[layer]) < 2 and not complete:  # nothing but the plan
+        complete = coded.complete(layer)
+        if len(coded.chunks[layer]) < 2 and not complete:  # nothing but the plan
             return
-        plan = layer_plan.read(f.chunks[layer][0], header.height, header.width)
+        plan = layer_plan.read(coded.chunks[layer][0], coded.height, coded.width)
         step = chain.step(point.z, layer, point.x_hat, plan, chain.dither(layer, point.z.size))
-        if len(header.layers[layer].chunk_lengths) != 1 + chunk_count(int(step.coded.sum()), header.chunk_symbols):
+        if len(coded.layers[layer].chunk_lengths) != 1 + chunk_count(int(step.coded.sum()), coded.chunk_symbols):
             raise DiffcodecError(f"damaged file: layer {layer + 1} has the wrong number of chunks")
-        symbols, complete = _decode_layer(f, layer, step.dither[step.coded], step.stds)
+        symbols, complete = _decode_layer(coded, layer, step.dither[step.coded], step.stds)
         point = _point(chain, step.latent(symbols), layer + 1, point.box.narrowed(step.bounds(symbols)),
                        partial=not complete)
         if not complete:
             yield point
             return
     yield point
-    if not f.layer_complete(steps):
+    if not coded.complete(steps):
         return
-    yield Pixels(steps + 1, tail.decode(chain.runner, header, f.chunks[steps][0], point.z, chain.tiling))
+    yield Pixels(steps + 1, tail.decode(chain.context, coded, point.z))
 
 
 def complete_by_sampling(chain: Chain, z: np.ndarray, t: float, steps: int) -> np.ndarray:
     """Finish the image by ancestral sampling from time t to 0 in ``steps`` steps."""
-    gammas = chain.runner.gammas(t * (1.0 - np.arange(steps + 1, dtype=np.float64) / steps))
+    runner, tiling = chain.context.runner, chain.context.tiling
+    gammas = runner.gammas(t * (1.0 - np.arange(steps + 1, dtype=np.float64) / steps))
     for n in range(steps):
         coef = dm.step_coefficients(float(gammas[n]), float(gammas[n + 1]))
-        x_hat, _ = chain.runner.predict(z, float(gammas[n]), chain.tiling)
-        noise = randomness.shared_normal(chain.seed, randomness.COMPLETION, n, z.size).reshape(z.shape)
+        x_hat, _ = runner.predict(z, float(gammas[n]), tiling)
+        noise = randomness.shared_normal(chain.context.seed, randomness.COMPLETION, n, z.size).reshape(z.shape)
         z = coef.b * z + coef.c * x_hat + coef.sigma_q * noise
     return dm.pixel_mode(z, float(gammas[-1]))
 

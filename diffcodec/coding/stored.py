@@ -15,15 +15,17 @@ import zlib
 import numpy as np
 
 from ..errors import DiffcodecError, does_not_decode
-from ..format.container import CodedImage, DfcFile, LayerInfo, Mode
+from ..format.container import LayerInfo, Mode
 from . import direct, entropy
 from .ans import AnsStack
+from .coded import CodedImage
 
 
 def whole_image(mode: Mode, payload: bytes, rgb: np.ndarray, **fields) -> CodedImage:
     """A file of one layer of one chunk holding the whole (H, W, 3) image (lossless modes)."""
     layer = LayerInfo.of([payload], 0, 255, entropy.checksum(rgb.reshape(-1)), 8 * len(payload))
-    return CodedImage(mode, [layer], [[payload]], **fields)
+    height, width = rgb.shape[:2]
+    return CodedImage(mode, [layer], [[payload]], height, width, **fields)
 
 
 def fallbacks(rgb: np.ndarray) -> list[CodedImage]:
@@ -49,11 +51,11 @@ def or_fallback(coded: CodedImage, rgb: np.ndarray, allowed: bool = True) -> Cod
     return smallest([coded, *fallbacks(rgb)])
 
 
-def decode(f: DfcFile) -> np.ndarray:
-    header = f.header  # fields validated by the container
-    if not f.layer_complete(0):
-        raise DiffcodecError(f"truncated or damaged file: a {header.mode} file only decodes when complete")
-    return decode_payload(header.mode, b"".join(f.chunks[0]), (header.height, header.width, 3), header.layers[0].crc)
+def decode(coded: CodedImage) -> np.ndarray:
+    """Mirror of :func:`whole_image` for the predictive and zlib coders: the (H, W, 3) pixels."""
+    if not coded.complete(0):
+        raise DiffcodecError(f"truncated or damaged file: a {coded.mode} file only decodes when complete")
+    return decode_payload(coded.mode, b"".join(coded.chunks[0]), (coded.height, coded.width, 3), coded.layers[0].crc)
 
 
 def decode_payload(mode: Mode, data: bytes, shape: tuple, crc: int) -> np.ndarray:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..format.container import MIN_STEP, TIME_UNITS, CodedImage, Header, Mode
+from ..format.container import MIN_STEP, TIME_UNITS, Mode
 from . import lossless, stored
-from .runner import ModelRunner, Tiling
+from .coded import CodedImage, Context
+from .runner import ModelRunner
 
 TAIL_GRID_STEPS = 16
 
@@ -32,23 +33,22 @@ def tail_times(runner: ModelRunner, t_end: int) -> list[int]:
     return [t_end] + (below or [0])
 
 
-def encode(runner: ModelRunner, rgb: np.ndarray, z_end: np.ndarray, t_end: int, seed: int,
-           tiling: Tiling, fallback: bool = True) -> CodedImage:
+def encode(context: Context, rgb: np.ndarray, z_end: np.ndarray, t_end: int, fallback: bool = True) -> CodedImage:
     """The tail of an (H, W, 3) uint8 image whose last lossy layer left ``z_end`` at time
     ``t_end``: one layer, its mode the tail's coder (LOSSLESS: bits-back from z_end, with
     its time grid from t_end, per-step scale indices and band plan), or the predictive or
     zlib coder of the lossless mode's fallbacks where smaller (stored.py) and ``fallback``."""
-    times = tail_times(runner, t_end)
-    coded = lossless.encode_chain(runner, rgb, len(times) - 1, times, seed, tiling, end=z_end)
+    times = tail_times(context.runner, t_end)
+    coded = lossless.encode_chain(context, rgb, len(times) - 1, times, end=z_end)
     return stored.or_fallback(coded, rgb, fallback)
 
 
-def decode(runner: ModelRunner, header: Header, payload: bytes, z_end: np.ndarray, tiling: Tiling) -> np.ndarray:
-    """The exact (H, W, 3) pixels from a progressive file's complete tail (its last layer)
-    and the last lossy layer's latent."""
-    mode, crc = Mode(header.tail_mode), header.layers[-1].crc
-    if mode != Mode.LOSSLESS:
-        return stored.decode_payload(mode, payload, z_end.shape, crc)
-    times = header.times[header.lossy_steps :]
-    return lossless.decode_chain(runner, payload, crc, len(times) - 1, times, header.chain_scales, header.bands,
-                                 header.width, header.seed, tiling, end=z_end, what="progressive file's tail")
+def decode(context: Context, coded: CodedImage, z_end: np.ndarray) -> np.ndarray:
+    """Mirror of :func:`encode`: the exact (H, W, 3) pixels from the tail of a progressive
+    file (its last layer, complete) and the last lossy layer's latent."""
+    times = coded.times[coded.lossy_steps :]
+    end = CodedImage(Mode(coded.tail_mode), coded.layers[-1:], coded.chunks[-1:], coded.height, coded.width,
+                     steps=len(times) - 1, bands=coded.bands, chain_scales=coded.chain_scales, times=times)
+    if end.mode != Mode.LOSSLESS:
+        return stored.decode(end)
+    return lossless.decode_chain(context, end, end=z_end, what="progressive file's tail")

@@ -137,22 +137,6 @@ class Header:
 
 
 @dataclass
-class CodedImage:
-    """What a coder produces: its mode, its layers as the header describes them with their
-    chunks, and its mode's own header fields."""
-
-    mode: Mode
-    layers: list[LayerInfo]
-    chunks: list[list[bytes]]
-    bands: list[int] = field(default_factory=list)  # lossless: rows of each band
-    chain_scales: list[int] = field(default_factory=list)  # lossless: per-step scale index
-    times: list[int] = field(default_factory=list)  # progressive, lossless: an explicit time grid
-    blends: list[int] = field(default_factory=list)  # progressive: per step layer, and the tail's start
-    lossy_steps: int = 0  # progressive: rate-placed step layers
-    tail_mode: int = 0  # progressive: the tail's coder
-
-
-@dataclass
 class DfcFile:
     """A parsed file: header, header size, and the chunks present of each layer."""
 

@@ -22,11 +22,11 @@ import math
 import numpy as np
 import torch
 
+from ..coding.chain import scale_factor
+from ..coding.runner import ModelRunner
 from ..format.container import CHAIN_SCALE_RANGE
 from ..model import diffusion as dm
-from .chain import scale_factor
 from ..model.time_grid import MAX_GRID_STEPS
-from .runner import ModelRunner
 
 CANDIDATES = 256  # candidate times k / CANDIDATES (a power of two: exact in a file's time units)
 # calibration factors tried: every 8th index of the coder's range (the cost is flat near its best)

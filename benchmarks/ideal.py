@@ -14,17 +14,17 @@ import math
 import numpy as np
 import torch
 
-from ..metrics import psnr
-from ..model import diffusion as dm
-from . import randomness
-from .progressive import best_blend, blend_estimate
-from .runner import ModelRunner, Tiling
+from diffcodec.coding import randomness
+from diffcodec.coding.coded import Context
+from diffcodec.coding.progressive import best_blend, blend_estimate
+from diffcodec.metrics import psnr
+from diffcodec.model import diffusion as dm
 
 
-def ideal_curve(runner: ModelRunner, rgb: np.ndarray, tiling: Tiling, points: int = 28, t_min: float = 0.3,
-                seed: int = 0) -> dict:
+def ideal_curve(context: Context, rgb: np.ndarray, points: int = 28, t_min: float = 0.3) -> dict:
     """Rate (bits per pixel) and PSNR of the best estimate at ``points`` times evenly spaced
     from 1 down to ``t_min``, for an (H, W, 3) uint8 image."""
+    runner = context.runner
     x = dm.scale_pixels_array(rgb)
     pixels = rgb.shape[0] * rgb.shape[1]
     times = np.linspace(1.0, t_min, points + 1)
@@ -34,8 +34,8 @@ def ideal_curve(runner: ModelRunner, rgb: np.ndarray, tiling: Tiling, points: in
     curve = dict(times=[], bpp=[], psnr=[], psnr_eps=[])
     for j in range(points):
         alpha, sigma = dm.alpha_sigma_of(gammas[j])
-        noise = randomness.shared_normal(seed, randomness.BOUND, j, x.size).reshape(x.shape)
-        x_eps, x_progressive, *_ = runner.predict(alpha * x + sigma * noise, gammas[j], tiling, chain=True)
+        noise = randomness.shared_normal(context.seed, randomness.BOUND, j, x.size).reshape(x.shape)
+        x_eps, x_progressive, *_ = runner.predict(alpha * x + sigma * noise, gammas[j], context.tiling, chain=True)
         best = blend_estimate(x_eps, x_progressive, best_blend(x, x_eps, x_progressive))
         if j:  # the point at t_j: the rate to reach z_{t_j}, the estimate from it
             curve["times"].append(float(times[j]))
