@@ -20,10 +20,13 @@ def _offsets(height, width, busy_rows):
 def test_plan_round_trips_and_drops_regions_where_the_error_is_small(height, width):
     offsets = _offsets(height, width, busy_rows=min(layer_plan.REGION, height))
     dither = randomness.shared_uniform(7, randomness.DITHER, 0, offsets.size)
-    plan, data, estimate = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
+    plan, estimate = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
+    data = layer_plan.write(plan, height, width)
     read = layer_plan.read(data, height, width)
     assert np.array_equal(read.scales, plan.scales) and np.array_equal(read.coded, plan.coded)
+    assert np.array_equal(read.keep, plan.keep) and read.shift_index == plan.shift_index
     assert (read.shifts is None) == (plan.shifts is None)
+    assert layer_plan.write(read, height, width) == data  # read and write are mirrors
     assert np.array_equal(read.stds(height, width), plan.stds(height, width))
     assert estimate > 0 and plan.coded.any()
     if height > layer_plan.REGION:  # the flat regions of some band are skipped, the busy ones coded
@@ -50,7 +53,7 @@ def test_damaged_plans_are_refused():
     height, width = 70, 45
     offsets = _offsets(height, width, busy_rows=layer_plan.REGION)
     dither = randomness.shared_uniform(7, randomness.DITHER, 0, offsets.size)
-    _, data, _ = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
+    data = layer_plan.write(layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))[0], height, width)
     for bad, message in [(data[:50], "cut short"), (bytes([200]) + data[1:], "band scales"),
                          (data + b"\x01", "plan")]:
         with pytest.raises(DiffcodecError, match=message):
@@ -66,8 +69,10 @@ def test_region_shifts_follow_the_error_and_round_trip():
     error[:, : 2 * layer_plan.REGION] *= 8.0  # the left half busy, every band coded everywhere
     offsets = transform.forward_coded(error)
     dither = randomness.shared_uniform(7, randomness.DITHER, 0, offsets.size)
-    plan, data, _ = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
+    plan, _ = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
+    data = layer_plan.write(plan, height, width)
     read = layer_plan.read(data, height, width)
+    assert layer_plan.write(read, height, width) == data
     assert plan.shifts is not None and np.array_equal(read.shifts, plan.shifts)
     assert np.array_equal(read.coded, plan.coded)
     assert np.array_equal(read.stds(height, width), plan.stds(height, width))

@@ -15,7 +15,7 @@ def _step(height=40, width=56, seed=0):
     coef = dm.step_coefficients(-2.0, -4.0)
     offsets = (coef.c / coef.delta) * transform.forward_coded(x - x_hat)
     dither = randomness.shared_uniform(seed, randomness.DITHER, 0, offsets.size)
-    plan, _, _ = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
+    plan, _ = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
     step = progressive.Step(coef, x_hat, coef.b * z + coef.c * x_hat, dither, plan.coded,
                             plan.stds(height, width))
     symbols = np.rint(offsets[plan.coded] + dither[plan.coded]).astype(np.int32)

@@ -123,11 +123,14 @@ def _scale_indices(band_scales: np.ndarray, shifts: np.ndarray | None) -> np.nda
 
 @dataclass
 class LayerPlan:
-    """A step layer's scale per band, its scale shift per region and the coefficients it codes."""
+    """A step layer's scale per band, the regions where each band is coded, its scale shift
+    per region and so the coefficients it codes."""
 
     scales: np.ndarray  # uint8 per band: SCALE_TABLE index or SKIP
+    keep: np.ndarray  # bool (band, region): coded there
     shifts: np.ndarray | None  # int per region, or None: no shifts
-    coded: np.ndarray  # bool per coefficient, coding order
+    shift_index: int  # SCALE_TABLE index of the Laplace the shifts are coded with, or NO_SHIFTS
+    coded: np.ndarray  # bool per coefficient, coding order (keep, per coefficient)
 
     def stds(self, height: int, width: int) -> np.ndarray:
         """The entropy-model scale of every coded coefficient."""
@@ -197,15 +200,15 @@ def _flag_probability(byte: int) -> float:
     return (byte + 0.5) / 255
 
 
-def fit(offsets: np.ndarray, dither: np.ndarray, sample: FitSample) -> tuple[LayerPlan, bytes, float]:
+def fit(offsets: np.ndarray, dither: np.ndarray, sample: FitSample) -> tuple[LayerPlan, float]:
     """The plan of a step layer whose coefficients have offsets ``offsets`` (coding order).
 
     A band is coded if its code costs at most SKIP_COST_RATIO times its Gaussian KL; in a
     coded band, a region whose code costs more than that is dropped (its scale refitted on
     the rest), where the flags saying so cost less than they save, counting each dropped
     coefficient's bits against SKIP_COST_RATIO times its KL. Then each region's scales
-    are shifted where that pays for its side information. Returns the plan, its bytes
-    (the layer's first chunk) and the estimated bits of the whole layer."""
+    are shifted where that pays for its side information. Returns the plan and the
+    estimated bits of the whole layer (:func:`write` gives the plan's bytes)."""
     pair, present = regions(sample.height, sample.width)
     n, count = present.shape
     band = pair // count
@@ -227,41 +230,52 @@ def fit(offsets: np.ndarray, dither: np.ndarray, sample: FitSample) -> tuple[Lay
     scales, bits = region_bits(keep.reshape(-1)[pair[sample.sample]].astype(np.float64), coded_bands)
     keep = present & coded_bands[:, None] & (bits <= SKIP_COST_RATIO * kl)
     net = bits - SKIP_COST_RATIO * kl  # what coding a region costs beyond what it is worth
-    probabilities, flags, flag_p, flag_bits = [], [], [], 0.0
+    flag_bits, flagged = 0.0, False
     for b in np.flatnonzero(coded_bands):
         where = present[b]
         byte = _probability_byte(int(keep[b].sum()), int(where.sum()))
         p = _flag_probability(byte)
-        row = keep[b][where]
-        flag_cost = -float(np.sum(exact.log2(np.where(row, p, 1 - p))))
+        flag_cost = -float(np.sum(exact.log2(np.where(keep[b][where], p, 1 - p))))
         if byte == ALL_REGIONS or net[b][where].sum() <= net[b][keep[b]].sum() + flag_cost:
-            keep[b] = where
-            byte = ALL_REGIONS
+            keep[b] = where  # coded everywhere: no flags
         else:
-            flags.append(row.astype(np.int32))
-            flag_p.append(np.full(row.size, p))
             flag_bits += flag_cost
-        probabilities.append(byte)
+            flagged = True
     plan_scales = np.where(coded_bands, scales, SKIP).astype(np.uint8)
     coded = keep.reshape(-1)[pair]
     region = pair[coded] % count
     shifts, shift_index, saved = _fit_shifts(k[coded], dither[coded], plan_scales[band[coded]], region, count,
-                                             own_stream=not flags)
-    data = plan_scales.tobytes() + bytes(probabilities) + bytes([shift_index])
+                                             own_stream=not flagged)
+    estimate = float(bits[keep].sum()) - saved + 8 * (n + int(coded_bands.sum()) + 1) + flag_bits
+    return LayerPlan(plan_scales, keep, shifts, shift_index, coded), estimate
+
+
+def write(plan: LayerPlan, height: int, width: int) -> bytes:
+    """A step layer's plan as its first chunk (the layout in the module's docstring)."""
+    _, present = regions(height, width)
+    probabilities, flags, flag_p = [], [], []
+    for b in np.flatnonzero(plan.scales != SKIP):
+        where = present[b]
+        byte = _probability_byte(int(plan.keep[b].sum()), int(where.sum()))
+        if byte != ALL_REGIONS:
+            flags.append(plan.keep[b][where].astype(np.int32))
+            flag_p.append(np.full(int(where.sum()), _flag_probability(byte)))
+        probabilities.append(byte)
+    data = plan.scales.tobytes() + bytes(probabilities) + bytes([plan.shift_index])
     encoder = constriction.stream.queue.RangeEncoder()
     if flags:
         encoder.encode(np.concatenate(flags), _BERNOULLI, np.concatenate(flag_p))
-    if shifts is not None:
-        sent = shifts[np.flatnonzero(keep.any(axis=0))].astype(np.int32)  # the regions read() finds coded
-        encoder.encode(sent, _SHIFT_LAPLACE, np.zeros(sent.size), np.full(sent.size, entropy.SCALE_TABLE[shift_index]))
-    if flags or shifts is not None:
+    if plan.shifts is not None:
+        sent = plan.shifts[np.flatnonzero(plan.keep.any(axis=0))].astype(np.int32)  # the regions read() finds coded
+        encoder.encode(sent, _SHIFT_LAPLACE, np.zeros(sent.size),
+                       np.full(sent.size, entropy.SCALE_TABLE[plan.shift_index]))
+    if flags or plan.shifts is not None:
         data += encoder.get_compressed().astype("<u4").tobytes()
-    estimate = float(bits[keep].sum()) - saved + 8 * (n + len(probabilities) + 1) + flag_bits
-    return LayerPlan(plan_scales, shifts, coded), data, estimate
+    return data
 
 
 def read(data: bytes, height: int, width: int) -> LayerPlan:
-    """A step layer's plan from its first chunk (damaged data is refused)."""
+    """Mirror of :func:`write`: a step layer's plan from its first chunk (damaged data is refused)."""
     pair, present = regions(height, width)
     n, count = present.shape
     if len(data) < n:
@@ -285,7 +299,7 @@ def read(data: bytes, height: int, width: int) -> LayerPlan:
     if not (partial.size or shift_index != NO_SHIFTS):
         if words:
             raise DiffcodecError("damaged file: invalid step layer plan")
-        return LayerPlan(scales, None, keep.reshape(-1)[pair])
+        return LayerPlan(scales, keep, None, NO_SHIFTS, keep.reshape(-1)[pair])
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
     if partial.size:
         sizes = present[partial].sum(axis=1)
@@ -301,4 +315,4 @@ def read(data: bytes, height: int, width: int) -> LayerPlan:
         shifts = np.zeros(count, dtype=np.int64)
         shifts[used] = decoder.decode(_SHIFT_LAPLACE, np.zeros(used.size),
                                       np.full(used.size, entropy.SCALE_TABLE[shift_index]))
-    return LayerPlan(scales, shifts, keep.reshape(-1)[pair])
+    return LayerPlan(scales, keep, shifts, int(shift_index), keep.reshape(-1)[pair])

@@ -282,7 +282,7 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
         dither = chain.dither(layer, z.size)
         error = transform.forward_coded(x - x_hat)  # the offsets of any step from t, up to c / Delta
 
-        def trial(s_index: int) -> tuple[np.ndarray, layer_plan.LayerPlan, bytes, float]:
+        def trial(s_index: int) -> tuple[np.ndarray, layer_plan.LayerPlan, float]:
             coef = dm.step_coefficients(chain.gammas[layer], chain.gamma(s_index))
             offsets = (coef.c / coef.delta) * error
             return offsets, *layer_plan.fit(offsets, dither, sample)
@@ -295,7 +295,7 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
         best = None  # the trial nearest to the target, in ratio (only it is kept: offsets are image-sized)
         for _ in range(PLACEMENT_TRIALS):
             result = trial(s_index)
-            costs[s_index] = result[3] * exact.LN2
+            costs[s_index] = result[2] * exact.LN2
             miss = abs(float(exact.log(max(costs[s_index], 1e-9) / want)))
             if best is None or miss < best[0]:
                 best = (miss, s_index, result)
@@ -304,7 +304,7 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
             s_index = placer.next_guess(t_index, list(costs.items()), want, room)
             if s_index in costs:
                 break
-        _, s_index, (offsets, plan, plan_bytes, bits) = best
+        _, s_index, (offsets, plan, _) = best
         chain.times.append(s_index)
         chain.gammas.append(chain.gamma(s_index))
         chain.blends.append(blend)
@@ -314,7 +314,8 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
             raise DiffcodecError("progressive coding failed: a symbol is absurdly large (is the model broken?)")
         symbols = symbols.astype(np.int32)
         info, data = _code_layer(symbols, dither[step.coded], step.stds,
-                                 *entropy.symbol_range(symbols), chunk_symbols, plan_bytes)
+                                 *entropy.symbol_range(symbols), chunk_symbols,
+                                 layer_plan.write(plan, height, width))
         infos.append(info)
         chunks.append(data)
         spent += 8 * info.size
