@@ -1,7 +1,7 @@
 """What the exact network costs in NELBO: the same images, times and noise through the
 float network and through its exact twin (model/exact_network.py), which the coders run.
 
-    python benchmarks/exact_cost.py ../kodak/*.png --samples 8 --out results/exact_cost.json
+    python benchmarks/exact_cost.py KODAK/*.png --samples 8 --out results/exact_cost.json
 """
 
 from __future__ import annotations

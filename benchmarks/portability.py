@@ -2,7 +2,7 @@
 switches, each in a fresh process: files written natively and under other settings must be
 byte-identical, and every file must decode to the exact pixels under every setting.
 
-    python benchmarks/portability.py --images ../kodak/*.png --out results/portability
+    python benchmarks/portability.py --images KODAK/*.png --out results/portability
     python benchmarks/portability.py merge --reports part1/portability.json part2/... --out all
 
 writes ``portability.json`` and a markdown table (settings x modes: files exact / files);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Rate-distortion of diffcodec's progressive prefixes against classical codecs.
 
-    python benchmarks/rate_distortion.py IMAGES_DIR [--model default|PATH] [--steps 10]
+    python benchmarks/rate_distortion.py IMAGES_DIR [--model default|PATH] [--steps N]
         [--limit N] [--quick] [--out results/] [--completion-steps 0,20] [--nelbo-samples 0]
         [--ideal-points 28] [--budget-bpps 0.05,0.1,...|none]
 

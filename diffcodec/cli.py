@@ -103,8 +103,9 @@ _MODEL_FLAGS = {"channels": "level_channels", "blocks": "blocks_per_level", "pat
 @click.option("--patch", type=click.IntRange(min=1), help="Pixel-unshuffle patch size of a new model [default: 2].")
 @click.option("--name", help="Model name stored in the checkpoint [default: default].")
 @click.option("--objective", type=click.Choice(["elbo", "uq", "chain"]),
-              help="elbo: Gaussian NELBO (lossless); uq: progressive layers (trains the progressive heads); "
-                   "chain: the lossless chain at --chain-steps on the --init model's grid (the lossless model) "
+              help="elbo: the continuous Gaussian NELBO (the whole network); uq: the progressive layers' code "
+                   "length (the progressive heads only, unless --train-trunk); chain: the bits-back chain's code "
+                   "length at --chain-steps on the --init model's grid (the chain scale head and trunk) "
                    "[default: elbo].")
 @click.option("--chain-steps", type=click.IntRange(min=1, max=128), help="With --objective chain: steps T [default: 16].")
 @click.option("--elbo-weight", type=click.FloatRange(min=0),
@@ -292,8 +293,8 @@ def _one_budget(layers, max_bytes, bpp, required: bool) -> None:
 
 
 _model_option = click.option("--model", "model", default=None,
-                             help="Model name or checkpoint path [default: encode: lossless for --mode lossless, "
-                                  "else default; decode: the model the file names, else default].")
+                             help="Model name or checkpoint path [default: encode: default; decode: the model "
+                                  "the file names if registered, else default].")
 _device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 _force_option = click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 _quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
@@ -352,7 +353,8 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
 @click.option("--steps", "completion_steps", default=0, show_default=True, type=click.IntRange(0, 10000),
               help="Reverse diffusion steps after the last layer used (0 = denoised estimate).")
 @click.option("--max-pixels", type=click.IntRange(min=0),
-              help="Largest image to decode [default: 33554432, with at most 64 steps]; 0: no limit.")
+              help="Largest image to decode, in pixels [default: 33554432, with at most 64 steps]; giving it "
+                   "lifts the steps limit; 0: no limit.")
 @_model_option
 @_device_option
 @_force_option

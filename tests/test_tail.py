@@ -10,7 +10,7 @@ import pytest
 from conftest import synthetic_image
 from diffcodec import Codec
 from diffcodec.coding import tail
-from diffcodec.coding.chain import ChainGrid
+from diffcodec.coding.chain import BitsBackChain
 from diffcodec.format.container import MIN_STEP, TIME_UNITS, Mode, parse_file
 from diffcodec.format.info import describe
 
@@ -25,7 +25,7 @@ def _gaussian_conditional(cov: np.ndarray, target: int, given: list[int]) -> tup
 def test_bridge_is_the_forward_process_conditioned_on_its_end():
     """q(z_0 | x, z_T) and q(z_i | z_{i-1}, z_T) against the joint Gaussian of x, z_0..z_T."""
     gammas = np.array([-9.0, -4.0, -1.5, 0.5, 2.0])
-    grid = ChainGrid(gammas, bridged=True)
+    grid = BitsBackChain(gammas, bridged=True)
     alpha = np.sqrt(1 / (1 + np.exp(gammas)))
     sigma2 = 1 / (1 + np.exp(-gammas))
     # z_i = alpha_i x + noise with Cov(noise_i, noise_j) = alpha_j / alpha_i * sigma2_i for i <= j
@@ -41,7 +41,7 @@ def test_bridge_is_the_forward_process_conditioned_on_its_end():
         weights, std = _gaussian_conditional(cov, i + 1, [i, n])  # the earlier variable (x for i = 0), z_T
         assert np.allclose([grid.q_prev[i], grid.q_end[i]], weights, rtol=1e-9, atol=1e-12)
         assert math.isclose(grid.q_std[i], std, rel_tol=1e-9)
-    unbridged = ChainGrid(gammas)
+    unbridged = BitsBackChain(gammas)
     assert unbridged.latents == n and unbridged.q_end == [0.0] * n
 
 

@@ -52,6 +52,7 @@ BAND_MARGIN_BITS = 0.5
 # Per-step calibration of the reverse step's error term: factor 2^(index / CALIBRATION_STEPS_PER_OCTAVE).
 CALIBRATION_STEPS_PER_OCTAVE = 16
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+_OFFSET_PRIME = 7919  # a large prime: each step's pop order starts at a different position
 POP_EXTRA_BITS = 2.047095585180641  # 1/2 log2(2 pi e): a pop's cost beyond log2(std / delta)
 
 
@@ -88,11 +89,11 @@ def pop_order(count: int, step: int) -> np.ndarray:
     stride = max(1, int(round(count * _GOLDEN)))
     while math.gcd(stride, count) != 1:
         stride += 1
-    offset = (step * 7919) % count
+    offset = (step * _OFFSET_PRIME) % count
     return (np.arange(count, dtype=np.int64) * stride + offset) % count
 
 
-class ChainGrid:
+class BitsBackChain:
     """Per-variable grids and coefficients of the T-step chain, identical on both sides.
 
     ``bridged``: the chain ends at a known z_T (see the module's docstring); its coded
@@ -154,7 +155,7 @@ class ChainGrid:
         return pixel_window_model(z0, self.gammas[0])
 
 
-def reverse_step(grid: ChainGrid, z: np.ndarray, i: int, predict) -> tuple[np.ndarray, np.ndarray]:
+def reverse_step(grid: BitsBackChain, z: np.ndarray, i: int, predict) -> tuple[np.ndarray, np.ndarray]:
     """Mean and per-element std of the model's step p(z_{i-1} | z_i), flat arrays.
 
     The mean is b z + c x_hat; the variance is sigma_Q^2 + (k_i c s_x)^2, where s_x is the
@@ -184,7 +185,7 @@ def _push_q(stack: AnsStack, n: np.ndarray, mean: np.ndarray, std: float, delta:
     stack.push_sample(n[order], mean[order], std, delta)
 
 
-def step_kl_bits(grid: ChainGrid, i: int, error: np.ndarray, log_scale: np.ndarray,
+def step_kl_bits(grid: BitsBackChain, i: int, error: np.ndarray, log_scale: np.ndarray,
                  calibrated: bool = True) -> float:
     """KL(q(z_{i-1} | z_i, x) || p(z_{i-1} | z_i)) in bits, summed over elements, given the
     errors x - x_hat of the prediction at z_i: the diffusion term of the coder's bound
@@ -196,21 +197,21 @@ def step_kl_bits(grid: ChainGrid, i: int, error: np.ndarray, log_scale: np.ndarr
     return float(nats.sum() / math.log(2))
 
 
-def prior_kl_bits(grid: ChainGrid, x_scaled: np.ndarray) -> float:
+def prior_kl_bits(grid: BitsBackChain, x_scaled: np.ndarray) -> float:
     """KL(q(z_T | x) || N(0, I)) in bits, summed over elements."""
     alpha, sigma = grid.alpha[grid.steps], grid.sigma[grid.steps]
     nats = 0.5 * ((alpha * x_scaled) ** 2 + sigma ** 2 - 1.0 - 2.0 * math.log(sigma))
     return float(nats.sum() / math.log(2))
 
 
-def pixel_bits(grid: ChainGrid, x: np.ndarray, z0: np.ndarray) -> float:
+def pixel_bits(grid: BitsBackChain, x: np.ndarray, z0: np.ndarray) -> float:
     """-log2 p(x | z_0) under the coder's pixel model, summed over elements."""
     first, probabilities = grid.pixel_model(z0)
     chosen = probabilities[np.arange(first.size), x.reshape(-1) - first]
     return float(-np.log2(chosen / probabilities.sum(axis=1)).sum())
 
 
-def encode_band(stack: AnsStack, grid: ChainGrid, x: np.ndarray, predict, end: np.ndarray | None = None) -> None:
+def encode_band(stack: AnsStack, grid: BitsBackChain, x: np.ndarray, predict, end: np.ndarray | None = None) -> None:
     """Bit-Swap encode one band ``x`` (h, w, 3 uint8); ``predict(z, i)`` -> (x_hat, log_scale)
     at time t_i; ``end``: the band's known z_T (h, w, 3) of a bridged chain."""
     shape = x.shape
@@ -228,14 +229,14 @@ def encode_band(stack: AnsStack, grid: ChainGrid, x: np.ndarray, predict, end: n
     stack.push_latent(n, *_last_model(grid, shape, end, predict), grid.delta[grid.latents - 1])
 
 
-def _last_model(grid: ChainGrid, shape: tuple, end: np.ndarray | None, predict) -> tuple[np.ndarray, np.ndarray | float]:
+def _last_model(grid: BitsBackChain, shape: tuple, end: np.ndarray | None, predict) -> tuple[np.ndarray, np.ndarray | float]:
     """The model of the last coded latent: the prior N(0, I), or p(z_{T-1} | z_T) when bridged."""
     if end is None:
         return np.zeros(int(np.prod(shape))), 1.0
     return reverse_step(grid, end, grid.steps, predict)
 
 
-def decode_band(stack: AnsStack, grid: ChainGrid, shape: tuple, predict, end: np.ndarray | None = None) -> np.ndarray:
+def decode_band(stack: AnsStack, grid: BitsBackChain, shape: tuple, predict, end: np.ndarray | None = None) -> np.ndarray:
     """Mirror of :func:`encode_band`: returns the band's pixels (h, w, 3 uint8)."""
     end_flat = None if end is None else end.reshape(-1)
     n = stack.pop_latent(*_last_model(grid, shape, end, predict), grid.delta[grid.latents - 1])

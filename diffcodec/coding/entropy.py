@@ -19,7 +19,8 @@ from ..errors import DiffcodecError
 from ..model import exact
 
 # Laplace rather than Gaussian: a band's offsets mix quiet and busy regions, so their
-# distribution is heavy-tailed (3-5 % fewer bits in the large step layers; README). The
+# distribution is heavy-tailed (3-5 % fewer bits in the large step layers;
+# docs/experiments.md#laplace-symbols-and-region-shifts). The
 # "stds" passed below are the Laplace's scale b (constriction's scale; variance 2 b^2).
 _QuantizedLaplace = constriction.stream.model.QuantizedLaplace
 _RangeEncoder = constriction.stream.queue.RangeEncoder

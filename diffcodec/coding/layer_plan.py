@@ -41,7 +41,8 @@ from . import entropy, transform
 REGION = 32  # side (pixels) of the regions a band is coded or skipped in: one DCT block
 SKIP = 255  # scale byte of a band coded nowhere
 ALL_REGIONS = 255  # probability byte of a band coded in every region (no flags sent)
-SKIP_COST_RATIO = 2.0  # REGION and this chosen on CID22 validation images (README)
+SKIP_COST_RATIO = 2.0  # REGION and this chosen on CID22 validation images
+# (docs/experiments.md#rate-ladder-and-skip-regions)
 NO_SHIFTS = 255  # shift byte of a layer without region scale shifts
 SHIFT_STEP = 2  # scale-table steps (1/8 octave each) per unit of region shift
 MAX_SHIFT = 6  # shifts run from -MAX_SHIFT to MAX_SHIFT

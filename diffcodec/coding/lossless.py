@@ -29,7 +29,7 @@ from ..format.container import Mode
 from ..model.diffusion import scale_pixels_array
 from . import chain, direct, entropy, randomness, stored
 from .ans import AnsStack
-from .chain import ChainGrid
+from .chain import BitsBackChain
 from .coded import CodedImage, Context
 from .progress import counter_bar, progress_bar
 from .runner import ModelRunner
@@ -45,7 +45,7 @@ PILOT_MAX_CROPS = 16
 
 def next_band_rows(stack_bits: int, width: int, rows_left: int, peak_bits: float) -> int:
     """Rows of the next bits-back band: as many as the bits on the stack can serve, a band
-    taking up to ``peak_bits`` per dimension (ChainGrid.peak_bits). Fewer, taller bands
+    taking up to ``peak_bits`` per dimension (BitsBackChain.peak_bits). Fewer, taller bands
     code better: a band's top rows lack the context of the rows above."""
     return min(rows_left, max(1, int(stack_bits // (peak_bits * 3 * width))))
 
@@ -85,20 +85,21 @@ def band_estimate(interior: np.ndarray, edge: np.ndarray) -> np.ndarray:
     """The chain's x_hat (or log-scale) for a band (rows first): the eps-based estimate,
     blended towards the progressive one over the band's top EDGE_ROWS rows. Those rows lack
     the context above (decoded later); there x_eps, which divides the noise estimate by
-    alpha, is poor, and the direct head is robust; the interior codes better with x_eps (the
-    README has the figures). The log-scales of their errors are blended alike."""
+    alpha, is poor, and the direct head is robust; the interior codes better with x_eps
+    (docs/experiments.md#band-edges-and-the-direct-band). The log-scales of their errors
+    are blended alike."""
     weight = np.clip(1.0 - np.arange(interior.shape[0]) / EDGE_ROWS, 0.0, 1.0)[:, None, None]
     return interior + weight * (edge - interior)
 
 
 # -- the chain of one image ----------------------------------------------------------------
 def chain_grid(runner: ModelRunner, steps: int, times: list[int], scale_indices: list[int] | None = None,
-               bridged: bool = False) -> ChainGrid:
+               bridged: bool = False) -> BitsBackChain:
     """The chain on the file's time grid: explicit ``times`` (t_T first), or uniform."""
-    return ChainGrid(runner.chain_gammas(steps, times), scale_indices, bridged)
+    return BitsBackChain(runner.chain_gammas(steps, times), scale_indices, bridged)
 
 
-def band_predictor(context: Context, grid: ChainGrid, below: np.ndarray, band: int):
+def band_predictor(context: Context, grid: BitsBackChain, below: np.ndarray, band: int):
     """(x_hat, log_scale) for a band at step i, the network seeing ``below`` (pixels of the
     rows under the band, known to both sides) noised to step i with shared noise as context."""
     below_scaled = scale_pixels_array(below)
@@ -116,7 +117,7 @@ def band_predictor(context: Context, grid: ChainGrid, below: np.ndarray, band: i
     return predict
 
 
-def _noised_predictions(context: Context, x_scaled: np.ndarray, grid: ChainGrid, i: int,
+def _noised_predictions(context: Context, x_scaled: np.ndarray, grid: BitsBackChain, i: int,
                         purpose: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     """x_scaled - x_hat and log_scale at step i for z_i ~ q(z_i | x), flat (encoder side only:
     calibration and the bound; the noise comes from a shared stream for reproducibility)."""

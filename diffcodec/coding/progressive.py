@@ -51,24 +51,29 @@ from .runner import ModelRunner
 
 # Rate-placed layers by default: previews at 0.05 and 0.2 bpp (0.05-0.1 bpp is about
 # the first percent of a photograph's file). Each layer costs more than the KL the tail
-# refunds for it, so more layers make the whole file larger (README, Results).
+# refunds for it, so more layers make the whole file larger
+# (docs/experiments.md#default-layer-count).
 DEFAULT_STEPS = 2
 # The ladder of cumulative bits per pixel at which the rate-placed layers end. A UQ step's
 # overhead over its KL falls as the step grows (few coefficients with small offsets, which
 # cost r log(1/r) bits against the KL's r^2), so sparse rungs give more quality per bit at
-# every rate than a dense ladder, at the price of fewer previews (README, Results).
+# every rate than a dense ladder, at the price of fewer previews
+# (docs/experiments.md#rate-ladder-and-skip-regions).
 RATE_START = 0.05
 RATE_GROWTH = 4.0
 # The placer's trial fits per layer, and how near the target (in ratio) ends the search.
 PLACEMENT_TRIALS = 4
 PLACEMENT_TOLERANCE = 0.1
+# A rung counts as reached once the layers spent more than 1/TARGET_MARGIN of it: a layer that
+# overshot its own rung by a little must not leave a sliver of a layer for the next rung.
+TARGET_MARGIN = 1.2
 
 
 def next_target(spent_bpp: float) -> float:
     """The first rung of the ladder comfortably above what the layers so far cost (bpp): a
     layer that overshot its target does not leave an empty layer behind it."""
     target = RATE_START
-    while target <= 1.2 * spent_bpp:
+    while target <= TARGET_MARGIN * spent_bpp:
         target *= RATE_GROWTH
     return target
 
@@ -90,13 +95,14 @@ def _code_layer(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: i
 
 # A skipped coefficient (or one a cut file lacks) gets this fraction of the reverse step's
 # noise: full noise puts detail the encoder never sent into the next estimate, none leaves
-# the latent too clean for its noise level; chosen on CID22 validation images (README).
+# the latent too clean for its noise level; chosen on CID22 validation images
+# (docs/experiments.md#skip-noise).
 SKIP_NOISE = 0.8
 # Inside the box, the estimate moves to the mean of a Gaussian belief around it, cut to the
 # box: its width BOX_BELIEF times the box's half width, at most BOX_CAP times the layer's
 # own scale there (the typical error of the estimate it predicted from), so that a wide
 # early box does not pull a good estimate towards its middle. Chosen on CID22 validation
-# images (README).
+# images (docs/experiments.md#box-projection-and-belief).
 BOX_BELIEF = 0.3
 BOX_CAP = 0.5
 
@@ -180,7 +186,7 @@ PIXEL_LOW, PIXEL_HIGH = float(dm.scale_pixels_array(0)), float(dm.scale_pixels_a
 SQRT_2PI = 2.5066282746310002
 
 
-class Chain:
+class LayerChain:
     """The UQ chain of one file: its time grid, start and steps, the same on both sides."""
 
     def __init__(self, context: Context, times: list[int], blends: list[int]) -> None:
@@ -262,15 +268,15 @@ class _Placer:
 
 # -- encoding ------------------------------------------------------------------------------
 def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, progress: bool = False,
-           tail_fallback: bool = True) -> CodedImage:
+           stored_fallback: bool = True) -> CodedImage:
     """The progressive layers of an (H, W, 3) uint8 image: ``steps`` rate-placed step
-    layers, then the tail (bits-back, or a fallback coder where smaller and allowed)."""
+    layers, then the tail (bits-back, or a fallback coder where smaller and ``stored_fallback``)."""
     height, width = rgb.shape[:2]
     pixels = height * width
     x = dm.scale_pixels_array(rgb)
     sample = layer_plan.FitSample(height, width)
     placer = _Placer(context.runner)
-    chain = Chain(context, [TIME_UNITS], [])
+    chain = LayerChain(context, [TIME_UNITS], [])
     z = chain.start(height, width)
     box = Box()
     infos, chunks, spent = [], [], 0.0
@@ -323,7 +329,7 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
         box = box.narrowed(step.bounds(symbols))
     x_eps, x_progressive = chain.predict(z, steps)  # the display at the tail's start
     chain.blends.append(best_blend(x, x_eps, x_progressive))
-    end = tail.encode(context, rgb, z, chain.times[-1], tail_fallback)
+    end = tail.encode(context, rgb, z, chain.times[-1], stored_fallback)
     times = chain.times + (end.times[1:] if end.mode == Mode.LOSSLESS else [0])
     return CodedImage(Mode.PROGRESSIVE, infos + end.layers, chunks + end.chunks, height, width,
                       steps=len(times) - 1, chunk_symbols=chunk_symbols, bands=end.bands,
@@ -374,13 +380,13 @@ def _decode_layer(coded: CodedImage, layer: int, means: np.ndarray, stds: np.nda
     return symbols, complete
 
 
-def chain_of(context: Context, coded: CodedImage) -> Chain:
+def chain_of(context: Context, coded: CodedImage) -> LayerChain:
     """The chain of a coded image: the step layers' times (the tail's are its own) and the
     blend at the start of each step layer and of the tail."""
-    return Chain(context, coded.times[: coded.lossy_steps + 1], coded.blends)
+    return LayerChain(context, coded.times[: coded.lossy_steps + 1], coded.blends)
 
 
-def _point(chain: Chain, z: np.ndarray, layer: int, box: Box, partial: bool = False) -> Point:
+def _point(chain: LayerChain, z: np.ndarray, layer: int, box: Box, partial: bool = False) -> Point:
     """The point before step layer ``layer``, with the estimate its step needs; at the tail's
     start that estimate is only the display, computed when shown (:func:`display`): a
     complete tail makes it unnecessary."""
@@ -389,7 +395,7 @@ def _point(chain: Chain, z: np.ndarray, layer: int, box: Box, partial: bool = Fa
     return Point(layer, z, display(chain, z, layer, box), box, partial)
 
 
-def display(chain: Chain, z: np.ndarray, layer: int, box: Box) -> np.ndarray:
+def display(chain: LayerChain, z: np.ndarray, layer: int, box: Box) -> np.ndarray:
     """The estimate of x from the latent at the start of step layer ``layer`` (or of the
     tail): the blend of the eps-based and direct estimates the encoder picked there,
     projected into the bounds the layers so far put on x."""
@@ -397,7 +403,7 @@ def display(chain: Chain, z: np.ndarray, layer: int, box: Box) -> np.ndarray:
     return box.project(blend_estimate(x_eps, x_progressive, chain.blends[layer]))
 
 
-def walk(chain: Chain, coded: CodedImage, progress: bool = False) -> Iterator[Point | Pixels]:
+def walk(chain: LayerChain, coded: CodedImage, progress: bool = False) -> Iterator[Point | Pixels]:
     """Mirror of :func:`encode`: step the chain through the layers present, yielding the
     point before each layer and after the last one used: a cut layer's missing
     coefficients are taken as skipped; a complete tail gives the exact pixels."""
@@ -424,7 +430,7 @@ def walk(chain: Chain, coded: CodedImage, progress: bool = False) -> Iterator[Po
     yield Pixels(steps + 1, tail.decode(chain.context, coded, point.z))
 
 
-def complete_by_sampling(chain: Chain, z: np.ndarray, t: float, steps: int) -> np.ndarray:
+def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int) -> np.ndarray:
     """Finish the image by ancestral sampling from time t to 0 in ``steps`` steps."""
     runner, tiling = chain.context.runner, chain.context.tiling
     gammas = runner.gammas(t * (1.0 - np.arange(steps + 1, dtype=np.float64) / steps))
@@ -436,7 +442,7 @@ def complete_by_sampling(chain: Chain, z: np.ndarray, t: float, steps: int) -> n
     return dm.pixel_mode(z, float(gammas[-1]))
 
 
-def render(chain: Chain, point: Point | Pixels, completion_steps: int = 0) -> np.ndarray:
+def render(chain: LayerChain, point: Point | Pixels, completion_steps: int = 0) -> np.ndarray:
     """The (H, W, 3) image at a point of the walk: the pixels when decoded, else the display
     estimate (``completion_steps`` = 0) or a completion by ancestral sampling."""
     if isinstance(point, Pixels):

@@ -28,6 +28,9 @@ from ..model.time_grid import stored_grid
 
 DEFAULT_TILE = 1024
 TILE_HALO = 32
+# The placer interpolates SNR(t) in this table: at 2^12 intervals its error is far below
+# the placer's tolerance on a layer's size, and one table per model costs under a second.
+SNR_TABLE_STEPS = 4096
 
 
 @dataclass(frozen=True)
@@ -103,9 +106,9 @@ class ModelRunner:
         return self.model.schedule.portable(np.asarray(times, dtype=np.float64))
 
     def snr_grid(self) -> tuple[np.ndarray, np.ndarray]:
-        """SNR(t) at t = k / 4096 (the layer placer's table), computed once per model."""
+        """SNR(t) at t = k / SNR_TABLE_STEPS (the layer placer's table), computed once per model."""
         if self._snr_grid is None:
-            times = np.linspace(0.0, 1.0, 4097)
+            times = np.linspace(0.0, 1.0, SNR_TABLE_STEPS + 1)
             self._snr_grid = times, exact.exp(-self.gammas(times))
         return self._snr_grid
 

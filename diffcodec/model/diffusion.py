@@ -42,7 +42,7 @@ def pixel_window_model(z0: np.ndarray, gamma_0: float) -> tuple[np.ndarray, np.n
     the lossless coder: per element the first level of a window of 2h+1 levels around
     z_0 / alpha_0 (h = :func:`decoder_window`, beyond which the mass is negligible) and the
     unnormalised probabilities of those levels (0 outside 0..255). Sharper than a
-    quantized Gaussian (the README has the figures)."""
+    quantized Gaussian (docs/experiments.md#pixel-decoder)."""
     alpha0, _ = alpha_sigma_of(gamma_0)
     half = decoder_window(gamma_0)
     u = z0.reshape(-1) / alpha0

@@ -4,8 +4,8 @@ resume), a config file (TOML or JSON) and command-line flags, in that order.
 A config file holds the same names as :class:`TrainOptions`, with the architecture of a
 new model in a ``[model]`` table (ModelConfig fields), for example::
 
-    data = ["../shared/data/cid22/training", "../shared/data/clic2025-test"]
-    val = "../shared/data/cid22/validation"
+    data = ["data/cid22/training", "data/clic2025-test"]
+    val = "data/cid22/validation"
     batch_size = 16
     lr = 3e-4
     max_minutes = 60

@@ -269,6 +269,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             (self.out / OPTIONS_FILE).write_text(opts.to_json())
+        # a crop stream per (seed, step, rank), so a resumed run or another GPU never repeats one
         generator = torch.Generator().manual_seed(opts.seed * 7919 + self.step + 17 * self.rank)
         bar = None
         if opts.progress and self.rank == 0:
