@@ -219,7 +219,7 @@ def test_rate_placed_grid_and_band_scales(codec):
     holding only a layer's band scales decodes as the layers before it; damaged band scales
     are refused."""
     from diffcodec.coding.layer_plan import SKIP
-    from diffcodec.coding.progressive import BLEND_LEVELS, MIN_STEP
+    from diffcodec.format.container import BLEND_LEVELS, MIN_STEP
 
     image = synthetic_image(40, 36, "shapes", seed=5)
     data = codec.encode(image, steps=3)
@@ -247,7 +247,7 @@ def test_rate_placed_grid_and_band_scales(codec):
 def test_layers_end_near_the_rungs_of_the_rate_ladder(codec):
     """The placer's trial fits bring each layer's cumulative size near its rung (0.05, 0.2,
     0.8, 3.2 bpp); the first rungs are below what a 128 x 128 layer's plan alone costs."""
-    from diffcodec.coding.progressive import PLACEMENT_TOLERANCE, RATE_GROWTH, RATE_START
+    from diffcodec.coding.placement import PLACEMENT_TOLERANCE, RATE_GROWTH, RATE_START
     image = synthetic_image(128, 128, "shapes", seed=3)
     header = parse_file(codec.encode(image, steps=4)).header
     cumulative = np.cumsum([layer.size for layer in header.layers[:4]]) * 8 / (128 * 128)

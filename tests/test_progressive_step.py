@@ -3,7 +3,7 @@ x, and the estimate projected into them (no network: a step with made-up estimat
 
 import numpy as np
 
-from diffcodec.coding import layer_plan, progressive, randomness, transform
+from diffcodec.coding import layer_plan, randomness, transform, uq_step
 from diffcodec.model import diffusion as dm
 
 
@@ -16,7 +16,7 @@ def _step(height=40, width=56, seed=0):
     offsets = (coef.c / coef.delta) * transform.forward_coded(x - x_hat)
     dither = randomness.shared_uniform(seed, randomness.DITHER, 0, offsets.size)
     plan, _ = layer_plan.fit(offsets, dither, layer_plan.FitSample(height, width))
-    step = progressive.Step(coef, x_hat, coef.b * z + coef.c * x_hat, dither, plan.coded,
+    step = uq_step.Step(coef, x_hat, coef.b * z + coef.c * x_hat, dither, plan.coded,
                             plan.stds(height, width))
     symbols = np.rint(offsets[plan.coded] + dither[plan.coded]).astype(np.int32)
     return x, x_hat, step, symbols
@@ -32,7 +32,7 @@ def test_the_bounds_hold_x_and_the_projection_only_helps():
     assert np.all(np.isinf(box.low[~known])) and np.all(np.isinf(box.high[~known]))
     projected = box.project(x_hat)
     assert np.sum((projected - x) ** 2) < np.sum((x_hat - x) ** 2)
-    assert progressive.Box().project(x_hat) is x_hat  # no layers, no bounds
+    assert uq_step.Box().project(x_hat) is x_hat  # no layers, no bounds
     # a later step's bounds narrow the box; a cut layer bounds only the symbols present
     narrowed = box.narrowed(step.bounds(symbols[: symbols.size // 2]))
     assert np.array_equal(narrowed.low, box.low) and np.array_equal(narrowed.high, box.high)
@@ -42,7 +42,7 @@ def test_skipped_coefficients_get_the_scaled_step_noise():
     _, _, step, symbols = _step()
     noise = transform.forward_coded(step.latent(symbols) - step.mu_p) / step.coef.delta
     skipped = ~step.coded
-    assert np.allclose(noise[skipped], -progressive.SKIP_NOISE * step.dither[skipped])
+    assert np.allclose(noise[skipped], -uq_step.SKIP_NOISE * step.dither[skipped])
     sent = np.flatnonzero(step.coded)
     assert np.allclose(noise[sent], symbols - step.dither[sent])
 
@@ -52,6 +52,6 @@ def test_a_wide_box_leaves_a_good_estimate_where_it_is():
     inside a wide early box stays put instead of being pulled towards its middle."""
     x_hat = np.full((8, 8, 3), 0.25)
     count = x_hat.size
-    box = progressive.Box(np.full(count, -50.0, dtype=np.float32), np.full(count, 10.0, dtype=np.float32),
+    box = uq_step.Box(np.full(count, -50.0, dtype=np.float32), np.full(count, 10.0, dtype=np.float32),
                           np.full(count, 0.1, dtype=np.float32))
     assert np.allclose(box.project(x_hat), x_hat, atol=1e-6)

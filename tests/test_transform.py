@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from diffcodec.coding import transform
-from diffcodec.coding.progressive import RATE_GROWTH, RATE_START, next_target
+from diffcodec.coding.placement import RATE_GROWTH, RATE_START, next_target
 
 
 @pytest.mark.parametrize("height, width", [(1, 1), (37, 70), (64, 96), (33, 5)])

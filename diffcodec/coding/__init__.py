@@ -7,6 +7,8 @@ entropy      range-coded chunks of integer arrays under quantized Laplaces, the 
 transform    the orthonormal block DCT of the step layers, and its bands
 layer_plan   a step layer's plan: band scales, skipped regions, scale shifts (its first chunk)
 progressive  universally quantized reverse steps, one truncatable layer each, then the tail
+uq_step      one such step: the latent its symbols give, and the box they put x in
+placement    where the rate-placed layers end (a ladder of rates, and the time that reaches one)
 tail         the progressive stream's exact end: bits-back from the last layer's latent
 ans          the ANS stack bits-back coding pushes to and pops from
 chain        the Gaussian chain bits-back coding walks, band by band (Bit-Swap order)

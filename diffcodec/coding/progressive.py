@@ -1,10 +1,9 @@
 """Progressive mode: truncatable layers, each a universally quantized reverse step.
 
 Layer j carries the reverse step from t_j to t_{j+1} < t_j; z_1 comes from the seed at
-zero bits. The ``steps`` step layers are placed by rate: the encoder ends each where the
-cumulative size reaches the next rung of a geometric ladder (RATE_START bits per pixel,
-times RATE_GROWTH each rung), so a prefix of any useful size ends near a layer boundary.
-The last layer is the tail (tail.py): the exact image by bits-back coding from the last
+zero bits. The ``steps`` step layers are placed by rate (placement.py): each ends where the
+file's size reaches the next rung of a geometric ladder, so a prefix of any useful size
+ends near a layer boundary. The last layer is the tail (tail.py): the exact image by bits-back coding from the last
 step layer's latent, which costs about what the rest of the chain's NELBO says, so the
 whole file costs about a lossless file. The time
 grid (the step layers', then the tail's) goes into the header.
@@ -16,7 +15,7 @@ coefficient o of (mu_Q - mu_P)/Delta, and the decoder sets z_s = mu_P + T^-1(k -
 an exact sample of that uniform. mu_P = b z_t + c x_hat, x_hat the eps-based estimate
 blended towards the direct head by a weight the encoder picks per layer (the blend
 nearest to x: it is both the best display and the cheapest mean), then projected into
-the box the symbols so far put x in (Box). k is coded with a quantized Laplace of mean u
+the box the symbols so far put x in (uq_step.py). k is coded with a quantized Laplace of mean u
 and a scale the encoder fits per band and layer, shifted per region (indices into
 entropy.SCALE_TABLE). Where a band's code would cost more than
 layer_plan.SKIP_COST_RATIO times its Gaussian KL, in a whole band or in a region of it, it
@@ -41,41 +40,20 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DiffcodecError, does_not_decode
-from ..format.container import BLEND_LEVELS, MAX_SYMBOL, MIN_STEP, TIME_UNITS, LayerInfo, Mode, chunk_count
+from ..format.container import BLEND_LEVELS, MAX_SYMBOL, TIME_UNITS, LayerInfo, Mode, chunk_count
 from ..model import diffusion as dm
 from ..model import exact
 from . import entropy, layer_plan, randomness, tail, transform
 from .coded import CodedImage, Context
+from .placement import PLACEMENT_TOLERANCE, PLACEMENT_TRIALS, Placer, next_target
 from .progress import progress_bar
-from .runner import ModelRunner
+from .uq_step import Box, Step
 
 # Rate-placed layers by default: previews at 0.05 and 0.2 bpp (0.05-0.1 bpp is about
 # the first percent of a photograph's file). Each layer costs more than the KL the tail
 # refunds for it, so more layers make the whole file larger
 # (docs/experiments.md#default-layer-count).
 DEFAULT_STEPS = 2
-# The ladder of cumulative bits per pixel at which the rate-placed layers end. A UQ step's
-# overhead over its KL falls as the step grows (few coefficients with small offsets, which
-# cost r log(1/r) bits against the KL's r^2), so sparse rungs give more quality per bit at
-# every rate than a dense ladder, at the price of fewer previews
-# (docs/experiments.md#rate-ladder-and-skip-regions).
-RATE_START = 0.05
-RATE_GROWTH = 4.0
-# The placer's trial fits per layer, and how near the target (in ratio) ends the search.
-PLACEMENT_TRIALS = 4
-PLACEMENT_TOLERANCE = 0.1
-# A rung counts as reached once the layers spent more than 1/TARGET_MARGIN of it: a layer that
-# overshot its own rung by a little must not leave a sliver of a layer for the next rung.
-TARGET_MARGIN = 1.2
-
-
-def next_target(spent_bpp: float) -> float:
-    """The first rung of the ladder comfortably above what the layers so far cost (bpp): a
-    layer that overshot its target does not leave an empty layer behind it."""
-    target = RATE_START
-    while target <= TARGET_MARGIN * spent_bpp:
-        target *= RATE_GROWTH
-    return target
 
 
 def layer_estimate_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: int, high: int) -> float:
@@ -93,97 +71,6 @@ def _code_layer(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: i
     return LayerInfo.of(chunks, low, high, entropy.checksum(symbols), estimate), chunks
 
 
-# A skipped coefficient (or one a cut file lacks) gets this fraction of the reverse step's
-# noise: full noise puts detail the encoder never sent into the next estimate, none leaves
-# the latent too clean for its noise level; chosen on CID22 validation images
-# (docs/experiments.md#skip-noise).
-SKIP_NOISE = 0.8
-# Inside the box, the estimate moves to the mean of a Gaussian belief around it, cut to the
-# box: its width BOX_BELIEF times the box's half width, at most BOX_CAP times the layer's
-# own scale there (the typical error of the estimate it predicted from), so that a wide
-# early box does not pull a good estimate towards its middle. Chosen on CID22 validation
-# images (docs/experiments.md#box-projection-and-belief).
-BOX_BELIEF = 0.3
-BOX_CAP = 0.5
-
-
-@dataclass
-class Step:
-    """Everything about one UQ step that both sides derive identically."""
-
-    coef: dm.StepCoefficients
-    x_hat: np.ndarray  # the estimate the step predicts from
-    mu_p: np.ndarray
-    dither: np.ndarray  # per coefficient, flat in coding order
-    coded: np.ndarray  # bool per coefficient (coding order): the layer's plan codes it
-    stds: np.ndarray  # entropy-model scale of every coded symbol
-
-    def _sent(self, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Which coefficients have a symbol (the first len(symbols) coded ones), and k - u
-        for them."""
-        known = np.zeros(self.dither.size, dtype=bool)
-        known[np.flatnonzero(self.coded)[: symbols.size]] = True
-        offsets = np.zeros(self.dither.size)
-        offsets[known] = symbols - self.dither[known]
-        return known, offsets
-
-    def latent(self, symbols: np.ndarray) -> np.ndarray:
-        """z_s for the sent integers of the coded coefficients; the rest (skipped, or cut
-        off) take k = round(u) = 0, as |u| <= 1/2, with their noise -u scaled by SKIP_NOISE."""
-        known, offsets = self._sent(symbols)
-        offsets[~known] = -SKIP_NOISE * self.dither[~known]
-        return self.mu_p + transform.inverse_coded(offsets, self.mu_p.shape) * self.coef.delta
-
-    def bounds(self, symbols: np.ndarray) -> "Box":
-        """Where x lies, from this step's symbols: k = round(o + u) puts every sent
-        coefficient of x within Delta / (2c) of x_hat + (k - u) Delta / c (transform domain)."""
-        known, offsets = self._sent(symbols)
-        width = self.coef.delta / self.coef.c
-        centre = transform.forward_coded(self.x_hat) + offsets * width
-        scale = np.full(self.dither.size, np.inf, dtype=np.float32)
-        scale[known] = self.stds[: symbols.size] * width  # the layer's scale, in units of x
-        return Box(np.where(known, centre - width / 2, -np.inf).astype(np.float32),
-                   np.where(known, centre + width / 2, np.inf).astype(np.float32), scale)
-
-
-@dataclass
-class Box:
-    """Bounds on x's transform coefficients from the step layers so far, and the smallest
-    scale of the layers that set them (coding order, float32 to spare memory on large
-    images; None before any). A Gaussian denoiser does not know UQ noise is bounded:
-    moving its estimate into the box brings it nearer to x, which is inside."""
-
-    low: np.ndarray | None = None
-    high: np.ndarray | None = None
-    scale: np.ndarray | None = None
-
-    def narrowed(self, other: "Box") -> "Box":
-        if self.low is None:
-            return other
-        return Box(np.maximum(self.low, other.low), np.minimum(self.high, other.high),
-                   np.minimum(self.scale, other.scale))
-
-    def project(self, x_hat: np.ndarray) -> np.ndarray:
-        """x_hat moved into the box (the mean of the belief cut to it: BOX_BELIEF), then into
-        the pixel range."""
-        if self.low is None:
-            return x_hat
-        coefficients = transform.forward_coded(x_hat)
-        bounded = np.flatnonzero(np.isfinite(self.low))  # sent coefficients: both bounds finite
-        low, high = self.low[bounded].astype(np.float64), self.high[bounded].astype(np.float64)
-        mean = coefficients[bounded]
-        spread = np.maximum(np.minimum(BOX_BELIEF * 0.5 * (high - low), BOX_CAP * self.scale[bounded]), 1e-30)
-        a, b = (low - mean) / spread, (high - mean) / spread
-        mass = exact.ndtr(b) - exact.ndtr(a)
-        density = (exact.exp(-0.5 * (a * a)) - exact.exp(-0.5 * (b * b))) / SQRT_2PI
-        shift = np.divide(density, mass, out=np.zeros_like(mass), where=mass > 1e-9)
-        # where the belief has no mass in the box to speak of: the box's nearest point
-        coefficients[bounded] = np.clip(np.where(mass > 1e-9, mean + spread * shift, mean), low, high)
-        return np.clip(transform.inverse_coded(coefficients, x_hat.shape), PIXEL_LOW, PIXEL_HIGH)
-
-
-PIXEL_LOW, PIXEL_HIGH = float(dm.scale_pixels_array(0)), float(dm.scale_pixels_array(255))
-SQRT_2PI = 2.5066282746310002
 
 
 class LayerChain:
@@ -233,39 +120,6 @@ def best_blend(x: np.ndarray, x_eps: np.ndarray, x_progressive: np.ndarray) -> i
     return int(np.clip(np.rint(weight * BLEND_LEVELS), 0, BLEND_LEVELS))
 
 
-class _Placer:
-    """Where the next rate-placed layer ends: the time s whose step costs what is left to the
-    next target. The first guess comes from the step's Gaussian KL 1/2 (SNR(s) - SNR(t))
-    |x - x_hat|^2; each trial fit then measures the real cost, and the next guess solves
-    a power law in SNR(s) - SNR(t) through the last two trials (the ratio of real to KL
-    cost changes with the step's size, most at the first, nearly all-skipped layers)."""
-
-    def __init__(self, runner: ModelRunner) -> None:
-        self.times, self.snr_table = runner.snr_grid()
-
-    def snr(self, t_index: int) -> float:
-        return float(exact.interp(t_index / TIME_UNITS, self.times, self.snr_table))
-
-    def time_for(self, t_index: int, gain: float, steps_after: int) -> int:
-        """The time s below t with SNR(s) - SNR(t) = ``gain`` (in 1/TIME_UNITS), leaving room
-        for ``steps_after`` more steps of at least MIN_STEP."""
-        want = self.snr(t_index) + gain
-        # SNR falls with t: find s with SNR(s) = want
-        s = float(exact.interp(-want, -self.snr_table, self.times)) if want < self.snr_table[0] else 0.0
-        return int(min(max(round(s * TIME_UNITS), steps_after * MIN_STEP), t_index - MIN_STEP))
-
-    def next_guess(self, t_index: int, tries: list[tuple[int, float]], nats: float, steps_after: int) -> int:
-        """The next time to try, from the (time, real nats) of the trials so far."""
-        gains = [(self.snr(s) - self.snr(t_index), cost) for s, cost in tries]
-        (gain, cost), earlier = gains[-1], gains[:-1]
-        power = 1.0
-        if earlier and earlier[-1][0] != gain and earlier[-1][1] > 0 and cost > 0:
-            power = float(exact.log(cost / earlier[-1][1]) / exact.log(gain / earlier[-1][0]))
-            power = float(np.clip(power, 0.3, 3.0))
-        growth = float(exact.exp(exact.log(nats / max(cost, 1e-30)) / power))
-        return self.time_for(t_index, gain * growth, steps_after)
-
-
 # -- encoding ------------------------------------------------------------------------------
 def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, progress: bool = False,
            stored_fallback: bool = True) -> CodedImage:
@@ -275,7 +129,7 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
     pixels = height * width
     x = dm.scale_pixels_array(rgb)
     sample = layer_plan.FitSample(height, width)
-    placer = _Placer(context.runner)
+    placer = Placer(context.runner)
     chain = LayerChain(context, [TIME_UNITS], [])
     z = chain.start(height, width)
     box = Box()

@@ -7,6 +7,9 @@ A run directory holds:
   best.pt        EMA weights with the best validation BPD so far
   state.pt       everything needed to resume (raw weights, optimiser, EMA, RNG states)
   curve.jsonl    one JSON line per logging interval / validation
+
+The loop, its checkpoints and resume share one state and stay in one module (over 300
+lines), so that a resumed run is visibly the run it continues.
 """
 
 from __future__ import annotations
