@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 
 import click
 
 from .errors import DiffcodecError
+
+
+class FiniteFloat(click.FloatRange):
+    """A number option that must be finite (click's FloatRange lets inf and nan through)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def _fail(message: str, status: int = 1) -> None:
@@ -80,15 +93,15 @@ _MODEL_FLAGS = {"channels": "level_channels", "blocks": "blocks_per_level", "pat
 @click.option("--resume", is_flag=True, default=None, help="Continue the run in --out (with its stored options).")
 @click.option("--force", is_flag=True, default=None, help="Start over even if --out holds a run.")
 @click.option("--steps", "max_steps", type=click.IntRange(min=1), help="Stop after this many steps.")
-@click.option("--minutes", "max_minutes", type=click.FloatRange(min=0), help="Stop after this much training time.")
+@click.option("--minutes", "max_minutes", type=FiniteFloat(min=0), help="Stop after this much training time.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[default: 8]")
 @click.option("--crop", type=click.IntRange(min=1), help="Training crop side [default: 64].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="[default: 5e-4]")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), help="[default: 5e-4]")
 @click.option("--warmup", "warmup_steps", type=click.IntRange(min=0), help="[default: 500]")
-@click.option("--grad-clip", type=float, help="[default: 1.0]")
-@click.option("--ema", "ema_decay", type=click.FloatRange(0, 1), help="[default: 0.999]")
-@click.option("--val-every", "val_every_minutes", type=float, help="Minutes between validations [default: 10].")
-@click.option("--checkpoint-every", "checkpoint_every_minutes", type=float, help="Minutes between checkpoints [default: 5].")
+@click.option("--grad-clip", type=FiniteFloat(), help="[default: 1.0]")
+@click.option("--ema", "ema_decay", type=FiniteFloat(0, 1), help="[default: 0.999]")
+@click.option("--val-every", "val_every_minutes", type=FiniteFloat(min=0), help="Minutes between validations [default: 10].")
+@click.option("--checkpoint-every", "checkpoint_every_minutes", type=FiniteFloat(min=0), help="Minutes between checkpoints [default: 5].")
 @click.option("--val-crop", type=click.IntRange(min=0), help="Centre crop of validation images, 0 = whole [default: 256].")
 @click.option("--val-samples", type=click.IntRange(min=1), help="[default: 4]")
 @click.option("--device", help="cpu, cuda or cuda:N [default: cpu].")
@@ -108,7 +121,7 @@ _MODEL_FLAGS = {"channels": "level_channels", "blocks": "blocks_per_level", "pat
                    "length at --chain-steps on the --init model's grid (the chain scale head and trunk) "
                    "[default: elbo].")
 @click.option("--chain-steps", type=click.IntRange(min=1, max=128), help="With --objective chain: steps T [default: 16].")
-@click.option("--elbo-weight", type=click.FloatRange(min=0),
+@click.option("--elbo-weight", type=FiniteFloat(min=0),
               help="With --objective chain: add this times the continuous NELBO to the loss [default: 0].")
 @click.option("--init", "init", type=click.Path(path_type=Path), help="Start from this checkpoint's weights.")
 @click.option("--train-trunk", is_flag=True, default=None, help="With --objective uq: train the whole network, not only the progressive heads.")
@@ -268,7 +281,7 @@ def _read_input(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _codec(model: str, device: str, max_pixels: int | None = None):
+def _codec(model: str, device: str, max_pixels: int | None = None, max_work: int | None = None):
     import torch
 
     from .codec import Codec, DecodeLimits
@@ -281,8 +294,9 @@ def _codec(model: str, device: str, max_pixels: int | None = None):
         raise DiffcodecError(f"unsupported device {device!r}: cpu, cuda or cuda:N")
     if kind == "cuda" and not torch.cuda.is_available():
         raise DiffcodecError("--device cuda asked for, but no CUDA GPU is available")
-    limits = DecodeLimits() if max_pixels is None else (
-        DecodeLimits(None, None) if max_pixels == 0 else DecodeLimits(max_pixels, None))
+    default = DecodeLimits()
+    limits = DecodeLimits(default.max_pixels if max_pixels is None else (max_pixels or None),
+                          default.max_work if max_work is None else (max_work or None))
     return Codec(model, device=device, limits=limits)
 
 
@@ -301,7 +315,7 @@ _quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress ba
 _budget_options = [
     click.option("--layers", type=click.IntRange(min=0), help="Only the first K complete layers."),
     click.option("--bytes", "max_bytes", type=click.IntRange(min=1), help="Only the first N bytes of the file."),
-    click.option("--bpp", type=click.FloatRange(min=0, min_open=True), help="Only the first B bits per pixel."),
+    click.option("--bpp", type=FiniteFloat(min=0, min_open=True), help="Only the first B bits per pixel."),
 ]
 
 
@@ -350,17 +364,20 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="Image to write (.png, ...).")
 @_budget
-@click.option("--steps", "completion_steps", default=0, show_default=True, type=click.IntRange(0, 10000),
+@click.option("--steps", "completion_steps", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Reverse diffusion steps after the last layer used (0 = denoised estimate).")
 @click.option("--max-pixels", type=click.IntRange(min=0),
-              help="Largest image to decode, in pixels [default: 33554432, with at most 64 steps]; giving it "
-                   "lifts the steps limit; 0: no limit.")
+              help="Largest image to decode, in pixels [default: 33554432]; 0: no limit.")
+@click.option("--max-work", type=click.IntRange(min=0),
+              help="Most network work to do, in pixels x steps, completion steps included [default: 2147483648, "
+                   "64 steps of the largest image]; 0: no limit.")
 @_model_option
 @_device_option
 @_force_option
 @_quiet_option
 @friendly_errors
-def decode(source, output, layers, max_bytes, bpp, completion_steps, max_pixels, model, device, force, quiet):
+def decode(source, output, layers, max_bytes, bpp, completion_steps, max_pixels, max_work, model, device, force,
+           quiet):
     """Decode a .dfc file (or a prefix of one) to an image."""
     from .format import parse_file
     from .images import to_pil
@@ -370,7 +387,7 @@ def decode(source, output, layers, max_bytes, bpp, completion_steps, max_pixels,
     _check_output(output, force, source)
     fmt = _image_format(output)
     parsed = parse_file(_read_input(source))
-    codec = _codec(model or registered_or_default(parsed.header.model_name), device, max_pixels)
+    codec = _codec(model or registered_or_default(parsed.header.model_name), device, max_pixels, max_work)
     result = codec.decode_result(parsed, layers=layers, max_bytes=max_bytes, bpp=bpp,
                                  completion_steps=completion_steps, progress=not quiet)
     _write_output(output, image=to_pil(result.image), fmt=fmt)

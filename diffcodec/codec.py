@@ -7,6 +7,7 @@ reads one. Only this module maps a CodedImage to and from the container's header
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import numpy as np
 from .coding import entropy, lossless, progressive
 from .coding.coded import CodedImage, Context
 from .coding.runner import DEFAULT_TILE, ModelRunner, Tiling, threads_for_free_cores
-from .errors import DiffcodecError, LimitError, boundary
+from .errors import DiffcodecError, LimitError, boundary, does_not_decode
 from .format.container import (MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE,
                                ContainerError, DfcFile, Header, Mode, pack_file, parse_file)
 from .images import PreparedImage, prepare, restore
@@ -24,6 +25,7 @@ from .model import DiffusionModel, load_named_model
 DEFAULT_STEPS = progressive.DEFAULT_STEPS
 DEFAULT_LOSSLESS_STEPS = lossless.DEFAULT_STEPS
 MAX_STEPS = 1024
+MAX_COMPLETION_STEPS = 1000  # completion is sampling: past a few hundred steps it only costs time
 
 
 def decode_work(header: Header) -> int:
@@ -50,14 +52,16 @@ class DecodeLimits:
     max_pixels: int | None = 1 << 25
     max_work: int | None = 1 << 31
 
-    def check(self, header: Header) -> None:
+    def check(self, header: Header, completion_steps: int = 0) -> None:
+        """Refuse a file (and the completion steps asked for after it) beyond the limits."""
         pixels = header.height * header.width
         if self.max_pixels is not None and pixels > self.max_pixels:
             raise LimitError(f"the file is a {header.width}x{header.height} image, more than the "
                              f"{self.max_pixels} pixels a decoder accepts by default (--max-pixels to allow it)")
-        if self.max_work is not None and decode_work(header) > self.max_work:
-            raise LimitError(f"the file asks for {header.steps} steps on {pixels} pixels, more work than a "
-                             f"decoder accepts by default (--max-pixels 0 to allow it)")
+        if self.max_work is not None and decode_work(header) + completion_steps * pixels > self.max_work:
+            asked = f" and {completion_steps} completion steps" if completion_steps else ""
+            raise LimitError(f"the file asks for {header.steps} steps{asked} on {pixels} pixels, more work "
+                             f"than a decoder accepts by default (--max-work to allow it)")
 
 
 def header_of(coded: CodedImage, prepared: PreparedImage, context: Context, chunk_symbols: int, steps: int) -> Header:
@@ -180,11 +184,15 @@ class Codec:
         of a cut layer). ``completion_steps``: reverse diffusion steps run after the last
         layer used (0 = the denoised estimate).
         """
+        if (isinstance(completion_steps, bool) or not isinstance(completion_steps, numbers.Integral)
+                or not 0 <= completion_steps <= MAX_COMPLETION_STEPS):
+            raise DiffcodecError(f"completion steps must be a whole number from 0 to {MAX_COMPLETION_STEPS}, "
+                                 f"not {completion_steps!r}")
         with boundary("decoding"):
             f = data if isinstance(data, DfcFile) else parse_file(data)
             if layers is not None or max_bytes is not None or bpp is not None:
                 f = f.prefix(layers=layers, max_bytes=max_bytes, bpp=bpp)
-            self.limits.check(f.header)
+            self.limits.check(f.header, completion_steps)
             if f.header.mode == Mode.PROGRESSIVE and not any(f.chunks):  # (the other modes need whole files)
                 raise ContainerError("nothing to decode: the part of the file used holds no layer data, "
                                      "only the header")
@@ -203,6 +211,9 @@ class Codec:
         else:
             rgb = lossless.decode(context, coded, progress)
             used, partial, exact = 1, False, True
+        if exact and header.channels in (1, 2) and not (np.all(rgb[:, :, 0] == rgb[:, :, 1])
+                                                        and np.all(rgb[:, :, 1] == rgb[:, :, 2])):
+            raise does_not_decode("a grey image decodes to colour")  # (only grey was ever coded)
         image = restore(rgb, header.channels, header.alpha_kind, header.alpha)
         return Decoded(image, header.mode, used, len(header.layers), partial, exact, f.size, f.full_size)
 

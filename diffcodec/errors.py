@@ -43,6 +43,8 @@ def boundary(action: str):
     except MemoryError:
         raise DiffcodecError(f"out of memory while {action} (a smaller image, or fewer threads)") from None
     except BaseException as exc:  # noqa: BLE001 - a panic is a BaseException
+        if action == "decoding":  # the file's data made a dependency give up: all that is known
+            raise does_not_decode("a decoder rejects its data") from exc
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         name = type(exc).__name__
         raise DiffcodecError(f"{action} failed: {name}{': ' + detail if detail else ''}") from exc

@@ -170,6 +170,8 @@ def _warn_skip(path: Path, reason: str) -> None:
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as (H, W, C) uint8 under the coding policy (:func:`to_array`)."""
     path = Path(path)
+    if path.is_dir():
+        raise ImageReadError(f"{path} is a folder, not an image")
     if not path.is_file():
         raise ImageReadError(f"file not found: {path}")
     try:

@@ -285,3 +285,25 @@ def test_input_and_output_policy(coding_setup, tmp_path):
     assert result.exit_code == 0 and "a preview from a prefix" in result.output  # said even with -q
     assert_one_line_error(run("decode", dfc, "-o", tmp_path / "m.png", "--model", model_path,
                               "--max-pixels", "100"), "--max-pixels")
+
+
+def test_hostile_numbers_and_paths_get_one_line(coding_setup, tmp_path):
+    """Non-finite budgets are usage errors; a folder, a .dfc given as the model and a
+    junk checkpoint each get one line that says what is known."""
+    model_path, image, source = coding_setup
+    dfc = tmp_path / "a.dfc"
+    assert run("encode", source, "-o", dfc, "--model", model_path, "-q", "--steps", "1").exit_code == 0
+    for bad in ("inf", "nan", "-inf"):
+        for command in (("truncate", dfc, "-o", tmp_path / "t.dfc"), ("decode", dfc, "-o", tmp_path / "t.png")):
+            result = run(*command, "--bpp", bad)
+            assert result.exit_code == 2 and ("not a finite number" in result.output or "range" in result.output)
+    result = run("truncate", dfc, "-o", tmp_path / "t.dfc", "--bpp", "1e308")
+    assert result.exit_code == 0 and (tmp_path / "t.dfc").read_bytes() == dfc.read_bytes()
+    assert run("decode", dfc, "-o", tmp_path / "s.png", "--steps", "1001").exit_code == 2
+    assert_one_line_error(run("encode", tmp_path, "-o", tmp_path / "d.dfc", "--model", model_path), "is a folder")
+    assert_one_line_error(run("decode", dfc, "-o", tmp_path / "m.png", "--model", dfc), "is a .dfc image file")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    result = run("decode", dfc, "-o", tmp_path / "j.png", "--model", junk)
+    assert_one_line_error(result, "not a diffcodec checkpoint")
+    assert "weights_only" not in result.output

@@ -40,8 +40,11 @@ def test_panics_and_dependency_errors_become_diffcodec_errors():
         _panic()
     assert not isinstance(raw.value, Exception)  # why `except Exception` would not do
     for failure in (_panic, lambda: zlib.decompress(b"junk"), lambda: torch.zeros(2) @ torch.zeros(3)):
-        with pytest.raises(DiffcodecError, match="decoding failed"):
+        with pytest.raises(DiffcodecError, match="does not decode here: a decoder rejects its data"):
             with boundary("decoding"):
+                failure()
+        with pytest.raises(DiffcodecError, match="encoding failed"):
+            with boundary("encoding"):
                 failure()
     with pytest.raises(KeyboardInterrupt):
         with boundary("decoding"):
@@ -53,8 +56,9 @@ def test_a_decoder_failure_inside_the_codec_is_a_diffcodec_error(codec, monkeypa
     from diffcodec.coding import progressive
 
     monkeypatch.setattr(progressive, "walk", lambda *a, **k: _panic())
-    with pytest.raises(DiffcodecError, match="decoding failed: PanicException"):
+    with pytest.raises(DiffcodecError, match="does not decode here") as raised:
         codec.decode(data)
+    assert type(raised.value.__cause__).__name__ == "PanicException"  # kept for whoever debugs it
 
 
 def test_decode_limits_refuse_before_any_work(codec, trained_tiny_model):
@@ -189,3 +193,59 @@ def test_the_top_level_decode_warns_of_a_prefix(codec, trained_tiny_model):
         diffcodec.decode(data[:-4], model=trained_tiny_model)
     result = diffcodec.decode_result(data[:-4], model=trained_tiny_model)
     assert not result.exact and result.bytes_used < result.bytes_total == len(data)
+
+
+def _forged(data: bytes, **fields) -> bytes:
+    """The file with header fields changed and every check recomputed, as a hostile writer
+    would make it (a different, self-consistent file)."""
+    from diffcodec.format import container
+
+    header, size, _ = container._read_header(data)
+    forged = dataclasses.replace(header, **fields)
+    key = zlib.crc32(container._pack_core(forged))
+    offset = size
+    for layer in forged.layers:
+        checks = []
+        for length in layer.chunk_lengths:
+            checks.append(zlib.crc32(data[offset : offset + length], key))
+            offset += length
+        layer.chunk_checks = checks
+    return container.pack_header(forged) + data[size:]
+
+
+def test_a_grey_file_must_decode_to_grey(codec):
+    """A colour file whose header claims one channel is not decoded to its first channel and
+    called exact."""
+    image = synthetic_image(16, 20, "shapes")
+    data = codec.encode(image, steps=1)
+    with pytest.raises(DiffcodecError, match="a grey image decodes to colour"):
+        codec.decode(_forged(data, channels=1))
+    grey = synthetic_image(16, 20, "shapes", channels=1)[:, :, 0]
+    assert np.array_equal(codec.decode(codec.encode(grey, steps=1)), grey)
+
+
+def test_budgets_must_be_finite_numbers(codec):
+    import diffcodec
+
+    data = codec.encode(synthetic_image(16, 20, "shapes"), steps=1)
+    for bad in (float("inf"), float("nan"), -1.0, 0.0, "1"):
+        with pytest.raises(DiffcodecError, match="bpp must be a positive finite number"):
+            diffcodec.truncate(data, bpp=bad)
+    for name, bad in (("layers", -1), ("layers", 1.5), ("max_bytes", 0)):
+        with pytest.raises(DiffcodecError, match=f"{name} must be a whole number"):
+            diffcodec.truncate(data, **{name: bad})
+    assert diffcodec.truncate(data, bpp=1e308) == data  # a huge budget: the whole file
+    with pytest.raises(DiffcodecError, match="completion steps must be"):
+        codec.decode(data, completion_steps=10**6)
+
+
+def test_completion_steps_count_in_the_work_limit(codec, trained_tiny_model):
+    image = synthetic_image(16, 20, "shapes")
+    data = codec.encode(image, steps=1)
+    header = parse_file(data).header
+    from diffcodec.codec import decode_work
+
+    limited = Codec(trained_tiny_model, tile=64, limits=DecodeLimits(max_work=decode_work(header) + 16 * 20 * 5))
+    limited.decode(data, layers=1, completion_steps=5)
+    with pytest.raises(LimitError, match="6 completion steps"):
+        limited.decode(data, layers=1, completion_steps=6)

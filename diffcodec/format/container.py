@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import numbers
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -171,14 +172,21 @@ class DfcFile:
         """Bytes of a budget of ``bpp`` bits per pixel."""
         # a bpp computed from a size (8 * bytes / pixels) must give those bytes back, not one
         # fewer by a rounding error
-        return int(math.floor(bpp * self.header.height * self.header.width / 8 + 1e-6))
+        budget = bpp * self.header.height * self.header.width / 8 + 1e-6
+        return int(math.floor(budget)) if budget < 2**62 else 2**62  # (a huge bpp: the whole file)
 
     def prefix(self, layers: int | None = None, max_bytes: int | None = None,
                bpp: float | None = None) -> "DfcFile":
         """The file cut to at most ``layers`` layers (whole layers only), ``max_bytes`` bytes
         or ``bpp`` bits per pixel, on a chunk boundary (a cut inside a chunk would only carry
         dead bytes): what ``decode --layers/--bytes/--bpp`` uses and ``truncate`` writes."""
+        for name, value, least in (("layers", layers, 0), ("max_bytes", max_bytes, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                                      or value < least):
+                raise DiffcodecError(f"{name} must be a whole number of at least {least}, not {value!r}")
         if bpp is not None:
+            if isinstance(bpp, bool) or not isinstance(bpp, numbers.Real) or not math.isfinite(bpp) or bpp <= 0:
+                raise DiffcodecError(f"bpp must be a positive finite number, not {bpp!r}")
             max_bytes = self.bpp_budget(bpp) if max_bytes is None else min(max_bytes, self.bpp_budget(bpp))
         if max_bytes is not None and max_bytes < self.header_size:
             raise DiffcodecError(f"a budget of {max_bytes} bytes is smaller than the header "

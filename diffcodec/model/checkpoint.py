@@ -127,10 +127,16 @@ def read_torch_file(path: str | Path, what: str) -> Any:
         raise CheckpointError(f"{what} not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for bad files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable {what} (damaged or not a diffcodec file): "
-                              f"{first_line[:200]}") from None
+    except Exception:  # noqa: BLE001 - torch.load raises many types for bad files
+        # (torch's own message suggests weights_only=False, which would run the file's code)
+        from ..format.container import MAGIC
+
+        with open(path, "rb") as f:
+            start = f.read(len(MAGIC))
+        if start == MAGIC:
+            raise CheckpointError(f"{path} is a .dfc image file, not a {what}") from None
+        raise CheckpointError(f"{path} is not a readable {what}: damaged, or not a diffcodec "
+                              "checkpoint") from None
 
 
 def update_metadata(path: str | Path, updates: dict[str, Any], out: str | Path | None = None) -> None:
