@@ -325,44 +325,133 @@ def _budget(func):
     return func
 
 
+def _pairs(sources: tuple[Path, ...], output: Path, suffix: str, kinds: set[str], force: bool) -> tuple[list, bool]:
+    """(input, output) per file, checked before any work, and whether it is a batch: one input
+    file goes to the file OUTPUT; several inputs, or a folder's files with a suffix in
+    ``kinds``, go into the folder OUTPUT (made if missing) as <name><suffix>."""
+    if len(sources) == 1 and not sources[0].is_dir():
+        _check_output(output, force, sources[0])
+        return [(sources[0], output)], False
+    if output.exists() and not output.is_dir():
+        raise DiffcodecError(f"{output} is a file: several inputs need an output folder")
+    if not output.parent.is_dir():
+        raise DiffcodecError(f"output folder does not exist: {output.parent}")
+    files: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            found = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in kinds)
+            if not found:
+                raise DiffcodecError(f"no {' or '.join(sorted(kinds))} files in {source}")
+            files += found
+        else:
+            files.append(source)  # a missing or unreadable one fails on its own
+    targets: dict[Path, Path] = {}
+    for source in files:
+        target = output / (source.stem + suffix)
+        if target in targets:
+            raise DiffcodecError(f"{targets[target]} and {source} would both be written to {target}")
+        targets[target] = source
+        if output.is_dir():
+            _check_output(target, force, source)
+    output.mkdir(exist_ok=True)
+    return [(source, target) for target, source in targets.items()], True
+
+
+def _run(pairs: list, batch: bool, work, quiet: bool, as_json: bool, what: str) -> None:
+    """``work(source, target, progress)`` -> a report dict for each pair. A batch goes on
+    past a failed file (one ``error:`` line for it), shows one progress bar and ends with a
+    summary; it exits 1 if any file failed."""
+    import time
+
+    from tqdm import tqdm
+
+    reports, failed, start = [], 0, time.perf_counter()
+    bar = tqdm(pairs, desc=what, unit="file", disable=quiet or not batch or as_json, leave=False)
+    for source, target in bar:
+        if not batch:
+            reports.append(work(source, target, not quiet and not as_json))
+            continue
+        try:
+            reports.append(work(source, target, False))
+            if not quiet and not as_json:
+                tqdm.write(reports[-1]["line"], file=sys.stderr)
+        except DiffcodecError as exc:
+            failed += 1
+            reports.append({"input": str(source), "error": str(exc)})
+            tqdm.write(f"error: {exc}" if str(source) in str(exc) else f"error: {source}: {exc}", file=sys.stderr)
+    bar.close()
+    done = [r for r in reports if "error" not in r]
+    seconds = time.perf_counter() - start
+    summary = {"files": len(done), "failed": failed, "seconds": round(seconds, 3)}
+    if any("bytes" in r for r in done):
+        summary["bytes"] = sum(r["bytes"] for r in done)
+        summary["bpp"] = round(8 * summary["bytes"] / max(1, sum(r["pixels"] for r in done)), 6)
+    if as_json:
+        shown = [{k: v for k, v in r.items() if k != "line"} for r in reports]
+        click.echo(json.dumps({**summary, "results": shown} if batch else shown[0]))
+    elif not quiet:
+        if not batch:
+            click.echo(reports[0]["line"], err=True)
+        else:
+            rate = f", {summary['bytes']} bytes, {summary['bpp']:.4f} bpp" if "bytes" in summary else ""
+            click.echo(f"{what}d {len(done)} of {len(pairs)} files{rate}, {seconds:.1f} s"
+                       + (f"; {failed} failed" if failed else ""), err=True)
+    if failed:
+        sys.exit(1)
+
+
 @main.command()
-@click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="The .dfc file to write.")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
+              help="The .dfc file to write; with several inputs or a folder, the folder to write them into.")
 @click.option("--mode", type=click.Choice(["progressive", "lossless"]), default="progressive", show_default=True,
               help="progressive: truncatable layers; lossless: bits-back, smallest file, not truncatable.")
 @click.option("--steps", default=None, type=click.IntRange(1, 1024),
               help="Progressive: layers placed by rate, ending at 0.05, 0.2, 0.8, 3.2 ... bpp [default: 2] (the bits-back tail follows); lossless: chain length [default: 32].")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**64 - 1), help="Seed of the shared dither.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 @_model_option
 @_device_option
 @_force_option
 @_quiet_option
 @friendly_errors
-def encode(source, output, mode, steps, seed, model, device, force, quiet):
-    """Encode an image into a .dfc file."""
+def encode(sources, output, mode, steps, seed, as_json, model, device, force, quiet):
+    """Encode images (files, or the images of a folder) into .dfc files, loading the model once."""
     import time
+
+    from PIL import Image
 
     from .format.container import parse_header
     from .images import read_image
 
-    _check_output(output, force, source)
-    array = read_image(source)
-    codec = _codec(model or "default", device)
-    start = time.perf_counter()
-    data = codec.encode(array, steps=steps, seed=seed, mode=mode, progress=not quiet)
-    seconds = time.perf_counter() - start
-    _write_output(output, data)
-    if not quiet:
+    Image.init()
+    pairs, batch = _pairs(sources, output, ".dfc", set(Image.EXTENSION), force)
+    codecs: dict[str, object] = {}  # loaded at the first image that reads (a bad image is said first)
+
+    def work(source: Path, target: Path, progress: bool) -> dict:
+        array = read_image(source)
+        if not codecs:
+            codecs["model"] = _codec(model or "default", device)
+        start = time.perf_counter()
+        data = codecs["model"].encode(array, steps=steps, seed=seed, mode=mode, progress=progress)
+        seconds = time.perf_counter() - start
+        _write_output(target, data)
         h, w = array.shape[:2]
         header, _ = parse_header(data)
         shape = f"{len(header.layers)} layers" if mode == "progressive" else str(header.mode)
-        click.echo(f"{output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp "
-                   f"({8 * len(data) / array.size:.4f} bits/dim), {shape}, {seconds:.2f} s", err=True)
+        line = (f"{target}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp "
+                f"({8 * len(data) / array.size:.4f} bits/dim), {shape}, {seconds:.2f} s")
+        return {"input": str(source), "output": str(target), "bytes": len(data), "pixels": h * w,
+                "bpp": round(8 * len(data) / (h * w), 6), "mode": str(header.mode), "layers": len(header.layers),
+                "seconds": round(seconds, 3), "line": line}
+
+    _run(pairs, batch, work, quiet, as_json, "encode")
 
 
 @main.command()
-@click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), help="Image to write (.png, ...).")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
+              help="Image to write (.png, ...); with several inputs or a folder, the folder to write PNGs into.")
 @_budget
 @click.option("--steps", "completion_steps", default=0, show_default=True, type=click.IntRange(0, 1000),
               help="Reverse diffusion steps after the last layer used (0 = denoised estimate).")
@@ -371,32 +460,46 @@ def encode(source, output, mode, steps, seed, model, device, force, quiet):
 @click.option("--max-work", type=click.IntRange(min=0),
               help="Most network work to do, in pixels x steps, completion steps included [default: 2147483648, "
                    "64 steps of the largest image]; 0: no limit.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was decoded as JSON on stdout.")
 @_model_option
 @_device_option
 @_force_option
 @_quiet_option
 @friendly_errors
-def decode(source, output, layers, max_bytes, bpp, completion_steps, max_pixels, max_work, model, device, force,
-           quiet):
-    """Decode a .dfc file (or a prefix of one) to an image."""
+def decode(sources, output, layers, max_bytes, bpp, completion_steps, max_pixels, max_work, as_json, model, device,
+           force, quiet):
+    """Decode .dfc files (or prefixes of them) to images, loading each model once."""
     from .format import parse_file
     from .images import to_pil
     from .model import registered_or_default
 
     _one_budget(layers, max_bytes, bpp, required=False)
-    _check_output(output, force, source)
-    fmt = _image_format(output)
-    parsed = parse_file(_read_input(source))
-    codec = _codec(model or registered_or_default(parsed.header.model_name), device, max_pixels, max_work)
-    result = codec.decode_result(parsed, layers=layers, max_bytes=max_bytes, bpp=bpp,
-                                 completion_steps=completion_steps, progress=not quiet)
-    _write_output(output, image=to_pil(result.image), fmt=fmt)
-    if fmt not in _LOSSLESS_SAVE:
-        click.echo(f"warning: {fmt} does not store the pixels exactly: {output} differs from the decoded "
-                   "image (use .png for the exact pixels)", err=True)
+    pairs, batch = _pairs(sources, output, ".png", {".dfc"}, force)
+    formats = {target: _image_format(target) for _, target in pairs}
+    codecs: dict[str, object] = {}
     asked = layers is not None or max_bytes is not None or bpp is not None
-    if not quiet or (not result.exact and not asked):
-        click.echo(f"{output}: {result.image.shape[1]}x{result.image.shape[0]}, {result.describe()}", err=True)
+
+    def work(source: Path, target: Path, progress: bool) -> dict:
+        parsed = parse_file(_read_input(source))
+        name = model or registered_or_default(parsed.header.model_name)
+        if name not in codecs:
+            codecs[name] = _codec(name, device, max_pixels, max_work)
+        result = codecs[name].decode_result(parsed, layers=layers, max_bytes=max_bytes, bpp=bpp,
+                                            completion_steps=completion_steps, progress=progress)
+        fmt = formats[target]
+        _write_output(target, image=to_pil(result.image), fmt=fmt)
+        if fmt not in _LOSSLESS_SAVE:
+            click.echo(f"warning: {fmt} does not store the pixels exactly: {target} differs from the decoded "
+                       "image (use .png for the exact pixels)", err=True)
+        line = f"{target}: {result.image.shape[1]}x{result.image.shape[0]}, {result.describe()}"
+        if quiet and not result.exact and not asked and not as_json:
+            click.echo(line, err=True)  # a preview the user did not ask for is said even with -q
+        return {"input": str(source), "output": str(target), "width": result.image.shape[1],
+                "height": result.image.shape[0], "layers_used": result.layers_used,
+                "layers_total": result.layers_total, "bytes_used": result.bytes_used,
+                "bytes_total": result.bytes_total, "exact": result.exact, "line": line}
+
+    _run(pairs, batch, work, quiet, as_json, "decode")
 
 
 @main.command()

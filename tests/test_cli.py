@@ -300,10 +300,58 @@ def test_hostile_numbers_and_paths_get_one_line(coding_setup, tmp_path):
     result = run("truncate", dfc, "-o", tmp_path / "t.dfc", "--bpp", "1e308")
     assert result.exit_code == 0 and (tmp_path / "t.dfc").read_bytes() == dfc.read_bytes()
     assert run("decode", dfc, "-o", tmp_path / "s.png", "--steps", "1001").exit_code == 2
-    assert_one_line_error(run("encode", tmp_path, "-o", tmp_path / "d.dfc", "--model", model_path), "is a folder")
+    from diffcodec.errors import ImageReadError
+    from diffcodec.images import read_image
+
+    with pytest.raises(ImageReadError, match="is a folder, not an image"):
+        read_image(tmp_path)  # (the CLI encodes a folder's images: test_many_files_at_once)
     assert_one_line_error(run("decode", dfc, "-o", tmp_path / "m.png", "--model", dfc), "is a .dfc image file")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     result = run("decode", dfc, "-o", tmp_path / "j.png", "--model", junk)
     assert_one_line_error(result, "not a diffcodec checkpoint")
     assert "weights_only" not in result.output
+
+
+def test_many_files_at_once(coding_setup, tmp_path):
+    """A folder (or several files) into an output folder: one model load, a bad file fails
+    alone with one line, the summary counts it, and the exit status says so."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import synthetic_image
+
+    model_path, _, _ = coding_setup
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = {f"p{i}": synthetic_image(12, 16, "shapes", seed=i) for i in range(2)}
+    for name, image in images.items():
+        Image.fromarray(image).save(folder / f"{name}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("not an image either, and not taken as one")
+    result = run("encode", folder, "-o", tmp_path / "coded", "--model", model_path)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.png" in errors[0]
+    assert "encoded 2 of 3 files" in result.output and "1 failed" in result.output
+    assert sorted(p.name for p in (tmp_path / "coded").iterdir()) == ["p0.dfc", "p1.dfc"]
+    result = run("decode", tmp_path / "coded", "-o", tmp_path / "decoded", "--model", model_path, "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert report["files"] == 2 and report["failed"] == 0 and all(r["exact"] for r in report["results"])
+    for name, image in images.items():
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "decoded" / f"{name}.png")), image)
+    result = run("encode", folder / "p0.png", folder / "p1.png", "-o", tmp_path / "two", "--model", model_path,
+                 "--json", "-q")
+    assert result.exit_code == 0 and json.loads(result.stdout)["bytes"] > 0
+    single = json.loads(run("encode", folder / "p0.png", "-o", tmp_path / "one.dfc", "--model", model_path,
+                            "--json").stdout)
+    assert single["output"].endswith("one.dfc") and single["bytes"] == (tmp_path / "one.dfc").stat().st_size
+    (tmp_path / "a_file").write_text("")
+    assert_one_line_error(run("encode", folder, "-o", tmp_path / "a_file", "--model", model_path),
+                          "several inputs need an output folder")
+    assert_one_line_error(run("encode", folder, "-o", tmp_path / "coded", "--model", model_path), "already exists")
+    assert_one_line_error(run("encode", tmp_path / "decoded", folder / "p0.png", "-o", tmp_path / "x",
+                              "--model", model_path), "would both be written")

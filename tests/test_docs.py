@@ -64,6 +64,8 @@ def test_the_cli_examples_run_on_a_photo(tmp_path, monkeypatch):
     commands = _commands(block)
     assert {c[0] for c in commands} >= {"encode", "decode", "info", "truncate"}
     Image.open(SAMPLE).crop((80, 60, 240, 188)).save(tmp_path / "photo.png")  # 160x128: 0.2 bpp holds a layer
+    (tmp_path / "photos").mkdir()
+    Image.open(SAMPLE).crop((0, 0, 64, 48)).save(tmp_path / "photos" / "small.png")
     _run(commands, tmp_path, monkeypatch)
     exact = np.asarray(Image.open(tmp_path / "exact.png"))
     assert np.array_equal(exact, np.asarray(Image.open(tmp_path / "photo.png").convert("RGB")))
