@@ -504,6 +504,52 @@ def decode(sources, output, layers, max_bytes, bpp, completion_steps, max_pixels
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
+              help="Folder for the previews (made if missing).")
+@click.option("--original", type=click.Path(path_type=Path), help="The original image: PSNR in the labels.")
+@click.option("--steps", "completion_steps", default=0, show_default=True, type=click.IntRange(0, 1000),
+              help="Reverse diffusion steps after each preview's last layer (0 = denoised estimate).")
+@_model_option
+@_device_option
+@_force_option
+@_quiet_option
+@friendly_errors
+def previews(source, output, original, completion_steps, model, device, force, quiet):
+    """The image after every layer of a progressive file, and a contact sheet of them."""
+    from .images import read_image, to_pil
+    from .format import parse_file
+    from .model import registered_or_default
+    from .sheet import contact_sheet, labels
+
+    data = _read_input(source)
+    header = parse_file(data).header
+    names = [f"{source.stem}.layer{k}.png" for k in range(len(header.layers) + 1)] + [f"{source.stem}.sheet.png"]
+    if output.exists() and not output.is_dir():
+        raise DiffcodecError(f"{output} is a file: give a folder for the previews")
+    if not output.parent.is_dir():
+        raise DiffcodecError(f"output folder does not exist: {output.parent}")
+    for name in names:
+        if output.is_dir():
+            _check_output(output / name, force)
+    reference = read_image(original) if original is not None else None
+    codec = _codec(model or registered_or_default(header.model_name), device)
+    images = codec.decode_every_layer(data, completion_steps=completion_steps)
+    if reference is not None and reference.shape != images[-1].shape:
+        raise DiffcodecError(f"{original} is {reference.shape[1]}x{reference.shape[0]}, the file's image "
+                             f"{images[-1].shape[1]}x{images[-1].shape[0]}: not its original")
+    captions = labels(data, images, reference)
+    output.mkdir(exist_ok=True)
+    for name, image in zip(names, images):
+        _write_output(output / name, image=to_pil(image), fmt="PNG")
+    _write_output(output / names[-1], image=contact_sheet(images, captions), fmt="PNG")
+    if not quiet:
+        for name, caption in zip(names, captions):
+            click.echo(f"{output / name}: {caption}", err=True)
+        click.echo(f"{output / names[-1]}: the contact sheet", err=True)
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @friendly_errors
 def info(source, as_json):

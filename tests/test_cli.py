@@ -355,3 +355,27 @@ def test_many_files_at_once(coding_setup, tmp_path):
     assert_one_line_error(run("encode", folder, "-o", tmp_path / "coded", "--model", model_path), "already exists")
     assert_one_line_error(run("encode", tmp_path / "decoded", folder / "p0.png", "-o", tmp_path / "x",
                               "--model", model_path), "would both be written")
+
+
+def test_previews_and_their_contact_sheet(coding_setup, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    model_path, image, source = coding_setup
+    dfc = tmp_path / "a.dfc"
+    assert run("encode", source, "-o", dfc, "--model", model_path, "-q", "--steps", "2").exit_code == 0
+    out = tmp_path / "previews"
+    result = run("previews", dfc, "-o", out, "--model", model_path, "--original", source)
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["a.layer0.png", "a.layer1.png", "a.layer2.png", "a.layer3.png", "a.sheet.png"]
+    assert np.array_equal(np.asarray(Image.open(out / "a.layer3.png")), image)  # the tail: exact
+    assert "exact" in result.output.splitlines()[3] and " dB" in result.output.splitlines()[1]
+    assert Image.open(out / "a.sheet.png").width > image.shape[1]
+    assert_one_line_error(run("previews", dfc, "-o", out, "--model", model_path), "already exists")
+    (tmp_path / "file").write_text("")
+    assert_one_line_error(run("previews", dfc, "-o", tmp_path / "file", "--model", model_path), "is a file")
+    other = tmp_path / "other.png"
+    Image.fromarray(image[:5]).save(other)
+    assert_one_line_error(run("previews", dfc, "-o", tmp_path / "p2", "--model", model_path, "--original", other),
+                          "not its original")
