@@ -409,21 +409,29 @@ def _run(pairs: list, batch: bool, work, quiet: bool, as_json: bool, what: str) 
 @click.option("--steps", default=None, type=click.IntRange(1, 1024),
               help="Progressive: layers placed by rate, ending at 0.05, 0.2, 0.8, 3.2 ... bpp [default: 2] (the bits-back tail follows); lossless: chain length [default: 32].")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**64 - 1), help="Seed of the shared dither.")
+@click.option("--bpp", "target_bpp", type=FiniteFloat(min=0, min_open=True),
+              help="A lossy file of at most B bits per pixel: layers on the ladder, the last ending there, no tail.")
+@click.option("--bytes", "target_bytes", type=click.IntRange(min=1), help="A lossy file of at most N bytes (as --bpp).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 @_model_option
 @_device_option
 @_force_option
 @_quiet_option
 @friendly_errors
-def encode(sources, output, mode, steps, seed, as_json, model, device, force, quiet):
+def encode(sources, output, mode, steps, seed, target_bpp, target_bytes, as_json, model, device, force, quiet):
     """Encode images (files, or the images of a folder) into .dfc files, loading the model once."""
     import time
 
     from PIL import Image
 
-    from .format.container import parse_header
+    from .format.container import NO_TAIL, parse_header
     from .images import read_image
 
+    if target_bpp is not None and target_bytes is not None:
+        raise DiffcodecError("give at most one of --bpp and --bytes")
+    if (target_bpp is not None or target_bytes is not None) and (steps is not None or mode == "lossless"):
+        raise DiffcodecError("a size target makes a lossy progressive file: its layers are placed by the target "
+                             "(no --steps, no --mode lossless)")
     Image.init()
     pairs, batch = _pairs(sources, output, ".dfc", set(Image.EXTENSION), force)
     codecs: dict[str, object] = {}  # loaded at the first image that reads (a bad image is said first)
@@ -433,12 +441,14 @@ def encode(sources, output, mode, steps, seed, as_json, model, device, force, qu
         if not codecs:
             codecs["model"] = _codec(model or "default", device)
         start = time.perf_counter()
-        data = codecs["model"].encode(array, steps=steps, seed=seed, mode=mode, progress=progress)
+        data = codecs["model"].encode(array, steps=steps, seed=seed, mode=mode, progress=progress,
+                                      bpp=target_bpp, max_bytes=target_bytes)
         seconds = time.perf_counter() - start
         _write_output(target, data)
         h, w = array.shape[:2]
         header, _ = parse_header(data)
-        shape = f"{len(header.layers)} layers" if mode == "progressive" else str(header.mode)
+        shape = str(header.mode) if mode != "progressive" else f"{len(header.layers)} layers" + (
+            ", lossy" if header.tail_mode == NO_TAIL else "")
         line = (f"{target}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp "
                 f"({8 * len(data) / array.size:.4f} bits/dim), {shape}, {seconds:.2f} s")
         return {"input": str(source), "output": str(target), "bytes": len(data), "pixels": h * w,

@@ -7,6 +7,7 @@ reads one. Only this module maps a CodedImage to and from the container's header
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from .coding import entropy, lossless, progressive
 from .coding.coded import CodedImage, Context
 from .coding.runner import DEFAULT_TILE, ModelRunner, Tiling, threads_for_free_cores
 from .errors import DiffcodecError, LimitError, boundary, does_not_decode
+from .coding.placement import layer_targets
 from .format.container import (MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE,
-                               ContainerError, DfcFile, Header, Mode, pack_file, parse_file)
+                               NO_TAIL, ContainerError, DfcFile, Header, Mode, chunk_count, pack_file, parse_file)
 from .images import PreparedImage, prepare, restore
 from .model import DiffusionModel, load_named_model
 
@@ -26,6 +28,14 @@ DEFAULT_STEPS = progressive.DEFAULT_STEPS
 DEFAULT_LOSSLESS_STEPS = lossless.DEFAULT_STEPS
 MAX_STEPS = 1024
 MAX_COMPLETION_STEPS = 1000  # completion is sampling: past a few hundred steps it only costs time
+MIN_LAYER_BYTES = 16  # a size target must leave at least this much for the layers
+
+
+def header_bound(layers: int, chunks_per_layer: int, alpha: bytes, model_name: str) -> int:
+    """Bytes a progressive header can take at most (encode to a size aims below the target by
+    it): the fixed fields and the model's name, the alpha plane, and per layer its symbol
+    range, CRC, estimate and count varints, and a length varint and a check per chunk."""
+    return 96 + len(model_name) + len(alpha) + layers * (20 + 8 * chunks_per_layer)
 
 
 def decode_work(header: Header) -> int:
@@ -103,11 +113,22 @@ class Decoded:
     exact: bool  # the original pixels, not a best-effort preview of a prefix
     bytes_used: int = 0  # of the file: the header and the chunks that went into the image
     bytes_total: int = 0  # of the whole file, as its header describes it
+    lossy: bool = False  # the file has no exact end (written to a size target)
+
+    @property
+    def whole(self) -> bool:
+        """Whether all of the file went into the image."""
+        return self.bytes_used == self.bytes_total and not self.partial
 
     def describe(self) -> str:
         """One line: how far the decode got."""
         part = f" and part of layer {self.layers_used + 1}" if self.partial else ""
-        state = "exact" if self.exact else "a preview from a prefix, not the original pixels"
+        if self.exact:
+            state = "exact"
+        elif self.lossy and self.whole:
+            state = "a lossy file, whole: not the original pixels"
+        else:
+            state = "a preview from a prefix, not the original pixels"
         return (f"{self.layers_used} of {self.layers_total} layers{part}, {self.bytes_used} of "
                 f"{self.bytes_total} bytes ({state})")
 
@@ -137,7 +158,8 @@ class Codec:
         return Context(self.runner, Tiling(self.tile), seed)
 
     def encode(self, image, steps: int | None = None, seed: int = 0, mode: str | Mode = "progressive",
-               progress: bool = False, stored_fallback: bool = True) -> bytes:
+               progress: bool = False, stored_fallback: bool = True, bpp: float | None = None,
+               max_bytes: int | None = None) -> bytes:
         """Encode an image (PIL, array or tensor) into a .dfc file.
 
         ``mode="progressive"``: truncatable layers, one per reverse step, ``steps`` placed by
@@ -146,10 +168,15 @@ class Codec:
         a coder without the model does better, the file uses it instead (mode "predictive" or
         "stored", coding/stored.py), unless ``stored_fallback`` is False (which holds a
         progressive file's tail to bits-back coding as well).
+        ``bpp`` or ``max_bytes``: a lossy progressive file of at most that size, its layers on
+        the rate ladder below it and the last placed to end there, without the exact tail
+        (``steps`` is then chosen by the target).
         """
         mode = Mode.parse(mode)
         if mode in (Mode.STORED, Mode.PREDICTIVE):
             raise DiffcodecError(f"mode '{mode}' is chosen by the lossless encoder, not asked for")
+        if bpp is not None or max_bytes is not None:
+            return self._encode_to_size(image, seed, mode, progress, bpp, max_bytes)
         steps = steps or (DEFAULT_STEPS if mode == Mode.PROGRESSIVE else DEFAULT_LOSSLESS_STEPS)
         if not 1 <= steps <= MAX_STEPS:
             raise DiffcodecError(f"steps must be between 1 and {MAX_STEPS}")
@@ -167,6 +194,41 @@ class Codec:
         else:
             coded = lossless.encode(context, prepared.rgb, steps, progress, stored_fallback)
         return pack_file(header_of(coded, prepared, context, self.chunk_symbols, steps), coded.chunks)
+
+    def _encode_to_size(self, image, seed: int, mode: Mode, progress: bool, bpp: float | None,
+                        max_bytes: int | None) -> bytes:
+        """A lossy file of at most ``max_bytes`` (or ``bpp`` bits per pixel) bytes. The layers
+        aim below the target by a bound on the header; a file that still comes out larger (a
+        layer's cost overshot its estimate) is cut to the target on a chunk boundary."""
+        if mode != Mode.PROGRESSIVE:
+            raise DiffcodecError("a size target makes a lossy progressive file: not with --mode lossless")
+        if (bpp is None) == (max_bytes is None):
+            raise DiffcodecError("give one size target: bpp or max_bytes")
+        if bpp is not None and (isinstance(bpp, bool) or not isinstance(bpp, numbers.Real)
+                                or not math.isfinite(bpp) or bpp <= 0):
+            raise DiffcodecError(f"bpp must be a positive finite number, not {bpp!r}")
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral)
+                                      or max_bytes < 1):
+            raise DiffcodecError(f"max_bytes must be a whole number of at least 1, not {max_bytes!r}")
+        prepared = prepare(image)
+        height, width, _ = prepared.rgb.shape
+        if max(height, width) > MAX_SIDE:
+            raise DiffcodecError(f"images up to {MAX_SIDE} pixels a side are supported")
+        target = max_bytes if max_bytes is not None else int(min(bpp * height * width / 8, 2**40))
+        layers = len(layer_targets(8 * target / (height * width)))
+        header = header_bound(layers, 1 + chunk_count(3 * height * width, self.chunk_symbols), prepared.alpha,
+                              self.runner.name)
+        if target < header + MIN_LAYER_BYTES:
+            raise DiffcodecError(f"a target of {target} bytes leaves no room for a layer after the header "
+                                 f"(up to {header} bytes for this image)")
+        with boundary("encoding"), threads_for_free_cores():
+            context = self._context(seed & (2**64 - 1))
+            coded = progressive.encode(context, prepared.rgb, 1, self.chunk_symbols, progress,
+                                       target_bits=8 * (target - header))
+            data = pack_file(header_of(coded, prepared, context, self.chunk_symbols, coded.steps), coded.chunks)
+        if len(data) > target:
+            data = data[: parse_file(data).prefix(max_bytes=target).size]
+        return data
 
     def _decoding(self, f: DfcFile) -> tuple[Context, CodedImage]:
         """The context and coded image of a parsed file, refused if written with another model."""
@@ -215,7 +277,8 @@ class Codec:
                                                         and np.all(rgb[:, :, 1] == rgb[:, :, 2])):
             raise does_not_decode("a grey image decodes to colour")  # (only grey was ever coded)
         image = restore(rgb, header.channels, header.alpha_kind, header.alpha)
-        return Decoded(image, header.mode, used, len(header.layers), partial, exact, f.size, f.full_size)
+        lossy = header.mode == Mode.PROGRESSIVE and header.tail_mode == NO_TAIL
+        return Decoded(image, header.mode, used, len(header.layers), partial, exact, f.size, f.full_size, lossy)
 
     def decode(self, data: bytes | DfcFile, layers: int | None = None, max_bytes: int | None = None,
                completion_steps: int = 0, progress: bool = False) -> np.ndarray:
@@ -223,7 +286,7 @@ class Codec:
         prefix (no budget asked for) decodes to a preview, with a PrefixWarning."""
         result = self.decode_result(data, layers=layers, max_bytes=max_bytes,
                                     completion_steps=completion_steps, progress=progress)
-        if not result.exact and layers is None and max_bytes is None:
+        if not result.exact and not result.whole and layers is None and max_bytes is None:
             warnings.warn(PrefixWarning(f"the file is a prefix: {result.describe()}"), stacklevel=2)
         return result.image
 

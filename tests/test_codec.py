@@ -253,3 +253,31 @@ def test_layers_end_near_the_rungs_of_the_rate_ladder(codec):
     cumulative = np.cumsum([layer.size for layer in header.layers[:4]]) * 8 / (128 * 128)
     for rung, bpp in zip([RATE_START * RATE_GROWTH ** k for k in (2, 3)], cumulative[2:]):
         assert abs(bpp / rung - 1) < 2 * PLACEMENT_TOLERANCE, cumulative
+
+
+def test_encode_to_a_size_target(codec):
+    """A lossy file of at most the target: layers on the ladder, the last ending at the
+    target, no tail; its whole decode is a lossy image, not a prefix (no PrefixWarning)."""
+    import warnings
+
+    from diffcodec.format.container import NO_TAIL
+
+    image = synthetic_image(48, 64, "shapes", seed=4)
+    for kwargs, limit in ((dict(bpp=3.0), 3 * 48 * 64 // 8), (dict(max_bytes=900), 900)):
+        data = codec.encode(image, **kwargs)
+        assert len(data) <= limit
+        header = parse_file(data).header
+        assert header.tail_mode == NO_TAIL and len(header.layers) == header.lossy_steps == header.steps
+        result = codec.decode_result(data)
+        assert not result.exact and result.whole and "a lossy file, whole" in result.describe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            codec.decode(data)
+        assert codec.decode(data, layers=1).shape == image.shape  # still progressive
+    with pytest.raises(DiffcodecError, match="leaves no room for a layer"):
+        codec.encode(image, max_bytes=100)
+    with pytest.raises(DiffcodecError, match="not with --mode lossless"):
+        codec.encode(image, bpp=1.0, mode="lossless")
+    for bad in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(DiffcodecError, match="bpp must be"):
+            codec.encode(image, bpp=bad)

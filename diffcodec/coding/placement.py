@@ -8,6 +8,8 @@ whose cost is what is left to that rung.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..format.container import MIN_STEP, TIME_UNITS
@@ -27,6 +29,17 @@ PLACEMENT_TOLERANCE = 0.1
 # A rung counts as reached once the layers spent more than 1/TARGET_MARGIN of it: a layer that
 # overshot its own rung by a little must not leave a sliver of a layer for the next rung.
 TARGET_MARGIN = 1.2
+
+
+def layer_targets(target_bpp: float) -> list[float]:
+    """The cumulative bpp at which each layer of a file with a size target ends: the rungs of
+    the ladder at most half a rung (in ratio) below the target, then the target itself (a
+    thinner last layer would cost more than it shows)."""
+    targets, rung = [], RATE_START
+    while rung * math.sqrt(RATE_GROWTH) <= target_bpp:
+        targets.append(rung)
+        rung *= RATE_GROWTH
+    return targets + [target_bpp]
 
 
 def next_target(spent_bpp: float) -> float:

@@ -40,12 +40,12 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DiffcodecError, does_not_decode
-from ..format.container import BLEND_LEVELS, MAX_SYMBOL, TIME_UNITS, LayerInfo, Mode, chunk_count
+from ..format.container import BLEND_LEVELS, MAX_SYMBOL, NO_TAIL, TIME_UNITS, LayerInfo, Mode, chunk_count
 from ..model import diffusion as dm
 from ..model import exact
 from . import entropy, layer_plan, randomness, tail, transform
 from .coded import CodedImage, Context
-from .placement import PLACEMENT_TOLERANCE, PLACEMENT_TRIALS, Placer, next_target
+from .placement import PLACEMENT_TOLERANCE, PLACEMENT_TRIALS, Placer, layer_targets, next_target
 from .progress import progress_bar
 from .uq_step import Box, Step
 
@@ -122,11 +122,15 @@ def best_blend(x: np.ndarray, x_eps: np.ndarray, x_progressive: np.ndarray) -> i
 
 # -- encoding ------------------------------------------------------------------------------
 def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, progress: bool = False,
-           stored_fallback: bool = True) -> CodedImage:
+           stored_fallback: bool = True, target_bits: float | None = None) -> CodedImage:
     """The progressive layers of an (H, W, 3) uint8 image: ``steps`` rate-placed step
-    layers, then the tail (bits-back, or a fallback coder where smaller and ``stored_fallback``)."""
+    layers, then the tail (bits-back, or a fallback coder where smaller and ``stored_fallback``).
+    With ``target_bits``: a lossy file, its step layers on the rate ladder below the target
+    and the last placed to end at it (placement.layer_targets), and no tail."""
     height, width = rgb.shape[:2]
     pixels = height * width
+    targets = None if target_bits is None else layer_targets(target_bits / pixels)
+    steps = steps if targets is None else len(targets)
     x = dm.scale_pixels_array(rgb)
     sample = layer_plan.FitSample(height, width)
     placer = Placer(context.runner)
@@ -148,7 +152,8 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
             return offsets, *layer_plan.fit(offsets, dither, sample)
 
         half_error = 0.5 * float(np.sum(error * error))  # KL per unit of SNR
-        want = (next_target(spent / pixels) * pixels - spent) * exact.LN2
+        goal = next_target(spent / pixels) if targets is None else max(targets[layer], spent / pixels)
+        want = max(goal * pixels - spent, 8.0) * exact.LN2  # (a lossy file's last layer may have nothing left)
         room = steps - layer  # the later layers and the tail: at least MIN_STEP each
         s_index = placer.time_for(t_index, want / max(half_error, 1e-30), room)  # the KL's guess
         costs: dict[int, float] = {}  # nats of each time tried
@@ -181,8 +186,11 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
         spent += 8 * info.size
         z = step.latent(symbols)
         box = box.narrowed(step.bounds(symbols))
-    x_eps, x_progressive = chain.predict(z, steps)  # the display at the tail's start
+    x_eps, x_progressive = chain.predict(z, steps)  # the display at the tail's start (or the file's end)
     chain.blends.append(best_blend(x, x_eps, x_progressive))
+    if targets is not None:
+        return CodedImage(Mode.PROGRESSIVE, infos, chunks, height, width, steps=steps, chunk_symbols=chunk_symbols,
+                          times=chain.times, blends=chain.blends, lossy_steps=steps, tail_mode=NO_TAIL)
     end = tail.encode(context, rgb, z, chain.times[-1], stored_fallback)
     times = chain.times + (end.times[1:] if end.mode == Mode.LOSSLESS else [0])
     return CodedImage(Mode.PROGRESSIVE, infos + end.layers, chunks + end.chunks, height, width,
@@ -279,7 +287,7 @@ def walk(chain: LayerChain, coded: CodedImage, progress: bool = False) -> Iterat
             yield point
             return
     yield point
-    if not coded.complete(steps):
+    if coded.tail_mode == NO_TAIL or not coded.complete(steps):
         return
     yield Pixels(steps + 1, tail.decode(chain.context, coded, point.z))
 

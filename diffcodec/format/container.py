@@ -61,6 +61,7 @@ MAX_GRID_STEPS = 1100  # steps of a chain: --steps up to 1024, plus the progress
 MIN_TILE, MAX_TILE = 64, (1 << 16) - 1
 MIN_CHUNK_SYMBOLS, MAX_CHUNK_SYMBOLS = 64, 1 << 18
 MAX_SYMBOL = 1 << 20  # |low|, |high| of a layer's symbol range
+NO_TAIL = 0  # a progressive file's tail_mode when it has none: a lossy file of step layers only
 BAND_SCALE_BYTES = 108  # a progressive step layer's first chunk (its plan) starts with one scale byte per band
 BLEND_LEVELS = 16  # a progressive step's direct-head weight is a multiple of 1 / BLEND_LEVELS
 MIN_STEP = TIME_UNITS >> 12  # shortest progressive step in t: 1/4096
@@ -134,7 +135,7 @@ class Header:
     times: list[int] = field(default_factory=list)  # explicit grid: t of each step boundary, t = 1 first, 2^-24 units
     lossy_steps: int = 0  # progressive: how many of the step layers are placed by rate
     blends: list[int] = field(default_factory=list)  # progressive: direct-head weight at each step layer's start and the tail's
-    tail_mode: int = 0  # progressive: the tail's coder, a Mode: LOSSLESS (bits-back), PREDICTIVE or STORED
+    tail_mode: int = 0  # progressive: the tail's coder, a Mode: LOSSLESS (bits-back), PREDICTIVE or STORED; NO_TAIL
 
 
 @dataclass
@@ -410,22 +411,30 @@ def validate_header(h: Header) -> None:
             raise bad("empty layer or chunk")
     symbols = 3 * h.height * h.width
     per_layer = chunk_count(symbols, h.chunk_symbols)
-    if h.time_grid == "explicit" and (len(h.times) != h.steps + 1 or h.times[0] != TIME_UNITS or h.times[-1] != 0
+    ends = h.times[-1] == 0 or (h.mode == Mode.PROGRESSIVE and h.tail_mode == NO_TAIL and h.times[-1] > 0)
+    if h.time_grid == "explicit" and (len(h.times) != h.steps + 1 or h.times[0] != TIME_UNITS or not ends
                                       or any(a - b < MIN_STEP for a, b in zip(h.times, h.times[1:]))):
         raise bad("invalid time grid")
     if h.time_grid == "uniform" and h.times:
         raise bad("times stored for a uniform grid")
     if h.mode == Mode.PROGRESSIVE:
-        if h.time_grid != "explicit" or len(h.layers) != h.lossy_steps + 1 or not 1 <= h.lossy_steps < h.steps:
+        lossy = h.tail_mode == NO_TAIL  # a lossy file: the step layers only (encode --bpp / --bytes)
+        steps_left = 0 if lossy else 1  # the tail's steps: at least one
+        if (h.time_grid != "explicit" or len(h.layers) != h.lossy_steps + (not lossy) or h.lossy_steps < 1
+                or h.steps - h.lossy_steps < steps_left or (lossy and h.steps != h.lossy_steps)):
             raise bad("the layer count does not match the time grid")
         if len(h.blends) != h.lossy_steps + 1 or max(h.blends) > BLEND_LEVELS:
             raise bad("invalid blend weights")
-        for layer in h.layers[:-1]:
+        for layer in h.layers[: h.lossy_steps]:
             lengths = layer.chunk_lengths
             if lengths[0] < BAND_SCALE_BYTES or len(lengths) > 1 + per_layer or any(n % 4 for n in lengths[1:]):
                 raise bad("invalid step layer chunks")
-        _validate_whole(h, h.layers[-1], Mode(h.tail_mode) if h.tail_mode in Mode._value2member_map_ else None,
-                        h.steps - h.lossy_steps, "tail")
+        if lossy:
+            if h.bands or h.chain_scales:
+                raise bad("lossless fields in a lossy file")
+        else:
+            _validate_whole(h, h.layers[-1], Mode(h.tail_mode) if h.tail_mode in Mode._value2member_map_ else None,
+                            h.steps - h.lossy_steps, "tail")
     else:
         if len(h.layers) != 1:
             raise bad(f"a {h.mode} file has one layer")
