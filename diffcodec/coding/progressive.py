@@ -152,8 +152,10 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
             return offsets, *layer_plan.fit(offsets, dither, sample)
 
         half_error = 0.5 * float(np.sum(error * error))  # KL per unit of SNR
-        goal = next_target(spent / pixels) if targets is None else max(targets[layer], spent / pixels)
-        want = max(goal * pixels - spent, 8.0) * exact.LN2  # (a lossy file's last layer may have nothing left)
+        if targets is None:
+            want = (next_target(spent / pixels) * pixels - spent) * exact.LN2
+        else:  # (a layer that overshot may leave the next little: it still aims at a byte)
+            want = max(targets[layer] * pixels - spent, 8.0) * exact.LN2
         room = steps - layer  # the later layers and the tail: at least MIN_STEP each
         s_index = placer.time_for(t_index, want / max(half_error, 1e-30), room)  # the KL's guess
         costs: dict[int, float] = {}  # nats of each time tried
