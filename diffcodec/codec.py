@@ -29,6 +29,11 @@ DEFAULT_LOSSLESS_STEPS = lossless.DEFAULT_STEPS
 MAX_STEPS = 1024
 MAX_COMPLETION_STEPS = 1000  # completion is sampling: past a few hundred steps it only costs time
 MIN_LAYER_BYTES = 16  # a size target must leave at least this much for the layers
+# A layer's real cost can overshoot the placer's aim (its tolerance is 10 %): a file over
+# its size target is encoded again aiming lower by the overshoot and a little more, and cut
+# on a chunk boundary only if that fails too.
+SIZE_TRIES = 3
+SIZE_RETRY_MARGIN = 0.98
 
 
 def header_bound(layers: int, chunks_per_layer: int, alpha: bytes, model_name: str) -> int:
@@ -199,7 +204,7 @@ class Codec:
                         max_bytes: int | None) -> bytes:
         """A lossy file of at most ``max_bytes`` (or ``bpp`` bits per pixel) bytes. The layers
         aim below the target by a bound on the header; a file that still comes out larger (a
-        layer's cost overshot its estimate) is cut to the target on a chunk boundary."""
+        layer's cost overshot its estimate) is encoded again (SIZE_TRIES)."""
         if mode != Mode.PROGRESSIVE:
             raise DiffcodecError("a size target makes a lossy progressive file: not with --mode lossless")
         if (bpp is None) == (max_bytes is None):
@@ -221,14 +226,17 @@ class Codec:
         if target < header + MIN_LAYER_BYTES:
             raise DiffcodecError(f"a target of {target} bytes leaves no room for a layer after the header "
                                  f"(up to {header} bytes for this image)")
+        budget = 8.0 * (target - header)
         with boundary("encoding"), threads_for_free_cores():
             context = self._context(seed & (2**64 - 1))
-            coded = progressive.encode(context, prepared.rgb, 1, self.chunk_symbols, progress,
-                                       target_bits=8 * (target - header))
-            data = pack_file(header_of(coded, prepared, context, self.chunk_symbols, coded.steps), coded.chunks)
-        if len(data) > target:
-            data = data[: parse_file(data).prefix(max_bytes=target).size]
-        return data
+            for _ in range(SIZE_TRIES):
+                coded = progressive.encode(context, prepared.rgb, 1, self.chunk_symbols, progress, target_bits=budget)
+                data = pack_file(header_of(coded, prepared, context, self.chunk_symbols, coded.steps), coded.chunks)
+                if len(data) <= target:
+                    return data
+                layers_bits = 8.0 * sum(layer.size for layer in coded.layers)  # aim lower by the overshoot
+                budget *= SIZE_RETRY_MARGIN * max(layers_bits - 8.0 * (len(data) - target), 8.0) / layers_bits
+        return data[: parse_file(data).prefix(max_bytes=target).size]
 
     def _decoding(self, f: DfcFile) -> tuple[Context, CodedImage]:
         """The context and coded image of a parsed file, refused if written with another model."""

@@ -1,0 +1,67 @@
+"""Encoding to a size against cutting a whole file to it: for each image and target,
+``encode --bpp B`` (a lossy file whose last layer is placed to end at B) against
+``truncate --bpp B`` of the whole default-style file with ``--steps`` layers, decoded at
+the same budget. Both must stay within the target; the PSNR says which image is better.
+
+    python benchmarks/size_target.py IMAGES_DIR --targets 0.25 0.5 1 --limit 3 --out results/size_target
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import load_codec, load_images, markdown_table, psnr, write_json  # noqa: E402
+from diffcodec.format import parse_file  # noqa: E402
+
+
+def measure(codec, name: str, image: np.ndarray, targets: list[float], steps: int) -> list[dict]:
+    pixels = image.shape[0] * image.shape[1]
+    whole = codec.encode(image, steps=steps)
+    rows = []
+    for bpp in targets:
+        start = time.perf_counter()
+        sized = codec.encode(image, bpp=bpp)
+        seconds = time.perf_counter() - start
+        cut = whole[: parse_file(whole).prefix(bpp=bpp).size]
+        rows.append(dict(image=name, target=bpp, sized_bpp=8 * len(sized) / pixels,
+                         sized_psnr=psnr(image, codec.decode(sized)), sized_seconds=seconds,
+                         cut_bpp=8 * len(cut) / pixels, cut_psnr=psnr(image, codec.decode(cut, max_bytes=len(cut)))))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", type=Path)
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    parser.add_argument("--steps", type=int, default=4, help="layers of the whole file that is cut")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--out", type=Path, default=Path("results/size_target"))
+    args = parser.parse_args()
+    codec = load_codec(args.model)
+    rows = [row for name, image in load_images(args.images, args.limit)
+            for row in measure(codec, name, image, args.targets, args.steps)]
+    table = []
+    for bpp in args.targets:
+        mine = [r for r in rows if r["target"] == bpp]
+        table.append([bpp, f"{np.mean([r['sized_bpp'] for r in mine]):.4f}", f"{np.mean([r['sized_psnr'] for r in mine]):.2f}",
+                      f"{np.mean([r['cut_bpp'] for r in mine]):.4f}", f"{np.mean([r['cut_psnr'] for r in mine]):.2f}",
+                      f"{np.mean([r['sized_seconds'] for r in mine]):.1f}"])
+    text = markdown_table(["target bpp", "encode --bpp: bpp", "PSNR dB", f"truncate of a {args.steps}-layer file: bpp",
+                           "PSNR dB", "encode s"], table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "size_target.json", dict(model=args.model, steps=args.steps, rows=rows))
+    (args.out / "size_target.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
