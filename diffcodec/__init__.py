@@ -24,9 +24,11 @@ __all__ = [
 ]
 
 
-def encode(image, steps: int | None = None, model="default", seed: int = 0, mode: str = "progressive") -> bytes:
-    """Encode an image into .dfc bytes with the named model (or a checkpoint path / model)."""
-    return Codec(model).encode(image, steps=steps, seed=seed, mode=mode)
+def encode(image, steps: int | None = None, model="default", seed: int = 0, mode: str = "progressive",
+           bpp: float | None = None, max_bytes: int | None = None) -> bytes:
+    """Encode an image into .dfc bytes with the named model (or a checkpoint path / model);
+    ``bpp`` or ``max_bytes``: a lossy file of at most that size (Codec.encode)."""
+    return Codec(model).encode(image, steps=steps, seed=seed, mode=mode, bpp=bpp, max_bytes=max_bytes)
 
 
 def _codec_for(f: DfcFile, model) -> Codec:

@@ -278,7 +278,17 @@ def _read_input(path: Path) -> bytes:
         raise DiffcodecError(f"file not found: {path}")
     if not path.is_file():
         raise DiffcodecError(f"not a file: {path}")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DiffcodecError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise DiffcodecError(f"cannot make the folder {path}: {exc.strerror or exc}") from None
 
 
 def _codec(model: str, device: str, max_pixels: int | None = None, max_work: int | None = None):
@@ -325,7 +335,8 @@ def _budget(func):
     return func
 
 
-def _pairs(sources: tuple[Path, ...], output: Path, suffix: str, kinds: set[str], force: bool) -> tuple[list, bool]:
+def _pairs(sources: tuple[Path, ...], output: Path, suffix: str, kinds: set[str], what: str,
+           force: bool) -> tuple[list, bool]:
     """(input, output) per file, checked before any work, and whether it is a batch: one input
     file goes to the file OUTPUT; several inputs, or a folder's files with a suffix in
     ``kinds``, go into the folder OUTPUT (made if missing) as <name><suffix>."""
@@ -341,7 +352,7 @@ def _pairs(sources: tuple[Path, ...], output: Path, suffix: str, kinds: set[str]
         if source.is_dir():
             found = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in kinds)
             if not found:
-                raise DiffcodecError(f"no {' or '.join(sorted(kinds))} files in {source}")
+                raise DiffcodecError(f"no {what} files in {source}")
             files += found
         else:
             files.append(source)  # a missing or unreadable one fails on its own
@@ -353,7 +364,7 @@ def _pairs(sources: tuple[Path, ...], output: Path, suffix: str, kinds: set[str]
         targets[target] = source
         if output.is_dir():
             _check_output(target, force, source)
-    output.mkdir(exist_ok=True)
+    _make_folder(output)
     return [(source, target) for target, source in targets.items()], True
 
 
@@ -422,18 +433,15 @@ def encode(sources, output, mode, steps, seed, target_bpp, target_bytes, as_json
     """Encode images (files, or the images of a folder) into .dfc files, loading the model once."""
     import time
 
-    from PIL import Image
-
-    from .format.container import NO_TAIL, parse_header
-    from .images import read_image
+    from .format.container import NO_TAIL, parse_file, parse_header
+    from .images import IMAGE_SUFFIXES, read_image
 
     if target_bpp is not None and target_bytes is not None:
-        raise DiffcodecError("give at most one of --bpp and --bytes")
+        raise click.UsageError("give at most one of --bpp and --bytes")
     if (target_bpp is not None or target_bytes is not None) and (steps is not None or mode == "lossless"):
-        raise DiffcodecError("a size target makes a lossy progressive file: its layers are placed by the target "
-                             "(no --steps, no --mode lossless)")
-    Image.init()
-    pairs, batch = _pairs(sources, output, ".dfc", set(Image.EXTENSION), force)
+        raise click.UsageError("a size target makes a lossy progressive file: its layers are placed by the "
+                               "target (no --steps, no --mode lossless)")
+    pairs, batch = _pairs(sources, output, ".dfc", IMAGE_SUFFIXES, "image", force)
     codecs: dict[str, object] = {}  # loaded at the first image that reads (a bad image is said first)
 
     def work(source: Path, target: Path, progress: bool) -> dict:
@@ -447,8 +455,10 @@ def encode(sources, output, mode, steps, seed, target_bpp, target_bytes, as_json
         _write_output(target, data)
         h, w = array.shape[:2]
         header, _ = parse_header(data)
-        shape = str(header.mode) if mode != "progressive" else f"{len(header.layers)} layers" + (
-            ", lossy" if header.tail_mode == NO_TAIL else "")
+        complete = parse_file(data).complete_layers()
+        shape = str(header.mode) if mode != "progressive" else f"{complete} layers" + (
+            ", lossy" if header.tail_mode == NO_TAIL else "") + (
+            f" (cut to the target: part of layer {complete + 1})" if complete < len(header.layers) else "")
         line = (f"{target}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp "
                 f"({8 * len(data) / array.size:.4f} bits/dim), {shape}, {seconds:.2f} s")
         return {"input": str(source), "output": str(target), "bytes": len(data), "pixels": h * w,
@@ -484,7 +494,7 @@ def decode(sources, output, layers, max_bytes, bpp, completion_steps, max_pixels
     from .model import registered_or_default
 
     _one_budget(layers, max_bytes, bpp, required=False)
-    pairs, batch = _pairs(sources, output, ".png", {".dfc"}, force)
+    pairs, batch = _pairs(sources, output, ".png", {".dfc"}, ".dfc", force)
     formats = {target: _image_format(target) for _, target in pairs}
     codecs: dict[str, object] = {}
     asked = layers is not None or max_bytes is not None or bpp is not None
@@ -502,12 +512,13 @@ def decode(sources, output, layers, max_bytes, bpp, completion_steps, max_pixels
             click.echo(f"warning: {fmt} does not store the pixels exactly: {target} differs from the decoded "
                        "image (use .png for the exact pixels)", err=True)
         line = f"{target}: {result.image.shape[1]}x{result.image.shape[0]}, {result.describe()}"
-        if quiet and not result.exact and not asked and not as_json:
+        if quiet and not result.exact and not result.whole and not asked and not as_json:
             click.echo(line, err=True)  # a preview the user did not ask for is said even with -q
         return {"input": str(source), "output": str(target), "width": result.image.shape[1],
                 "height": result.image.shape[0], "layers_used": result.layers_used,
                 "layers_total": result.layers_total, "bytes_used": result.bytes_used,
-                "bytes_total": result.bytes_total, "exact": result.exact, "line": line}
+                "bytes_total": result.bytes_total, "exact": result.exact, "whole": result.whole,
+                "lossy": result.lossy, "line": line}
 
     _run(pairs, batch, work, quiet, as_json, "decode")
 
@@ -542,13 +553,15 @@ def previews(source, output, original, completion_steps, model, device, force, q
         if output.is_dir():
             _check_output(output / name, force)
     reference = read_image(original) if original is not None else None
+    if reference is not None and reference.ndim == 3 and reference.shape[2] == 1:
+        reference = reference[:, :, 0]  # a grey original, as a grey file decodes
     codec = _codec(model or registered_or_default(header.model_name), device)
     images = codec.decode_every_layer(data, completion_steps=completion_steps)
     if reference is not None and reference.shape != images[-1].shape:
         raise DiffcodecError(f"{original} is {reference.shape[1]}x{reference.shape[0]}, the file's image "
                              f"{images[-1].shape[1]}x{images[-1].shape[0]}: not its original")
     captions = labels(data, images, reference)
-    output.mkdir(exist_ok=True)
+    _make_folder(output)
     for name, image in zip(names, images):
         _write_output(output / name, image=to_pil(image), fmt="PNG")
     _write_output(output / names[-1], image=contact_sheet(images, captions), fmt="PNG")

@@ -19,7 +19,7 @@ from .coding.coded import CodedImage, Context
 from .coding.runner import DEFAULT_TILE, ModelRunner, Tiling, threads_for_free_cores
 from .errors import DiffcodecError, LimitError, boundary, does_not_decode
 from .coding.placement import layer_targets
-from .format.container import (MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE,
+from .format.container import (BAND_SCALE_BYTES, MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE,
                                NO_TAIL, ContainerError, DfcFile, Header, Mode, chunk_count, pack_file, parse_file)
 from .images import PreparedImage, prepare, restore
 from .model import DiffusionModel, load_named_model
@@ -28,7 +28,7 @@ DEFAULT_STEPS = progressive.DEFAULT_STEPS
 DEFAULT_LOSSLESS_STEPS = lossless.DEFAULT_STEPS
 MAX_STEPS = 1024
 MAX_COMPLETION_STEPS = 1000  # completion is sampling: past a few hundred steps it only costs time
-MIN_LAYER_BYTES = 16  # a size target must leave at least this much for the layers
+MIN_LAYER_BYTES = BAND_SCALE_BYTES + 64  # room a size target must leave: a first layer's plan and some data
 # A layer's real cost can overshoot the placer's aim (its tolerance is 10 %): a file over
 # its size target is encoded again aiming lower by the overshoot and a little more, and cut
 # on a chunk boundary only if that fails too.
@@ -100,6 +100,12 @@ def coded_of(f: DfcFile) -> CodedImage:
     return CodedImage(h.mode, h.layers, f.chunks, h.height, h.width, steps=h.steps, chunk_symbols=h.chunk_symbols,
                       bands=h.bands, chain_scales=h.chain_scales, times=h.times, blends=h.blends,
                       lossy_steps=h.lossy_steps, tail_mode=h.tail_mode)
+
+
+def _check_completion_steps(steps) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 0 <= steps <= MAX_COMPLETION_STEPS:
+        raise DiffcodecError(f"completion steps must be a whole number from 0 to {MAX_COMPLETION_STEPS}, "
+                             f"not {steps!r}")
 
 
 class PrefixWarning(UserWarning):
@@ -181,6 +187,8 @@ class Codec:
         if mode in (Mode.STORED, Mode.PREDICTIVE):
             raise DiffcodecError(f"mode '{mode}' is chosen by the lossless encoder, not asked for")
         if bpp is not None or max_bytes is not None:
+            if steps is not None:
+                raise DiffcodecError("a size target places the layers itself: give no steps with it")
             return self._encode_to_size(image, seed, mode, progress, bpp, max_bytes)
         steps = steps or (DEFAULT_STEPS if mode == Mode.PROGRESSIVE else DEFAULT_LOSSLESS_STEPS)
         if not 1 <= steps <= MAX_STEPS:
@@ -236,7 +244,10 @@ class Codec:
                     return data
                 layers_bits = 8.0 * sum(layer.size for layer in coded.layers)  # aim lower by the overshoot
                 budget *= SIZE_RETRY_MARGIN * max(layers_bits - 8.0 * (len(data) - target), 8.0) / layers_bits
-        return data[: parse_file(data).prefix(max_bytes=target).size]
+        cut = parse_file(data).prefix(max_bytes=target)
+        if cut.complete_layers() < 1:
+            raise DiffcodecError(f"a target of {target} bytes is too small for this image's first layer")
+        return data[: cut.size]
 
     def _decoding(self, f: DfcFile) -> tuple[Context, CodedImage]:
         """The context and coded image of a parsed file, refused if written with another model."""
@@ -254,10 +265,7 @@ class Codec:
         of a cut layer). ``completion_steps``: reverse diffusion steps run after the last
         layer used (0 = the denoised estimate).
         """
-        if (isinstance(completion_steps, bool) or not isinstance(completion_steps, numbers.Integral)
-                or not 0 <= completion_steps <= MAX_COMPLETION_STEPS):
-            raise DiffcodecError(f"completion steps must be a whole number from 0 to {MAX_COMPLETION_STEPS}, "
-                                 f"not {completion_steps!r}")
+        _check_completion_steps(completion_steps)
         with boundary("decoding"):
             f = data if isinstance(data, DfcFile) else parse_file(data)
             if layers is not None or max_bytes is not None or bpp is not None:
@@ -304,7 +312,8 @@ class Codec:
             f = parse_file(data)
             if f.header.mode != Mode.PROGRESSIVE:
                 raise DiffcodecError("only progressive files have layers to show")
-            self.limits.check(f.header)
+            _check_completion_steps(completion_steps)
+            self.limits.check(f.header, completion_steps * (len(f.header.layers) + 1))  # one per preview
             context, coded = self._decoding(f)
             chain = progressive.chain_of(context, coded)
             h = f.header

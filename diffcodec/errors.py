@@ -6,6 +6,7 @@ prints ``error: <message>`` instead of a traceback.
 """
 
 import contextlib
+import zlib
 
 
 class DiffcodecError(Exception):
@@ -43,7 +44,8 @@ def boundary(action: str):
     except MemoryError:
         raise DiffcodecError(f"out of memory while {action} (a smaller image, or fewer threads)") from None
     except BaseException as exc:  # noqa: BLE001 - a panic is a BaseException
-        if action == "decoding":  # the file's data made a dependency give up: all that is known
+        if action == "decoding" and (not isinstance(exc, Exception) or isinstance(exc, (zlib.error, ValueError))):
+            # a panic in the entropy coder, or data zlib or numpy refuse: the file's data, as far as is known
             raise does_not_decode("a decoder rejects its data") from exc
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         name = type(exc).__name__

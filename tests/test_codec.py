@@ -263,7 +263,7 @@ def test_encode_to_a_size_target(codec):
     from diffcodec.format.container import NO_TAIL
 
     image = synthetic_image(48, 64, "shapes", seed=4)
-    for kwargs, limit in ((dict(bpp=3.0), 3 * 48 * 64 // 8), (dict(max_bytes=900), 900)):
+    for kwargs, limit in ((dict(bpp=6.0), 6 * 48 * 64 // 8), (dict(max_bytes=2000), 2000)):
         data = codec.encode(image, **kwargs)
         assert len(data) <= limit
         header = parse_file(data).header

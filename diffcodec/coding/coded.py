@@ -35,14 +35,14 @@ class CodedImage:
     chunks: list[list[bytes]]
     height: int = 0
     width: int = 0
-    steps: int = 0  # lossless: the chain's steps (on a uniform grid, the only record of them)
+    steps: int = 0  # steps of the time grid (a lossless chain on a uniform grid: the only record of them)
     chunk_symbols: int = 0  # progressive: symbols per chunk of a step layer
     bands: list[int] = field(default_factory=list)  # lossless: rows of each band
     chain_scales: list[int] = field(default_factory=list)  # lossless: per-step scale index
     times: list[int] = field(default_factory=list)  # progressive, lossless: an explicit time grid
     blends: list[int] = field(default_factory=list)  # progressive: per step layer, and the tail's start
     lossy_steps: int = 0  # progressive: rate-placed step layers
-    tail_mode: int = 0  # progressive: the tail's coder
+    tail_mode: int = 0  # progressive: the tail's coder, or NO_TAIL (0): a lossy file
 
     def complete(self, layer: int) -> bool:
         """Whether every chunk of ``layer`` is present."""

@@ -411,7 +411,8 @@ def validate_header(h: Header) -> None:
             raise bad("empty layer or chunk")
     symbols = 3 * h.height * h.width
     per_layer = chunk_count(symbols, h.chunk_symbols)
-    ends = not h.times or h.times[-1] == 0 or (h.mode == Mode.PROGRESSIVE and h.tail_mode == NO_TAIL)
+    lossy_file = h.mode == Mode.PROGRESSIVE and h.tail_mode == NO_TAIL  # its grid ends above 0
+    ends = not h.times or (h.times[-1] > 0 if lossy_file else h.times[-1] == 0)
     if h.time_grid == "explicit" and (len(h.times) != h.steps + 1 or h.times[0] != TIME_UNITS or not ends
                                       or any(a - b < MIN_STEP for a, b in zip(h.times, h.times[1:]))):
         raise bad("invalid time grid")

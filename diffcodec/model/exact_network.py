@@ -287,6 +287,8 @@ class ExactNetwork:
         eps_hat, and with the progressive heads x_direct, the log-scales (as UNet.forward)."""
         config = self.config
         n, _, height, width = z.shape
+        if n != 1:
+            raise ValueError("the exact network runs one image at a time")
         stride = config.stride
         pad_h, pad_w = (-height) % stride, (-width) % stride
         if pad_h or pad_w:
