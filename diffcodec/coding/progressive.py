@@ -138,7 +138,7 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
     z = chain.start(height, width)
     box = Box()
     infos, chunks, spent = [], [], 0.0
-    for layer in progress_bar(range(steps), progress, steps + 1, "encode", "layer"):
+    for layer in progress_bar(range(steps), progress, steps + (targets is None), "encode", "layer"):
         x_eps, x_progressive = chain.predict(z, layer)
         blend = best_blend(x, x_eps, x_progressive)
         x_hat = box.project(blend_estimate(x_eps, x_progressive, blend))
@@ -273,7 +273,7 @@ def walk(chain: LayerChain, coded: CodedImage, progress: bool = False) -> Iterat
     coefficients are taken as skipped; a complete tail gives the exact pixels."""
     steps = chain.steps
     point = _point(chain, chain.start(coded.height, coded.width), 0, Box())
-    for layer in progress_bar(range(steps), progress, steps + 1, "decode", "layer"):
+    for layer in progress_bar(range(steps), progress, steps + (coded.tail_mode != NO_TAIL), "decode", "layer"):
         yield point
         complete = coded.complete(layer)
         if len(coded.chunks[layer]) < 2 and not complete:  # nothing but the plan
