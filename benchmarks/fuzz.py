@@ -15,6 +15,8 @@ them (or two, for splices) damaged by one family:
     splice    the start of one file, the end of another
     crafted   a header field changed, the header CRC recomputed (chunk checks kept)
     forged    the same with every check recomputed: a different, self-consistent file
+    channels  another channel count (1-4, alpha kind to match), every check recomputed:
+              an exact decode must be the clean pixels in that layout, grey only from grey
     random    random bytes, half of them after a valid magic and version
 
 Each file is decoded in a worker process, with a time and a memory bound. Outcomes:
@@ -60,7 +62,7 @@ from diffcodec.codec import decode_work  # noqa: E402
 from diffcodec.errors import DiffcodecError  # noqa: E402
 from diffcodec.format import container  # noqa: E402
 
-FAMILIES = ("bitflip", "truncate", "insert", "delete", "zero", "splice", "crafted", "forged", "random")
+FAMILIES = ("bitflip", "truncate", "insert", "delete", "zero", "splice", "crafted", "forged", "channels", "random")
 BAD_OUTCOMES = ("WRONG", "TRACEBACK", "PANIC", "HANG", "MEMORY", "MULTILINE")
 MEMORY_LIMIT_KB = 1 << 20  # 1 GB
 HANG_FACTOR = 2.0
@@ -213,19 +215,25 @@ def _mutate_header(rng, header: container.Header) -> container.Header:
     return h
 
 
+def _recompute_checks(header: container.Header, mutated: container.Header, data: bytes, size: int) -> None:
+    """Every chunk check of ``mutated`` made to match its header and the chunks that follow,
+    as a hostile writer would: a self-consistent file."""
+    key = zlib.crc32(container._pack_core(mutated))
+    chunks, offset = [], size
+    for layer in header.layers:
+        for length in layer.chunk_lengths:
+            chunks.append(data[offset : offset + length])
+            offset += length
+    checks = iter(zlib.crc32(c, key) for c in chunks)
+    for layer in mutated.layers:
+        layer.chunk_checks = [next(checks, 0) for _ in layer.chunk_lengths]
+
+
 def _crafted(rng, data, other, header_size, recompute_checks: bool = False):
     header, size, _ = container._read_header(data)
     mutated = _mutate_header(rng, header)
-    if recompute_checks:  # a self-consistent file, as a hostile writer would make it
-        key = zlib.crc32(container._pack_core(mutated))
-        chunks, offset = [], size
-        for layer in header.layers:
-            for length in layer.chunk_lengths:
-                chunks.append(data[offset : offset + length])
-                offset += length
-        checks = iter(zlib.crc32(c, key) for c in chunks)
-        for layer in mutated.layers:
-            layer.chunk_checks = [next(checks, 0) for _ in layer.chunk_lengths]
+    if recompute_checks:
+        _recompute_checks(header, mutated, data, size)
     else:
         for layer in mutated.layers:  # the count must match for the header to pack
             layer.chunk_checks = (layer.chunk_checks + [0] * len(layer.chunk_lengths))[: len(layer.chunk_lengths)]
@@ -243,9 +251,42 @@ def _forged(rng, data, other, header_size):
     return _crafted(rng, data, other, header_size, recompute_checks=True)
 
 
+def _channels(rng, data, other, header_size):
+    """Another channel count (1-4, the alpha kind to match), every check recomputed."""
+    header, size, _ = container._read_header(data)
+    mutated = dataclasses.replace(header, channels=rng.choice([c for c in (1, 2, 3, 4) if c != header.channels]))
+    if mutated.channels in (2, 4) and mutated.alpha_kind == container.ALPHA_NONE:
+        mutated.alpha_kind = container.ALPHA_OPAQUE
+    elif mutated.channels in (1, 3):
+        mutated.alpha_kind, mutated.alpha = container.ALPHA_NONE, b""
+    _recompute_checks(header, mutated, data, size)
+    return container.pack_header(mutated) + data[size:]
+
+
+def forged_channels_image(clean_image: np.ndarray, data: bytes) -> np.ndarray | None:
+    """What an exact decode of a file with forged channels must return: the clean colour data
+    in the channel count the header now says (a grey count only if the colours are grey), the
+    clean alpha kept or an opaque one added; None where it must be refused."""
+    header = container._read_header(data)[0]
+    colour = clean_image[..., :3] if clean_image.ndim == 3 and clean_image.shape[-1] >= 3 else None
+    grey = clean_image if clean_image.ndim == 2 else clean_image[..., 0] if colour is None else None
+    if colour is not None and np.all(colour == colour[..., :1]):
+        grey = colour[..., 0]
+    if colour is None:
+        colour = np.repeat(grey[..., None], 3, axis=-1)
+    clean_alpha = clean_image[..., -1] if clean_image.ndim == 3 and clean_image.shape[-1] in (2, 4) else None
+    alpha = clean_alpha if header.alpha_kind == container.ALPHA_ZLIB else np.full(colour.shape[:2], 255, np.uint8)
+    if header.channels in (1, 2) and grey is None:
+        return None
+    base = grey[..., None] if header.channels in (1, 2) else colour
+    if header.channels in (2, 4):
+        base = np.concatenate([base, alpha[..., None]], -1)
+    return base[..., 0] if base.shape[-1] == 1 else base
+
+
 CUT_FIRST = ("bitflip", "insert", "delete", "zero")
 DAMAGE = dict(bitflip=_bitflip, truncate=_truncate, insert=_insert, delete=_delete, zero=_zero, splice=_splice,
-              crafted=_crafted, forged=_forged, random=_random)
+              crafted=_crafted, forged=_forged, channels=_channels, random=_random)
 
 
 def make_jobs(cleans: list[Clean], files: int, seed: int) -> list[tuple[str, Clean, bytes]]:
@@ -371,7 +412,8 @@ class NormalTime:
         return max(self.floor, self.per_work * (claimed(data) or 0))
 
 
-def judge(reply, family: str, clean: Clean, codec, normal: float, hang_factor: float, baseline_kb: int) -> tuple:
+def judge(reply, family: str, clean: Clean, data: bytes, codec, normal: float, hang_factor: float,
+          baseline_kb: int) -> tuple:
     """(outcome, detail) of one decoded fuzzed file."""
     if reply is None:
         return "HANG", "killed: hung or died"
@@ -391,6 +433,14 @@ def judge(reply, family: str, clean: Clean, codec, normal: float, hang_factor: f
     image, exact, bytes_used = rest[0], rest[1], rest[2]
     if family == "forged":
         return "forged-decoded", ""
+    if family == "channels" and exact:  # the pixels are known: the clean ones, in the forged layout
+        expected = forged_channels_image(clean.image, data)
+        if expected is None:
+            return "WRONG", "grey channels decoded from colour data"
+        same = image.shape == expected.shape and np.array_equal(image, expected)
+        return ("exact", "") if same else ("WRONG", "forged channels: said exact")
+    if family == "channels":
+        return "forged-decoded", ""  # a preview of a forged file: no reference
     if exact:
         same = image.shape == clean.image.shape and np.array_equal(image, clean.image)
         return ("exact", "") if same else ("WRONG", "said exact")
@@ -437,7 +487,7 @@ def run(model: str, files: int, seed: int, workers: int = 1, log=print, hang_fac
                 if ratio > slowest[0]:
                     slowest = (ratio, dict(family=family, clean=clean.name, seconds=reply[-2], outcome=reply[0],
                                            detail=str(reply[1])[:120] if reply[0] == "error" else ""))
-            outcome, detail = judge(reply, family, clean, codec, normal, hang_factor, worker.baseline_kb)
+            outcome, detail = judge(reply, family, clean, data, codec, normal, hang_factor, worker.baseline_kb)
             counts[family][outcome] += 1
             if outcome in BAD_OUTCOMES and len(examples[outcome]) < 5:
                 examples[outcome].append(dict(family=family, clean=clean.name, detail=detail, size=len(data)))

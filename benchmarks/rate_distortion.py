@@ -19,7 +19,8 @@ against it: the curve's rate at the layer's noise level, and at the layer's PSNR
 
 Written to --out: one CompressAI-style JSON per method (``results`` holds per-point means
 over images), ``rd_raw.json`` (every image and point), ``rd_table.md`` (PSNR at fixed
-rates, BD-rates) and the plots ``rd_psnr.png`` / ``rd_msssim.png``.
+rates, BD-rates), the plots ``rd_psnr.png`` / ``rd_msssim.png`` and the first image's contact
+sheet of its layers (``sheet_NAME.png``, as ``diffcodec previews`` draws it).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from benchmarks.common import (  # noqa: E402
     machine_description, markdown_table, parse_int_list, point, run_classical, slug, timed, write_json,
 )
 from diffcodec.format import parse_file  # noqa: E402
+from diffcodec.sheet import contact_sheet, labels  # noqa: E402
 from diffcodec.format.container import TIME_UNITS, Mode  # noqa: E402
 
 BUDGET_BPPS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -77,7 +79,7 @@ def ideal_rate_at(curve: dict, value: float, key: str) -> float | None:
 
 
 def measure_diffcodec(codec, image: np.ndarray, steps: int | None, completions: list[int],
-                      budgets: tuple[float, ...]) -> tuple[dict, dict]:
+                      budgets: tuple[float, ...], sheet: Path | None = None) -> tuple[dict, dict]:
     """Encode once, then measure every layer prefix and byte budget for each completion variant.
 
     Returns (per-image facts, {method name: [point or None per index]}). Layer-prefix decode
@@ -104,6 +106,8 @@ def measure_diffcodec(codec, image: np.ndarray, steps: int | None, completions: 
     for completion in completions:
         shown, pass_seconds = timed(codec.decode_every_layer, data, completion_steps=completion)
         facts["every_layer_pass_seconds"][variant(completion)] = pass_seconds
+        if sheet is not None and completion == completions[0]:  # what `diffcodec previews` draws
+            contact_sheet(shown, labels(data, shown, image)).save(sheet)
         methods[layers_method(completion)] = [
             point(8 * cut / pixels, image, decoded, encode_seconds,
                   decode_seconds if k > lossy else
@@ -321,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     per_method: dict[str, list] = {}
     facts, raw_images = [], []
     for name, image in tqdm(images, desc="images", unit="image", dynamic_ncols=True):
-        info, methods = measure_diffcodec(codec, image, args.steps, args.completion_steps, args.budget_bpps)
+        sheet = out / f"sheet_{Path(name).stem}.png" if not raw_images else None  # the first image's
+        info, methods = measure_diffcodec(codec, image, args.steps, args.completion_steps, args.budget_bpps, sheet)
         if args.ideal_points:
             from benchmarks.ideal import ideal_curve
 

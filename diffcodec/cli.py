@@ -543,8 +543,9 @@ def previews(source, output, original, completion_steps, model, device, force, q
     from .sheet import contact_sheet, labels
 
     data = _read_input(source)
-    header = parse_file(data).header
-    names = [f"{source.stem}.layer{k}.png" for k in range(len(header.layers) + 1)] + [f"{source.stem}.sheet.png"]
+    parsed = parse_file(data)
+    header = parsed.header
+    names = [f"{source.stem}.layer{k}.png" for k in range(parsed.layers_present() + 1)] + [f"{source.stem}.sheet.png"]
     if output.exists() and not output.is_dir():
         raise DiffcodecError(f"{output} is a file: give a folder for the previews")
     if not output.parent.is_dir():

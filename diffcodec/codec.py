@@ -7,6 +7,7 @@ reads one. Only this module maps a CodedImage to and from the container's header
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import warnings
@@ -307,7 +308,8 @@ class Codec:
         return result.image
 
     def decode_every_layer(self, data: bytes, completion_steps: int = 0) -> list[np.ndarray]:
-        """The image after 0, 1, ..., L complete layers, in one pass over the chain."""
+        """The image after 0, 1, ..., L layers, in one pass over the chain; for a prefix, up to
+        the last layer it holds a part of (the layers after it have no data to show)."""
         with boundary("decoding"):
             f = parse_file(data)
             if f.header.mode != Mode.PROGRESSIVE:
@@ -317,8 +319,9 @@ class Codec:
             context, coded = self._decoding(f)
             chain = progressive.chain_of(context, coded)
             h = f.header
+            points = itertools.islice(progressive.walk(chain, coded), f.layers_present() + 1)
             return [restore(progressive.render(chain, point, completion_steps), h.channels, h.alpha_kind, h.alpha)
-                    for point in progressive.walk(chain, coded)]
+                    for point in points]
 
     def lossless_bound(self, image, steps: int | None = None, seed: int = 0, uniform_grid: bool = False) -> dict:
         """The T-step NELBO (bits/dim) of the model the lossless coder uses: see lossless.bound.

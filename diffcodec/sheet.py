@@ -14,22 +14,24 @@ LABEL_HEIGHT = 16
 COLUMNS = 4
 
 
-def preview_sizes(data: bytes) -> list[int]:
-    """Bytes of the file that each preview of :meth:`Codec.decode_every_layer` uses: the
-    header, then the header and the first k layers."""
+def preview_sizes(data: bytes) -> list[tuple[int, bool]]:
+    """(bytes used, whether its last layer is cut) of each preview that
+    :meth:`Codec.decode_every_layer` returns: the header, then the header and the first k
+    layers, as much of them as ``data`` holds."""
     f = parse_file(data)
-    sizes = [f.header_size]
-    for layer in f.header.layers:
-        sizes.append(sizes[-1] + layer.size)
+    sizes = [(f.header_size, False)]
+    for k in range(f.layers_present()):
+        sizes.append((sizes[-1][0] + sum(len(c) for c in f.chunks[k]), not f.layer_complete(k)))
     return sizes
 
 
 def labels(data: bytes, previews: list[np.ndarray], original: np.ndarray | None = None) -> list[str]:
-    """One line per preview: its layers, bytes and bpp, and PSNR against ``original``."""
+    """One line per preview: its layers (saying when the last is cut), bytes and bpp, and PSNR
+    against ``original``."""
     pixels = previews[0].shape[0] * previews[0].shape[1]
     lines = []
-    for k, (size, image) in enumerate(zip(preview_sizes(data), previews)):
-        line = f"{k} layer{'' if k == 1 else 's'}, {size} B, {8 * size / pixels:.3f} bpp"
+    for k, ((size, cut), image) in enumerate(zip(preview_sizes(data), previews)):
+        line = f"{k} layer{'' if k == 1 else 's'}{' (last cut)' if cut else ''}, {size} B, {8 * size / pixels:.3f} bpp"
         if original is not None:
             value = psnr(original, image)
             line += ", exact" if value == float("inf") else f", {value:.2f} dB"

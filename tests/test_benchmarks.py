@@ -104,6 +104,7 @@ def test_rate_distortion_quick(bench_inputs):
                 "diffcodec budget (completion 2)", "model ideal channel"} | {c.name for c in classical}
     assert {"JPEG", "WebP", "AVIF", "JPEG 2000"} <= expected
     assert set(documents) == expected
+    assert len(list(out.glob("sheet_*.png"))) == 1  # the first image's layers, as `diffcodec previews` draws them
     ideal = documents.pop("model ideal channel")
     assert len(ideal["results"]["bpp"]) == len(ideal["results"]["psnr-rgb"]) >= 2
     assert ideal["results"]["bpp"] == sorted(ideal["results"]["bpp"])  # the rate to reach z_t grows as t falls

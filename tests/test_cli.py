@@ -373,6 +373,11 @@ def test_previews_and_their_contact_sheet(coding_setup, tmp_path):
     assert "exact" in result.output.splitlines()[3] and " dB" in result.output.splitlines()[1]
     assert Image.open(out / "a.sheet.png").width > image.shape[1]
     assert_one_line_error(run("previews", dfc, "-o", out, "--model", model_path), "already exists")
+    cut = tmp_path / "cut.dfc"  # previews of the layers a prefix holds, nothing after them
+    assert run("truncate", dfc, "-o", cut, "--layers", "1").exit_code == 0
+    result = run("previews", cut, "-o", tmp_path / "cut", "--model", model_path)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["cut.layer0.png", "cut.layer1.png", "cut.sheet.png"]
     (tmp_path / "file").write_text("")
     assert_one_line_error(run("previews", dfc, "-o", tmp_path / "file", "--model", model_path), "is a file")
     other = tmp_path / "other.png"

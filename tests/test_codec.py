@@ -101,6 +101,22 @@ def test_psnr_never_decreases_on_a_natural_image(trained_tiny_model):
     assert values[-1] == float("inf")
 
 
+def test_previews_of_a_prefix_stop_at_its_last_layer_and_say_it_is_cut(trained_tiny_model):
+    from diffcodec.sheet import labels
+
+    codec = Codec(trained_tiny_model, chunk_symbols=256)
+    image = synthetic_image(48, 48, "shapes", seed=11)
+    data = codec.encode(image, steps=4)
+    f = parse_file(data)
+    chunks = f.header.layers[3].chunk_lengths
+    assert len(chunks) > 2  # the plan, then several chunks of data
+    cut = f.prefix(layers=3).size + chunks[0] + chunks[1]  # layer 4 cut after its first data chunk
+    images = codec.decode_every_layer(data[:cut])
+    assert len(images) == 5 and np.array_equal(images[4], codec.decode_result(data[:cut]).image)
+    lines = labels(data[:cut], images, image)
+    assert "(last cut)" in lines[4] and f"{cut} B" in lines[4] and "cut" not in lines[3]
+
+
 def test_layer_sizes_match_the_model_estimate(trained_tiny_model):
     codec = Codec(trained_tiny_model)
     image = synthetic_image(96, 96, "shapes", seed=2)

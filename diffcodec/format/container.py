@@ -165,6 +165,10 @@ class DfcFile:
             count += 1
         return count
 
+    def layers_present(self) -> int:
+        """Layers of which some chunk is present (the complete ones, and one cut inside)."""
+        return sum(1 for present in self.chunks if present)
+
     @property
     def complete(self) -> bool:
         return self.complete_layers() == len(self.header.layers)
