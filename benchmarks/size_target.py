@@ -4,11 +4,14 @@
 the same budget. Both must stay within the target; the PSNR says which image is better.
 
     python benchmarks/size_target.py IMAGES_DIR --targets 0.25 0.5 1 --limit 3 --out results/size_target
+    python benchmarks/size_target.py IMAGES_DIR --skip 12 --out part2   # a part of a run, then:
+    python benchmarks/size_target.py --merge part1/size_target.json part2/size_target.json --out results/...
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -37,26 +40,39 @@ def measure(codec, name: str, image: np.ndarray, targets: list[float], steps: in
     return rows
 
 
+def summary(rows: list[dict], targets: list[float], steps: int) -> str:
+    """Mean size and PSNR per target, of the sized files and of the cut whole files."""
+    table = []
+    for bpp in targets:
+        mine = [r for r in rows if r["target"] == bpp]
+        table.append([bpp, len(mine), f"{np.mean([r['sized_bpp'] for r in mine]):.4f}",
+                      f"{max(r['sized_bpp'] for r in mine):.4f}", f"{np.mean([r['sized_psnr'] for r in mine]):.2f}",
+                      f"{np.mean([r['cut_bpp'] for r in mine]):.4f}", f"{np.mean([r['cut_psnr'] for r in mine]):.2f}",
+                      f"{np.mean([r['sized_seconds'] for r in mine]):.1f}"])
+    return markdown_table(["target bpp", "images", "encode --bpp: mean bpp", "max bpp", "PSNR dB",
+                           f"truncate of a {steps}-layer file: bpp", "PSNR dB", "encode s"], table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", type=Path)
+    parser.add_argument("images", type=Path, nargs="?")
     parser.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--steps", type=int, default=4, help="layers of the whole file that is cut")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--skip", type=int, default=0, help="start after this many images (to split a run)")
     parser.add_argument("--model", default="default")
+    parser.add_argument("--merge", type=Path, nargs="+", help="size_target.json files of parts of one run to join")
     parser.add_argument("--out", type=Path, default=Path("results/size_target"))
     args = parser.parse_args()
-    codec = load_codec(args.model)
-    rows = [row for name, image in load_images(args.images, args.limit)
-            for row in measure(codec, name, image, args.targets, args.steps)]
-    table = []
-    for bpp in args.targets:
-        mine = [r for r in rows if r["target"] == bpp]
-        table.append([bpp, f"{np.mean([r['sized_bpp'] for r in mine]):.4f}", f"{np.mean([r['sized_psnr'] for r in mine]):.2f}",
-                      f"{np.mean([r['cut_bpp'] for r in mine]):.4f}", f"{np.mean([r['cut_psnr'] for r in mine]):.2f}",
-                      f"{np.mean([r['sized_seconds'] for r in mine]):.1f}"])
-    text = markdown_table(["target bpp", "encode --bpp: bpp", "PSNR dB", f"truncate of a {args.steps}-layer file: bpp",
-                           "PSNR dB", "encode s"], table)
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        rows = [row for part in parts for row in part["rows"]]
+        args.model, args.steps = parts[0]["model"], parts[0]["steps"]
+    else:
+        codec = load_codec(args.model)
+        images = load_images(args.images)[args.skip:][: args.limit]
+        rows = [row for name, image in images for row in measure(codec, name, image, args.targets, args.steps)]
+    text = summary(rows, args.targets, args.steps)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "size_target.json", dict(model=args.model, steps=args.steps, rows=rows))
     (args.out / "size_target.md").write_text(text)

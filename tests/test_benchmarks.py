@@ -162,3 +162,17 @@ def test_speed_quick(bench_inputs):
             assert summary[f"{side}_network_seconds"] + summary[f"{side}_coding_seconds"] == pytest.approx(total)
             assert 0 < summary[f"{side}_network_seconds"] < total
     assert "| steps |" in (out / "speed_table.md").read_text()
+
+
+def test_size_target_in_parts_and_merged(bench_inputs):
+    root, folder, model_path = bench_inputs
+    common = ("--model", model_path, "--targets", "6", "12")
+    run_script("size_target.py", folder, "--limit", "1", "--out", root / "part1", *common)
+    run_script("size_target.py", folder, "--skip", "1", "--out", root / "part2", *common)
+    merged = run_script("size_target.py", "--merge", root / "part1" / "size_target.json",
+                        root / "part2" / "size_target.json", "--targets", "6", "12", "--out", root / "sized")
+    rows = json.loads((root / "sized" / "size_target.json").read_text())["rows"]
+    assert sorted((r["image"], r["target"]) for r in rows) == [("a.png", 6), ("a.png", 12), ("b.png", 6),
+                                                                ("b.png", 12)]
+    assert all(r["sized_bpp"] <= r["target"] and r["cut_bpp"] <= r["target"] for r in rows)
+    assert "| 12.0 | 2 |" in merged.stdout
