@@ -1,12 +1,12 @@
 """Progressive mode: truncatable layers, each a universally quantized reverse step.
 
 Layer j carries the reverse step from t_j to t_{j+1} < t_j; z_1 comes from the seed at
-zero bits. The ``steps`` step layers are placed by rate (placement.py): each ends where the
-file's size reaches the next rung of a geometric ladder, so a prefix of any useful size
-ends near a layer boundary. The last layer is the tail (tail.py): the exact image by bits-back coding from the last
-step layer's latent, which costs about what the rest of the chain's NELBO says, so the
-whole file costs about a lossless file. The time
-grid (the step layers', then the tail's) goes into the header.
+zero bits. The step layers are placed by rate (placement.py): each ends where the file's
+size reaches the next rung of a geometric ladder, so a prefix of any useful size ends near
+a layer boundary. The last layer is the tail (tail.py): the exact image by bits-back
+coding from the last step layer's latent, which costs about what the rest of the chain's
+NELBO says, so the whole file costs about a lossless file. The time grid (the step
+layers', then the tail's) goes into the header; its length is the header's ``steps``.
 
 A step sends z_s ~ U(mu_Q +- Delta/2), the uniform with the Gaussian posterior's mean and
 variance (Delta = sqrt(12) sigma_Q), in the orthonormal block transform of transform.py:
@@ -74,7 +74,7 @@ def _code_layer(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: i
 
 
 class LayerChain:
-    """The UQ chain of one file: its time grid, start and steps, the same on both sides."""
+    """The UQ chain of one file: its time grid, start and step layers, the same on both sides."""
 
     def __init__(self, context: Context, times: list[int], blends: list[int]) -> None:
         self.context = context
@@ -86,8 +86,7 @@ class LayerChain:
         return float(self.context.runner.gammas(np.array([t_index / TIME_UNITS]))[0])
 
     @property
-    def steps(self) -> int:
-        """Step layers."""
+    def step_layers(self) -> int:
         return len(self.times) - 1
 
     def start(self, height: int, width: int) -> np.ndarray:
@@ -121,16 +120,16 @@ def best_blend(x: np.ndarray, x_eps: np.ndarray, x_progressive: np.ndarray) -> i
 
 
 # -- encoding ------------------------------------------------------------------------------
-def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, progress: bool = False,
+def encode(context: Context, rgb: np.ndarray, step_layers: int, chunk_symbols: int, progress: bool = False,
            stored_fallback: bool = True, target_bits: float | None = None) -> CodedImage:
-    """The progressive layers of an (H, W, 3) uint8 image: ``steps`` rate-placed step
+    """The progressive layers of an (H, W, 3) uint8 image: ``step_layers`` rate-placed step
     layers, then the tail (bits-back, or a fallback coder where smaller and ``stored_fallback``).
     With ``target_bits``: a lossy file, its step layers on the rate ladder below the target
     and the last placed to end at it (placement.layer_targets), and no tail."""
     height, width = rgb.shape[:2]
     pixels = height * width
     targets = None if target_bits is None else layer_targets(target_bits / pixels)
-    steps = steps if targets is None else len(targets)
+    step_layers = step_layers if targets is None else len(targets)
     x = dm.scale_pixels_array(rgb)
     sample = layer_plan.FitSample(height, width)
     placer = Placer(context.runner)
@@ -138,7 +137,7 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
     z = chain.start(height, width)
     box = Box()
     infos, chunks, spent = [], [], 0.0
-    for layer in progress_bar(range(steps), progress, steps + (targets is None), "encode", "layer"):
+    for layer in progress_bar(range(step_layers), progress, step_layers + (targets is None), "encode", "layer"):
         x_eps, x_progressive = chain.predict(z, layer)
         blend = best_blend(x, x_eps, x_progressive)
         x_hat = box.project(blend_estimate(x_eps, x_progressive, blend))
@@ -156,7 +155,7 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
             want = (next_target(spent / pixels) * pixels - spent) * exact.LN2
         else:  # (a layer that overshot may leave the next little: it still aims at a byte)
             want = max(targets[layer] * pixels - spent, 8.0) * exact.LN2
-        room = steps - layer  # the later layers and the tail: at least MIN_STEP each
+        room = step_layers - layer  # the later layers and the tail: at least MIN_STEP each
         s_index = placer.time_for(t_index, want / max(half_error, 1e-30), room)  # the KL's guess
         costs: dict[int, float] = {}  # nats of each time tried
         best = None  # the trial nearest to the target, in ratio (only it is kept: offsets are image-sized)
@@ -188,16 +187,17 @@ def encode(context: Context, rgb: np.ndarray, steps: int, chunk_symbols: int, pr
         spent += 8 * info.size
         z = step.latent(symbols)
         box = box.narrowed(step.bounds(symbols))
-    x_eps, x_progressive = chain.predict(z, steps)  # the display at the tail's start (or the file's end)
+    x_eps, x_progressive = chain.predict(z, step_layers)  # the display at the tail's start (or the file's end)
     chain.blends.append(best_blend(x, x_eps, x_progressive))
     if targets is not None:
-        return CodedImage(Mode.PROGRESSIVE, infos, chunks, height, width, steps=steps, chunk_symbols=chunk_symbols,
-                          times=chain.times, blends=chain.blends, lossy_steps=steps, tail_mode=NO_TAIL)
+        return CodedImage(Mode.PROGRESSIVE, infos, chunks, height, width, steps=step_layers,
+                          chunk_symbols=chunk_symbols, times=chain.times, blends=chain.blends, lossy_steps=step_layers,
+                          tail_mode=NO_TAIL)
     end = tail.encode(context, rgb, z, chain.times[-1], stored_fallback)
     times = chain.times + (end.times[1:] if end.mode == Mode.LOSSLESS else [0])
     return CodedImage(Mode.PROGRESSIVE, infos + end.layers, chunks + end.chunks, height, width,
                       steps=len(times) - 1, chunk_symbols=chunk_symbols, bands=end.bands,
-                      chain_scales=end.chain_scales, times=times, blends=chain.blends, lossy_steps=steps,
+                      chain_scales=end.chain_scales, times=times, blends=chain.blends, lossy_steps=step_layers,
                       tail_mode=end.mode)
 
 
@@ -254,7 +254,7 @@ def _point(chain: LayerChain, z: np.ndarray, layer: int, box: Box, partial: bool
     """The point before step layer ``layer``, with the estimate its step needs; at the tail's
     start that estimate is only the display, computed when shown (:func:`display`): a
     complete tail makes it unnecessary."""
-    if layer == chain.steps:
+    if layer == chain.step_layers:
         return Point(layer, z, None, box, partial)
     return Point(layer, z, display(chain, z, layer, box), box, partial)
 
@@ -271,9 +271,10 @@ def walk(chain: LayerChain, coded: CodedImage, progress: bool = False) -> Iterat
     """Mirror of :func:`encode`: step the chain through the layers present, yielding the
     point before each layer and after the last one used: a cut layer's missing
     coefficients are taken as skipped; a complete tail gives the exact pixels."""
-    steps = chain.steps
+    step_layers = chain.step_layers
     point = _point(chain, chain.start(coded.height, coded.width), 0, Box())
-    for layer in progress_bar(range(steps), progress, steps + (coded.tail_mode != NO_TAIL), "decode", "layer"):
+    for layer in progress_bar(range(step_layers), progress, step_layers + (coded.tail_mode != NO_TAIL), "decode",
+                              "layer"):
         yield point
         complete = coded.complete(layer)
         if len(coded.chunks[layer]) < 2 and not complete:  # nothing but the plan
@@ -289,9 +290,9 @@ def walk(chain: LayerChain, coded: CodedImage, progress: bool = False) -> Iterat
             yield point
             return
     yield point
-    if coded.tail_mode == NO_TAIL or not coded.complete(steps):
+    if coded.tail_mode == NO_TAIL or not coded.complete(step_layers):
         return
-    yield Pixels(steps + 1, tail.decode(chain.context, coded, point.z))
+    yield Pixels(step_layers + 1, tail.decode(chain.context, coded, point.z))
 
 
 def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int) -> np.ndarray:
