@@ -176,3 +176,12 @@ def test_size_target_in_parts_and_merged(bench_inputs):
                                                                 ("b.png", 12)]
     assert all(r["sized_bpp"] <= r["target"] and r["cut_bpp"] <= r["target"] for r in rows)
     assert "| 12.0 | 2 |" in merged.stdout
+
+
+def test_batch_folder_against_separate_commands(bench_inputs):
+    root, folder, model_path = bench_inputs
+    result = run_script("batch.py", folder, "--bpp", "12", "--model", model_path, "--out", root / "batch")
+    report = json.loads((root / "batch" / "batch.json").read_text())
+    assert report["images"] == 2 and report["same_bytes"] is True and len(report["single_seconds"]) == 2
+    assert "2 files" in report["folder_summary"], report["folder_summary"]
+    assert "encode DIR -o OUT" in result.stdout
