@@ -6,8 +6,8 @@ start Python and load it again. Both write the same bytes (checked).
     python benchmarks/batch.py IMAGES_DIR [--bpp 0.25] [--model default|PATH] [--limit N]
         [--out results/batch]
 
-Any encode options go through (a size target keeps the run short: the per-image overhead is
-what is measured). Writes ``batch.json`` and ``batch.md`` to --out, with the folder run's
+Every file gets the same size target (``--bpp``: it keeps the run short, and the per-image
+overhead is what is measured). Writes ``batch.json`` and ``batch.md`` to --out, with the folder run's
 summary line.
 """
 
@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/batch"))
     args = parser.parse_args()
     paths = list_images(args.images)[: args.limit]
+    if not paths:
+        parser.error(f"no images in {args.images}")
     options = ("--bpp", args.bpp, "--model", args.model)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)

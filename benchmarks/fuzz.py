@@ -22,7 +22,7 @@ them (or two, for splices) damaged by one family:
 Each file is decoded in a worker process, with a time and a memory bound. Outcomes:
 
     refused        a DiffcodecError of one line
-    exact          the original pixels, and said to be
+    exact          the original pixels, and said to be (channels: in the forged layout)
     prefix         said to be a preview, and equal to the clean file's image from the same bytes
     forged-decoded a forged file decoded (no reference exists; only its cost is judged)
     WRONG          any other image: a silent wrong output

@@ -39,8 +39,8 @@ from benchmarks.common import (  # noqa: E402
     machine_description, markdown_table, parse_int_list, point, run_classical, slug, timed, write_json,
 )
 from diffcodec.format import parse_file  # noqa: E402
-from diffcodec.sheet import contact_sheet, labels  # noqa: E402
 from diffcodec.format.container import TIME_UNITS, Mode  # noqa: E402
+from diffcodec.sheet import contact_sheet, labels  # noqa: E402
 
 BUDGET_BPPS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 TABLE_BPPS = (0.25, 0.5, 0.75, 1.0, 2.0)
@@ -106,7 +106,7 @@ def measure_diffcodec(codec, image: np.ndarray, steps: int | None, completions: 
     for completion in completions:
         shown, pass_seconds = timed(codec.decode_every_layer, data, completion_steps=completion)
         facts["every_layer_pass_seconds"][variant(completion)] = pass_seconds
-        if sheet is not None and completion == completions[0]:  # what `diffcodec previews` draws
+        if sheet is not None and completion == min(completions):  # as `diffcodec previews` draws it
             contact_sheet(shown, labels(data, shown, image)).save(sheet)
         methods[layers_method(completion)] = [
             point(8 * cut / pixels, image, decoded, encode_seconds,

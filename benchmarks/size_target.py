@@ -5,7 +5,7 @@ the same budget. Both must stay within the target; the PSNR says which image is 
 
     python benchmarks/size_target.py IMAGES_DIR --targets 0.25 0.5 1 --limit 3 --out results/size_target
     python benchmarks/size_target.py IMAGES_DIR --skip 12 --out part2   # a part of a run, then:
-    python benchmarks/size_target.py --merge part1/size_target.json part2/size_target.json --out results/...
+    python benchmarks/size_target.py --merge part1/size_target.json part2/size_target.json --out ...
 """
 
 from __future__ import annotations
@@ -66,11 +66,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
+        if len({(part["model"], part["steps"]) for part in parts}) != 1:
+            parser.error("the parts were run with different models or step counts")
         rows = [row for part in parts for row in part["rows"]]
+        if len({(r["image"], r["target"]) for r in rows}) != len(rows):
+            parser.error("the parts share images")
         args.model, args.steps = parts[0]["model"], parts[0]["steps"]
+        args.targets = sorted({r["target"] for r in rows})
+    elif args.images is None:
+        parser.error("give an images folder, or --merge")
     else:
         codec = load_codec(args.model)
-        images = load_images(args.images)[args.skip:][: args.limit]
+        images = load_images(args.images, None if args.limit is None else args.skip + args.limit)[args.skip:]
         rows = [row for name, image in images for row in measure(codec, name, image, args.targets, args.steps)]
     text = summary(rows, args.targets, args.steps)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -545,7 +545,7 @@ def previews(source, output, original, completion_steps, model, device, force, q
     data = _read_input(source)
     parsed = parse_file(data)
     header = parsed.header
-    names = [f"{source.stem}.layer{k}.png" for k in range(parsed.layers_present() + 1)] + [f"{source.stem}.sheet.png"]
+    names = [f"{source.stem}.layer{k}.png" for k in range(parsed.layers_with_data() + 1)] + [f"{source.stem}.sheet.png"]
     if output.exists() and not output.is_dir():
         raise DiffcodecError(f"{output} is a file: give a folder for the previews")
     if not output.parent.is_dir():

@@ -7,7 +7,6 @@ reads one. Only this module maps a CodedImage to and from the container's header
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 import warnings
@@ -309,7 +308,7 @@ class Codec:
 
     def decode_every_layer(self, data: bytes, completion_steps: int = 0) -> list[np.ndarray]:
         """The image after 0, 1, ..., L layers, in one pass over the chain; for a prefix, up to
-        the last layer it holds a part of (the layers after it have no data to show)."""
+        the last layer it holds data of (DfcFile.layers_with_data: nothing after it to show)."""
         with boundary("decoding"):
             f = parse_file(data)
             if f.header.mode != Mode.PROGRESSIVE:
@@ -319,9 +318,8 @@ class Codec:
             context, coded = self._decoding(f)
             chain = progressive.chain_of(context, coded)
             h = f.header
-            points = itertools.islice(progressive.walk(chain, coded), f.layers_present() + 1)
             return [restore(progressive.render(chain, point, completion_steps), h.channels, h.alpha_kind, h.alpha)
-                    for point in points]
+                    for point in progressive.walk(chain, coded)]  # f.layers_with_data() + 1 of them
 
     def lossless_bound(self, image, steps: int | None = None, seed: int = 0, uniform_grid: bool = False) -> dict:
         """The T-step NELBO (bits/dim) of the model the lossless coder uses: see lossless.bound.

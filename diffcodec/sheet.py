@@ -20,7 +20,7 @@ def preview_sizes(data: bytes) -> list[tuple[int, bool]]:
     layers, as much of them as ``data`` holds."""
     f = parse_file(data)
     sizes = [(f.header_size, False)]
-    for k in range(f.layers_present()):
+    for k in range(f.layers_with_data()):
         sizes.append((sizes[-1][0] + sum(len(c) for c in f.chunks[k]), not f.layer_complete(k)))
     return sizes
 

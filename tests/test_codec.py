@@ -102,7 +102,7 @@ def test_psnr_never_decreases_on_a_natural_image(trained_tiny_model):
 
 
 def test_previews_of_a_prefix_stop_at_its_last_layer_and_say_it_is_cut(trained_tiny_model):
-    from diffcodec.sheet import labels
+    from diffcodec.sheet import labels, preview_sizes
 
     codec = Codec(trained_tiny_model, chunk_symbols=256)
     image = synthetic_image(48, 48, "shapes", seed=11)
@@ -115,6 +115,10 @@ def test_previews_of_a_prefix_stop_at_its_last_layer_and_say_it_is_cut(trained_t
     assert len(images) == 5 and np.array_equal(images[4], codec.decode_result(data[:cut]).image)
     lines = labels(data[:cut], images, image)
     assert "(last cut)" in lines[4] and f"{cut} B" in lines[4] and "cut" not in lines[3]
+    plan_only = f.prefix(layers=3).size + chunks[0]  # layer 4's plan and no coefficients: nothing to show
+    assert parse_file(data[:plan_only]).layers_with_data() == 3
+    images = codec.decode_every_layer(data[:plan_only])
+    assert len(images) == len(labels(data[:plan_only], images)) == len(preview_sizes(data[:plan_only])) == 4
 
 
 def test_layer_sizes_match_the_model_estimate(trained_tiny_model):

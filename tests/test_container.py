@@ -7,9 +7,8 @@ import zlib
 import pytest
 
 from diffcodec.errors import DiffcodecError
-from diffcodec.format.container import (VERSION, ContainerError, Header, LayerInfo, Mode, NO_TAIL, pack_file,
-                                        pack_header,
-                                        parse_file, parse_header, validate_header)
+from diffcodec.format.container import (NO_TAIL, VERSION, ContainerError, Header, LayerInfo, Mode, pack_file,
+                                        pack_header, parse_file, parse_header, validate_header)
 
 
 def _header(**changes):
@@ -147,7 +146,7 @@ def _layers(*lengths, low=-3, high=4):
     (_header, dict(height=500), "band plan"),
     (_header, dict(tail_mode=Mode.STORED), "lossless fields in a stored tail"),
     (_header, dict(tail_mode=NO_TAIL), "time grid"),  # a lossy file's grid ends above 0
-    (_header, dict(tail_mode=NO_TAIL, times=[1 << 24, 1 << 22, 1 << 20]), "layer count"),  # yet a tail layer is there
+    (_header, dict(tail_mode=NO_TAIL, steps=1, times=[1 << 24, 1 << 22]), "layer count"),  # yet a tail layer is there
     (_header, dict(tail_mode=9), "tail coder"),
     (_header, dict(chain_scales=[]), "chain scale"),
     (_header, dict(layers=[LayerInfo(-3, 4, 0, 0, [108, 40]), LayerInfo(0, 255, 0, 0, [100, 48])]), "one chunk"),

@@ -6,7 +6,7 @@ size reaches the next rung of a geometric ladder, so a prefix of any useful size
 a layer boundary. The last layer is the tail (tail.py): the exact image by bits-back
 coding from the last step layer's latent, which costs about what the rest of the chain's
 NELBO says, so the whole file costs about a lossless file. The time grid (the step
-layers', then the tail's) goes into the header; its length is the header's ``steps``.
+layers', then the tail's) goes into the header; its number of steps is the header's ``steps``.
 
 A step sends z_s ~ U(mu_Q +- Delta/2), the uniform with the Gaussian posterior's mean and
 variance (Delta = sqrt(12) sigma_Q), in the orthonormal block transform of transform.py:
@@ -87,6 +87,7 @@ class LayerChain:
 
     @property
     def step_layers(self) -> int:
+        """Step layers: one per step of the time grid so far."""
         return len(self.times) - 1
 
     def start(self, height: int, width: int) -> np.ndarray:

@@ -165,9 +165,11 @@ class DfcFile:
             count += 1
         return count
 
-    def layers_present(self) -> int:
-        """Layers of which some chunk is present (the complete ones, and one cut inside)."""
-        return sum(1 for present in self.chunks if present)
+    def layers_with_data(self) -> int:
+        """Layers a progressive decode steps through: the complete ones, then one cut inside
+        that holds more than its first chunk (a step layer's plan, no coefficients)."""
+        count = self.complete_layers()
+        return count + (count < len(self.chunks) and len(self.chunks[count]) > 1)
 
     @property
     def complete(self) -> bool:
