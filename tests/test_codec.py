@@ -151,6 +151,24 @@ def test_generative_completion_and_truncation_points(codec):
         parsed.prefix(max_bytes=10)
 
 
+def test_completion_samples_from_the_eps_estimate(codec, monkeypatch):
+    """Completion's steps take the eps-based estimate (projected into the layers' box), not
+    the progressive one, whose direct head drained samples to grey (issue 28)."""
+    from diffcodec.coding import progressive
+    from diffcodec.coding.uq_step import Box
+    from diffcodec.format.container import TIME_UNITS
+    from diffcodec.model import diffusion as dm
+
+    image = synthetic_image(16, 16, "shapes", seed=3)
+    context, coded = codec._decoding(parse_file(codec.encode(image, steps=2)))
+    chain = progressive.chain_of(context, coded)
+    x_eps, grey = dm.scale_pixels_array(image), np.zeros(image.shape)
+    monkeypatch.setattr(context.runner, "predict",
+                        lambda z, gamma, tiling, chain=False: (x_eps, grey, grey, grey) if chain else (grey, grey))
+    out = progressive.complete_by_sampling(chain, chain.start(16, 16), chain.times[1] / TIME_UNITS, 8, Box())
+    assert np.abs(out.astype(int) - image).max() <= 1
+
+
 def test_decoding_does_not_depend_on_thread_count(codec):
     image = synthetic_image(40, 40, "shapes", seed=4)
     threads = torch.get_num_threads()

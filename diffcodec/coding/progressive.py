@@ -296,13 +296,16 @@ def walk(chain: LayerChain, coded: CodedImage, progress: bool = False) -> Iterat
     yield Pixels(step_layers + 1, tail.decode(chain.context, coded, point.z))
 
 
-def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int) -> np.ndarray:
-    """Finish the image by ancestral sampling from time t to 0 in ``steps`` steps."""
+def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int, box: Box) -> np.ndarray:
+    """Finish the image by ancestral sampling from time t to 0 in ``steps`` steps, each step's
+    estimate the eps-based one (the denoiser the ELBO trains; the direct head, trained for
+    the layers' times, drains a sample's contrast) projected into the bounds the layers put
+    on x (docs/experiments.md#generative-completion)."""
     runner, tiling = chain.context.runner, chain.context.tiling
     gammas = runner.gammas(t * (1.0 - np.arange(steps + 1, dtype=np.float64) / steps))
     for n in range(steps):
         coef = dm.step_coefficients(float(gammas[n]), float(gammas[n + 1]))
-        x_hat, _ = runner.predict(z, float(gammas[n]), tiling)
+        x_hat = box.project(runner.predict(z, float(gammas[n]), tiling, chain=True)[0])
         noise = randomness.shared_normal(chain.context.seed, randomness.COMPLETION, n, z.size).reshape(z.shape)
         z = coef.b * z + coef.c * x_hat + coef.sigma_q * noise
     return dm.pixel_mode(z, float(gammas[-1]))
@@ -315,7 +318,7 @@ def render(chain: LayerChain, point: Point | Pixels, completion_steps: int = 0) 
         return point.rgb
     if completion_steps > 0:
         t = chain.times[point.layers] / TIME_UNITS
-        return complete_by_sampling(chain, point.z, t, completion_steps)
+        return complete_by_sampling(chain, point.z, t, completion_steps, point.box)
     x_hat = point.x_hat if point.x_hat is not None else display(chain, point.z, point.layers, point.box)
     return dm.nearest_pixels(x_hat)
 
