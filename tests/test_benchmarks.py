@@ -185,3 +185,13 @@ def test_batch_folder_against_separate_commands(bench_inputs):
     assert report["images"] == 2 and report["same_bytes"] is True and len(report["single_seconds"]) == 2
     assert "2 files" in report["folder_summary"], report["folder_summary"]
     assert "encode DIR -o OUT" in result.stdout
+
+
+def test_completion_quick(bench_inputs):
+    root, folder, model_path = bench_inputs
+    result = run_script("completion.py", folder, "--model", model_path, "--steps", "2", "--crop", "32",
+                        "--out", root / "completion")
+    rows = json.loads((root / "completion" / "completion.json").read_text())["rows"]
+    assert {r["steps"] for r in rows} == {0, 2} and all(r["layer"] >= 1 for r in rows)
+    assert all(np.isfinite(r["high_frequency"]) and len(r["std_ratio"]) == 3 for r in rows)
+    assert "high-frequency energy" in result.stdout
