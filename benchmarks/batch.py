@@ -14,7 +14,6 @@ summary line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import list_images, markdown_table, write_json  # noqa: E402
+from benchmarks.common import list_images, markdown_table, write_results  # noqa: E402
 
 
 def diffcodec(*args) -> tuple[subprocess.CompletedProcess, float]:
@@ -75,12 +74,7 @@ def main() -> None:
         ["encode DIR -o OUT", 1, f"{folder_seconds:.1f}", f"{folder_seconds / count:.2f}"],
         ["encode IMG -o OUT/IMG.dfc, each", count, f"{sum(single_seconds):.1f}", f"{sum(single_seconds) / count:.2f}"],
     ])
-    text = f"{table}\n\nSame bytes: {same}. The folder run's summary: `{summary}`\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "batch.json", result)
-    (args.out / "batch.md").write_text(text)
-    print(text)
-    print(json.dumps(dict(same_bytes=same)))
+    write_results(args.out, "batch", result, f"{table}\n\nSame bytes: {same}. The folder run's summary: `{summary}`\n")
 
 
 if __name__ == "__main__":

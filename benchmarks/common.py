@@ -250,6 +250,15 @@ def write_json(path: str | Path, data) -> None:
     Path(path).write_text(json.dumps(finite_or_none(data), indent=1, allow_nan=False) + "\n")
 
 
+def write_results(out: Path, name: str, data: dict, table: str) -> None:
+    """``out/name.json`` (everything measured) and ``out/name.md`` (the table), and the table
+    printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{name}.json", data)
+    (out / f"{name}.md").write_text(table)
+    print(table)
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     """A GitHub markdown table; None cells print as an en dash."""
     def cell(v):

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
-    center_crop, load_codec, load_images, markdown_table, parse_int_list, timed, write_json,
+    center_crop, load_codec, load_images, markdown_table, parse_int_list, timed, write_results,
 )
 from diffcodec.format import parse_file  # noqa: E402
 from diffcodec.metrics import ms_ssim, psnr  # noqa: E402
@@ -84,11 +84,7 @@ def main() -> None:
     images = [(name, center_crop(image, args.crop) if args.crop else image)
               for name, image in load_images(args.images, args.limit)]
     rows = [row for name, image in images for row in measure(codec, name, image, args.steps)]
-    text = summary(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "completion.json", dict(model=args.model, crop=args.crop, rows=rows))
-    (args.out / "completion.md").write_text(text)
-    print(text)
+    write_results(args.out, "completion", dict(model=args.model, crop=args.crop, rows=rows), summary(rows))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_codec, load_images, markdown_table, psnr, write_json  # noqa: E402
+from benchmarks.common import load_codec, load_images, markdown_table, psnr, write_results  # noqa: E402
 from diffcodec.format import parse_file  # noqa: E402
 
 
@@ -79,11 +79,8 @@ def main() -> None:
         codec = load_codec(args.model)
         images = load_images(args.images, None if args.limit is None else args.skip + args.limit)[args.skip:]
         rows = [row for name, image in images for row in measure(codec, name, image, args.targets, args.steps)]
-    text = summary(rows, args.targets, args.steps)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "size_target.json", dict(model=args.model, steps=args.steps, rows=rows))
-    (args.out / "size_target.md").write_text(text)
-    print(text)
+    write_results(args.out, "size_target", dict(model=args.model, steps=args.steps, rows=rows),
+                  summary(rows, args.targets, args.steps))
 
 
 if __name__ == "__main__":
