@@ -212,7 +212,7 @@ def tune_grid(model_path, data, out, crops, crop, candidates, seed, force):
     pilot = CropSampler(images, crop, seed).sample(crops).permute(0, 2, 3, 1).numpy()
     model = load_named_model(model_path)
     fitted = fit_time_grids(ModelRunner(model), pilot, candidates=int(candidates), seed=seed)
-    fitted["time_grid_fit"]["data"] = [str(d) for d in data]
+    fitted["time_grid_fit"]["data"] = ["/".join(Path(d).resolve().parts[-2:]) for d in data]  # no local paths
     save_model(model, out, {**model.metadata, **fitted})
     click.echo(json.dumps(fitted["time_grid_fit"]))
 
