@@ -61,6 +61,7 @@ if str(ROOT) not in sys.path:
 from diffcodec.codec import decode_work  # noqa: E402
 from diffcodec.errors import DiffcodecError  # noqa: E402
 from diffcodec.format import container  # noqa: E402
+from diffcodec.images import prepare, restore  # noqa: E402
 
 FAMILIES = ("bitflip", "truncate", "insert", "delete", "zero", "splice", "crafted", "forged", "channels", "random")
 BAD_OUTCOMES = ("WRONG", "TRACEBACK", "PANIC", "HANG", "MEMORY", "MULTILINE")
@@ -264,24 +265,14 @@ def _channels(rng, data, other, header_size):
 
 
 def forged_channels_image(clean_image: np.ndarray, data: bytes) -> np.ndarray | None:
-    """What an exact decode of a file with forged channels must return: the clean colour data
-    in the channel count the header now says (a grey count only if the colours are grey), the
-    clean alpha kept or an opaque one added; None where it must be refused."""
+    """What an exact decode of a file with forged channels must return: the coded colours
+    restored in the layout the header now says (images.restore); None where the layout is
+    grey and the colours are not (the decoder must refuse)."""
     header = container._read_header(data)[0]
-    colour = clean_image[..., :3] if clean_image.ndim == 3 and clean_image.shape[-1] >= 3 else None
-    grey = clean_image if clean_image.ndim == 2 else clean_image[..., 0] if colour is None else None
-    if colour is not None and np.all(colour == colour[..., :1]):
-        grey = colour[..., 0]
-    if colour is None:
-        colour = np.repeat(grey[..., None], 3, axis=-1)
-    clean_alpha = clean_image[..., -1] if clean_image.ndim == 3 and clean_image.shape[-1] in (2, 4) else None
-    alpha = clean_alpha if header.alpha_kind == container.ALPHA_ZLIB else np.full(colour.shape[:2], 255, np.uint8)
-    if header.channels in (1, 2) and grey is None:
+    rgb = prepare(clean_image).rgb
+    if header.channels in (1, 2) and not np.all(rgb == rgb[:, :, :1]):
         return None
-    base = grey[..., None] if header.channels in (1, 2) else colour
-    if header.channels in (2, 4):
-        base = np.concatenate([base, alpha[..., None]], -1)
-    return base[..., 0] if base.shape[-1] == 1 else base
+    return restore(rgb, header.channels, header.alpha_kind, header.alpha)
 
 
 CUT_FIRST = ("bitflip", "insert", "delete", "zero")

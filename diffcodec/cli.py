@@ -433,7 +433,7 @@ def encode(sources, output, mode, steps, seed, target_bpp, target_bytes, as_json
     """Encode images (files, or the images of a folder) into .dfc files, loading the model once."""
     import time
 
-    from .format.container import NO_TAIL, parse_file, parse_header
+    from .format.container import parse_file
     from .images import IMAGE_SUFFIXES, read_image
 
     if target_bpp is not None and target_bytes is not None:
@@ -454,10 +454,10 @@ def encode(sources, output, mode, steps, seed, target_bpp, target_bytes, as_json
         seconds = time.perf_counter() - start
         _write_output(target, data)
         h, w = array.shape[:2]
-        header, _ = parse_header(data)
-        complete = parse_file(data).complete_layers()
+        parsed = parse_file(data)
+        header, complete = parsed.header, parsed.complete_layers()
         shape = str(header.mode) if mode != "progressive" else f"{complete} layers" + (
-            ", lossy" if header.tail_mode == NO_TAIL else "") + (
+            ", lossy" if header.lossy else "") + (
             f" (cut to the target: part of layer {complete + 1})" if complete < len(header.layers) else "")
         line = (f"{target}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp "
                 f"({8 * len(data) / array.size:.4f} bits/dim), {shape}, {seconds:.2f} s")

@@ -7,7 +7,6 @@ reads one. Only this module maps a CodedImage to and from the container's header
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from .coding.runner import DEFAULT_TILE, ModelRunner, Tiling, threads_for_free_c
 from .errors import DiffcodecError, LimitError, boundary, does_not_decode
 from .coding.placement import layer_targets
 from .format.container import (BAND_SCALE_BYTES, MAX_CHUNK_SYMBOLS, MAX_SIDE, MAX_TILE, MIN_CHUNK_SYMBOLS, MIN_TILE,
-                               NO_TAIL, ContainerError, DfcFile, Header, Mode, chunk_count, pack_file, parse_file)
+                               ContainerError, DfcFile, Header, Mode, check_budgets, chunk_count, pack_file,
+                               parse_file)
 from .images import PreparedImage, prepare, restore
 from .model import DiffusionModel, load_named_model
 
@@ -217,12 +217,7 @@ class Codec:
             raise DiffcodecError("a size target makes a lossy progressive file: not with --mode lossless")
         if (bpp is None) == (max_bytes is None):
             raise DiffcodecError("give one size target: bpp or max_bytes")
-        if bpp is not None and (isinstance(bpp, bool) or not isinstance(bpp, numbers.Real)
-                                or not math.isfinite(bpp) or bpp <= 0):
-            raise DiffcodecError(f"bpp must be a positive finite number, not {bpp!r}")
-        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral)
-                                      or max_bytes < 1):
-            raise DiffcodecError(f"max_bytes must be a whole number of at least 1, not {max_bytes!r}")
+        check_budgets(max_bytes=max_bytes, bpp=bpp)
         prepared = prepare(image)
         height, width, _ = prepared.rgb.shape
         if max(height, width) > MAX_SIDE:
@@ -293,8 +288,8 @@ class Codec:
                                                         and np.all(rgb[:, :, 1] == rgb[:, :, 2])):
             raise does_not_decode("a grey image decodes to colour")  # (only grey was ever coded)
         image = restore(rgb, header.channels, header.alpha_kind, header.alpha)
-        lossy = header.mode == Mode.PROGRESSIVE and header.tail_mode == NO_TAIL
-        return Decoded(image, header.mode, used, len(header.layers), partial, exact, f.size, f.full_size, lossy)
+        return Decoded(image, header.mode, used, len(header.layers), partial, exact, f.size, f.full_size,
+                       header.lossy)
 
     def decode(self, data: bytes | DfcFile, layers: int | None = None, max_bytes: int | None = None,
                completion_steps: int = 0, progress: bool = False) -> np.ndarray:

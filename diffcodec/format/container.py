@@ -137,6 +137,23 @@ class Header:
     blends: list[int] = field(default_factory=list)  # progressive: direct-head weight at each step layer's start and the tail's
     tail_mode: int = 0  # progressive: the tail's coder, a Mode: LOSSLESS (bits-back), PREDICTIVE or STORED; NO_TAIL
 
+    @property
+    def lossy(self) -> bool:
+        """A progressive file without a tail (written to a size target): no exact end."""
+        return self.mode == Mode.PROGRESSIVE and self.tail_mode == NO_TAIL
+
+
+def check_budgets(layers=None, max_bytes=None, bpp=None) -> None:
+    """Refuse a layer count, byte budget or bpp that is not a number of the right kind (for
+    cutting a file, and for encoding to a size)."""
+    for name, value, least in (("layers", layers, 0), ("max_bytes", max_bytes, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                                  or value < least):
+            raise DiffcodecError(f"{name} must be a whole number of at least {least}, not {value!r}")
+    if bpp is not None and (isinstance(bpp, bool) or not isinstance(bpp, numbers.Real) or not math.isfinite(bpp)
+                            or bpp <= 0):
+        raise DiffcodecError(f"bpp must be a positive finite number, not {bpp!r}")
+
 
 @dataclass
 class DfcFile:
@@ -187,13 +204,8 @@ class DfcFile:
         """The file cut to at most ``layers`` layers (whole layers only), ``max_bytes`` bytes
         or ``bpp`` bits per pixel, on a chunk boundary (a cut inside a chunk would only carry
         dead bytes): what ``decode --layers/--bytes/--bpp`` uses and ``truncate`` writes."""
-        for name, value, least in (("layers", layers, 0), ("max_bytes", max_bytes, 1)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-                                      or value < least):
-                raise DiffcodecError(f"{name} must be a whole number of at least {least}, not {value!r}")
+        check_budgets(layers=layers, max_bytes=max_bytes, bpp=bpp)
         if bpp is not None:
-            if isinstance(bpp, bool) or not isinstance(bpp, numbers.Real) or not math.isfinite(bpp) or bpp <= 0:
-                raise DiffcodecError(f"bpp must be a positive finite number, not {bpp!r}")
             max_bytes = self.bpp_budget(bpp) if max_bytes is None else min(max_bytes, self.bpp_budget(bpp))
         if max_bytes is not None and max_bytes < self.header_size:
             raise DiffcodecError(f"a budget of {max_bytes} bytes is smaller than the header "
@@ -417,18 +429,16 @@ def validate_header(h: Header) -> None:
             raise bad("empty layer or chunk")
     symbols = 3 * h.height * h.width
     per_layer = chunk_count(symbols, h.chunk_symbols)
-    lossy_file = h.mode == Mode.PROGRESSIVE and h.tail_mode == NO_TAIL  # its grid ends above 0
-    ends = not h.times or (h.times[-1] > 0 if lossy_file else h.times[-1] == 0)
+    ends = not h.times or (h.times[-1] > 0 if h.lossy else h.times[-1] == 0)  # a lossy file's grid ends above 0
     if h.time_grid == "explicit" and (len(h.times) != h.steps + 1 or h.times[0] != TIME_UNITS or not ends
                                       or any(a - b < MIN_STEP for a, b in zip(h.times, h.times[1:]))):
         raise bad("invalid time grid")
     if h.time_grid == "uniform" and h.times:
         raise bad("times stored for a uniform grid")
     if h.mode == Mode.PROGRESSIVE:
-        lossy = h.tail_mode == NO_TAIL  # a lossy file: the step layers only (encode --bpp / --bytes)
-        steps_left = 0 if lossy else 1  # the tail's steps: at least one
-        if (h.time_grid != "explicit" or len(h.layers) != h.lossy_steps + (not lossy) or h.lossy_steps < 1
-                or h.steps - h.lossy_steps < steps_left or (lossy and h.steps != h.lossy_steps)):
+        tail_steps = h.steps - h.lossy_steps  # a lossy file (the step layers only) has none, a tail one or more
+        if (h.time_grid != "explicit" or len(h.layers) != h.lossy_steps + (not h.lossy) or h.lossy_steps < 1
+                or (tail_steps != 0 if h.lossy else tail_steps < 1)):
             raise bad("the layer count does not match the time grid")
         if len(h.blends) != h.lossy_steps + 1 or max(h.blends) > BLEND_LEVELS:
             raise bad("invalid blend weights")
@@ -436,7 +446,7 @@ def validate_header(h: Header) -> None:
             lengths = layer.chunk_lengths
             if lengths[0] < BAND_SCALE_BYTES or len(lengths) > 1 + per_layer or any(n % 4 for n in lengths[1:]):
                 raise bad("invalid step layer chunks")
-        if lossy:
+        if h.lossy:
             if h.bands or h.chain_scales:
                 raise bad("lossless fields in a lossy file")
         else:

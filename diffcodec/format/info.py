@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .container import ALPHA_ZLIB, NO_TAIL, TIME_UNITS, DfcFile, Mode, parse_file
+from .container import ALPHA_ZLIB, TIME_UNITS, DfcFile, Mode, parse_file
 
 
 def _layer_label(f: DfcFile, index: int) -> str:
@@ -48,6 +48,6 @@ def describe(data: bytes) -> dict:
         "complete_layers": f.complete_layers(), "layers": layers, "bands": h.bands,
         "chain_scales": h.chain_scales, "rate_placed_layers": h.lossy_steps,
         "times": [t / TIME_UNITS for t in h.times], "blends": h.blends,
-        "tail": str(Mode(h.tail_mode)) if h.mode == Mode.PROGRESSIVE and h.tail_mode != NO_TAIL else None,
+        "tail": str(Mode(h.tail_mode)) if h.mode == Mode.PROGRESSIVE and not h.lossy else None,
         "bits_per_dim": 8 * len(data) / (pixels * h.channels),
     }
