@@ -56,9 +56,11 @@ def load_images(folder: str | Path, limit: int | None = None, quick: bool = Fals
     return images
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, out_default: str = "results") -> None:
-    """Arguments every benchmark script takes, spelled the same way."""
-    parser.add_argument("images", metavar="IMAGES_DIR", help="folder of test images (e.g. Kodak)")
+def add_common_arguments(parser: argparse.ArgumentParser, out_default: str = "results", merges: bool = False) -> None:
+    """Arguments every benchmark script takes, spelled the same way (``merges``: the script
+    can also join parts of a run instead of measuring, so IMAGES_DIR may be left out)."""
+    parser.add_argument("images", metavar="IMAGES_DIR", nargs="?" if merges else None,
+                        help="folder of test images (e.g. Kodak)")
     parser.add_argument("--model", default="default", help="registered model name or checkpoint path")
     parser.add_argument("--device", default="cpu", help="device for the network (cpu, cuda)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="use the first N images only")

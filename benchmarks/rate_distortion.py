@@ -3,7 +3,8 @@
 
     python benchmarks/rate_distortion.py IMAGES_DIR [--model default|PATH] [--steps N]
         [--limit N] [--quick] [--out results/] [--completion-steps 0,20] [--nelbo-samples 0]
-        [--ideal-points 28] [--budget-bpps 0.05,0.1,...|none]
+        [--ideal-points 28] [--budget-bpps 0.05,0.1,...|none] [--skip N]
+    python benchmarks/rate_distortion.py --merge part1/rd_raw.json part2/rd_raw.json --out DIR
 
 Every image is encoded once with diffcodec; its prefixes are then measured two ways:
 whole progressive layers (0 .. steps+1, from one ``decode_every_layer`` pass) and byte
@@ -26,6 +27,8 @@ sheet of its layers (``sheet_NAME.png``, as ``diffcodec previews`` draws it).
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -39,7 +42,7 @@ from benchmarks.common import (  # noqa: E402
     machine_description, markdown_table, parse_int_list, point, run_classical, slug, timed, write_json,
 )
 from diffcodec.format import parse_file  # noqa: E402
-from diffcodec.format.container import TIME_UNITS, Mode  # noqa: E402
+from diffcodec.format.container import TIME_UNITS, VERSION, Mode  # noqa: E402
 from diffcodec.sheet import contact_sheet, labels  # noqa: E402
 
 BUDGET_BPPS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -73,7 +76,7 @@ def ideal_rate_at(curve: dict, value: float, key: str) -> float | None:
     """The ideal curve's rate where ``key`` (psnr or times) equals ``value``; None outside it."""
     xs, rates = np.asarray(curve[key]), np.asarray(curve["bpp"])
     order = np.argsort(xs)
-    if not len(xs) or value < xs.min() or value > xs.max():
+    if value is None or not np.isfinite(value) or not len(xs) or value < xs.min() or value > xs.max():
         return None
     return float(np.interp(value, xs[order], rates[order]))
 
@@ -300,7 +303,7 @@ def plot(documents: dict, key: str, label: str, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
+    add_common_arguments(parser, merges=True)
     parser.add_argument("--steps", type=int, default=None, help="diffcodec rate-placed layers (default: the codec's)")
     parser.add_argument("--ideal-points", type=int, default=28,
                         help="times on the model's ideal-channel curve, from t=1 to 0.3 (0: skip)")
@@ -314,16 +317,31 @@ def main(argv: list[str] | None = None) -> None:
                         help="diffcodec only (the classical codecs' points do not depend on it)")
     parser.add_argument("--nelbo-samples", type=int, default=0,
                         help="also report the model's NELBO (bits/dim) with this many samples (0: skip)")
+    parser.add_argument("--skip", type=int, default=0, help="start after this many images (to split a run)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="RD_RAW",
+                        help="join the rd_raw.json files of parts of one run (IMAGES_DIR is then ignored)")
     args = parser.parse_args(argv)
-
-    images = load_images(args.images, args.limit, args.quick)
-    codec = load_codec(args.model, args.device, args.chunk_symbols)
-    classical, notes = ([], []) if args.no_classical else classical_codecs()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        config, raw_images = merged(parser, args)
+    elif args.images is None:
+        parser.error("give an images folder, or --merge")
+    elif args.skip < 0:
+        parser.error("--skip must be 0 or more")
+    else:
+        config, raw_images = measure(args, out)
+    report(config, raw_images, args, out)
 
-    per_method: dict[str, list] = {}
-    facts, raw_images = [], []
+
+def measure(args, out: Path) -> tuple[dict, list[dict]]:
+    """Every image's diffcodec facts and every method's points (rd_raw.json's content)."""
+    images = load_images(args.images, None if args.limit is None else args.skip + args.limit, args.quick)[args.skip:]
+    if not images:
+        sys.exit(f"error: no images in {args.images} after skipping {args.skip}")
+    codec = load_codec(args.model, args.device, args.chunk_symbols)
+    classical, notes = ([], []) if args.no_classical else classical_codecs()
+    raw_images = []
     for name, image in tqdm(images, desc="images", unit="image", dynamic_ncols=True):
         sheet = out / f"sheet_{Path(name).stem}.png" if not raw_images else None  # the first image's
         info, methods = measure_diffcodec(codec, image, args.steps, args.completion_steps, args.budget_bpps, sheet)
@@ -337,11 +355,55 @@ def main(argv: list[str] | None = None) -> None:
             info["nelbo_bpd"] = image_nelbo(codec.model, image, samples=args.nelbo_samples).total
         for c in tqdm(classical, desc="classical codecs", leave=False, dynamic_ncols=True):
             methods[c.name] = [run_classical(c, image, q) for q in c.sweep(args.quick)]
-        for method, points in methods.items():
-            per_method.setdefault(method, []).append(points)
-        facts.append(info)
         raw_images.append(dict(name=name, height=image.shape[0], width=image.shape[1], diffcodec=info, methods=methods))
+    config = dict(images_dir=str(args.images), images=len(images), skip=args.skip, model=args.model, steps=args.steps,
+                  chunk_symbols=codec.chunk_symbols, completion_steps=args.completion_steps, quick=args.quick,
+                  budget_bpps=list(args.budget_bpps), ideal_points=args.ideal_points, nelbo_samples=args.nelbo_samples,
+                  classical=[c.name for c in classical], format_version=VERSION,
+                  machine=machine_description(args.device), notes=notes)
+    return config, raw_images
 
+
+MERGED_SAME = ("model", "steps", "chunk_symbols", "completion_steps", "quick", "budget_bpps", "ideal_points",
+               "nelbo_samples", "classical", "format_version")
+
+
+def merged(parser, args) -> tuple[dict, list[dict]]:
+    """The parts' images as one run; the parts must agree on everything but their images."""
+    parts = [json.loads(path.read_text()) for path in args.merge]
+    if any(key not in part["config"] for part in parts for key in MERGED_SAME):
+        parser.error("a part was written by an older rate_distortion.py: its settings cannot be checked")
+    if len({json.dumps([part["config"][key] for key in MERGED_SAME]) for part in parts}) != 1:
+        parser.error(f"the parts were run with different settings (one of {', '.join(MERGED_SAME)})")
+    raw_images = [image for part in parts for image in part["images"]]
+    if len({image["name"] for image in raw_images}) != len(raw_images):
+        parser.error("the parts share images")
+    flat = lambda key: [v for part in parts for v in (part["config"][key] if isinstance(part["config"][key], list)  # noqa: E731
+                                                      else [part["config"][key]])]
+    config = {key: parts[0]["config"][key] for key in MERGED_SAME}
+    config.update(images=len(raw_images), merged=[str(path) for path in args.merge], images_dir=flat("images_dir"),
+                  machine=sorted(set(flat("machine"))), notes=sorted(set(flat("notes"))))
+    for key in ("model", "steps", "completion_steps", "quick", "budget_bpps", "ideal_points", "nelbo_samples"):
+        setattr(args, key, config[key])
+    args.images = ", ".join(config["images_dir"])
+    for sheet in args.merge[0].parent.glob("sheet_*.png"):  # the first part's first image
+        shutil.copyfile(sheet, Path(args.out) / sheet.name)
+    return config, raw_images
+
+
+def report(config: dict, raw_images: list[dict], args, out: Path) -> None:
+    """rd_raw.json, one JSON per method, rd_table.md and the plots."""
+    available = {c.name: c for c in classical_codecs()[0]}
+    missing = [name for name in config["classical"] if name not in available]
+    if missing:  # their sweeps (qualities) come from the codec's description here
+        sys.exit(f"error: the parts measured {', '.join(missing)}, which this machine's Pillow lacks")
+    classical = [available[name] for name in config["classical"]]
+    notes = config["notes"]
+    facts = [image["diffcodec"] for image in raw_images]
+    per_method: dict[str, list] = {}
+    for image in raw_images:
+        for method, points in image["methods"].items():
+            per_method.setdefault(method, []).append(points)
     documents = method_documents(per_method, facts, classical, args)
     if args.nelbo_samples:
         for doc in documents.values():
@@ -349,13 +411,9 @@ def main(argv: list[str] | None = None) -> None:
                 doc["nelbo_bpd"] = float(np.mean([f["nelbo_bpd"] for f in facts]))
     for name, doc in documents.items():
         write_json(out / f"{slug(name)}.json", doc)
-    config = dict(images_dir=str(args.images), images=len(images), model=args.model, steps=args.steps,
-                  chunk_symbols=codec.chunk_symbols,
-                  completion_steps=args.completion_steps, quick=args.quick, budget_bpps=list(args.budget_bpps),
-                  machine=machine_description(args.device), notes=notes)
     write_json(out / "rd_raw.json", dict(config=config, images=raw_images))
 
-    header = (f"# Rate-distortion: {len(images)} image(s) from {args.images}"
+    header = (f"# Rate-distortion: {len(raw_images)} image(s) from {args.images}"
               f"{' (quick: centre crops)' if args.quick else ''}, model {args.model}, {args.steps or 'default'} rate-placed layers")
     table = rd_table(documents, facts, notes, header)
     if args.ideal_points and 0 in args.completion_steps:

@@ -20,8 +20,8 @@ from diffcodec.format.container import parse_file
 from conftest import randomize_output
 
 FROZEN = {
-    "progressive": "b8df513b95116e1a",
-    "lossless": "6c6b5e47633ebc14",
+    "progressive": "2bda2f30cb3dcd43",
+    "lossless": "d0b10a3c46bcf381",
 }
 
 

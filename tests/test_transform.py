@@ -16,6 +16,18 @@ def test_block_dct_is_orthonormal_on_any_size(height, width):
     assert np.isclose(np.sum(y * y), np.sum(x * x))  # energy (and so white noise) is preserved
 
 
+def test_colour_rotation_is_orthonormal_and_leaves_grey_without_colour():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 7, 3))
+    y = transform.to_opponent(x)
+    assert np.allclose(transform.from_opponent(y), x, atol=1e-14)
+    assert np.isclose(np.sum(y * y), np.sum(x * x))
+    grey = np.repeat(rng.normal(size=(5, 7, 1)), 3, axis=2)
+    opponent = transform.to_opponent(grey)
+    assert np.all(opponent[..., 1:] == 0.0)  # exactly: a grey image's colour bands hold nothing
+    assert np.allclose(opponent[..., 0], grey[..., 0] * np.sqrt(3.0))
+
+
 def test_dct_gathers_a_smooth_image_in_the_coarse_bands():
     yy, xx = np.mgrid[0:64, 0:64] / 64.0
     smooth = np.stack([np.sin(2 * yy + xx), yy * xx, np.cos(3 * xx)], axis=-1)

@@ -4,7 +4,7 @@ coded        the context both sides share (runner, tiling, seed) and the CodedIm
 runner       the model as both sides see it: portable schedule, exact tiled predictions, identity
 randomness   shared, reproducible noise and dithers (numpy PCG64)
 entropy      range-coded chunks of integer arrays under quantized Laplaces, the scale table
-transform    the orthonormal block DCT of the step layers, and its bands
+transform    the step layers' orthonormal transform (colour rotation, block DCT) and its bands
 layer_plan   a step layer's plan: band scales, skipped regions, scale shifts (its first chunk)
 progressive  universally quantized reverse steps, one truncatable layer each, then the tail
 uq_step      one such step: the latent its symbols give, and the box they put x in

@@ -1,20 +1,23 @@
-"""The orthonormal block transform the progressive layers quantize in, and its bands.
+"""The orthonormal transform the progressive layers quantize in, and its bands.
 
 The Gaussian forward process is isotropic, so its marginals and KLs are the same in any
 orthonormal basis of the latent; universal quantization is not, and pays most where a
-step's information is spread thinly over many coordinates. A blockwise DCT gathers the
-error of a noisy estimate (smooth at high noise) into the few low-frequency coefficients
-of each block, and leaves the many others nearly free, or skippable (progressive.py).
+step's information is spread thinly over many coordinates. The error of a noisy estimate
+is mostly one luminance error shared by R, G and B, and smooth at high noise: an
+orthonormal opponent colour rotation (luminance and two colour differences) gathers it
+into one channel, and a blockwise DCT into the few low-frequency coefficients of each
+block, leaving the many others nearly free, or skippable (progressive.py).
 
-Blocks are BLOCK x BLOCK per channel; the last block row and column take the remainder
+Blocks are BLOCK x BLOCK per opponent channel; the last block row and column take the remainder
 with a DCT of their own size, so any image size is covered exactly and the transform
 stays orthonormal. Coefficients are grouped into bands by octave of their vertical and
-horizontal frequency, per channel; the encoder fits one scale per band and step.
+horizontal frequency, per opponent channel; the encoder fits one scale per band and step.
 
 Both sides must compute the transform to the same bits, so it never goes through BLAS
 (whose summation order and FMA use differ between machines): each output is a sum over
 the block in a fixed order of separate, correctly rounded products and additions, and
-the matrix comes from exact.py's portable cosine.
+the matrix comes from exact.py's portable cosine; the colour rotation is a fixed sequence
+of elementwise additions and products by correctly rounded square roots.
 """
 
 from __future__ import annotations
@@ -65,13 +68,30 @@ def _along(x: np.ndarray, axis: int, inverse: bool) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
+# rows of the orthonormal opponent rotation: (1, 1, 1) / sqrt 3, (1, 0, -1) / sqrt 2, (1, -2, 1) / sqrt 6
+_LUMA, _RED_BLUE, _GREEN = 1.0 / math.sqrt(3.0), 1.0 / math.sqrt(2.0), 1.0 / math.sqrt(6.0)
+
+
+def to_opponent(x: np.ndarray) -> np.ndarray:
+    """The orthonormal colour rotation of an (H, W, 3) array: luminance, red - blue, and
+    red + blue - 2 green, each in a fixed order of IEEE operations."""
+    r, g, b = (np.asarray(x[..., k], dtype=np.float64) for k in range(3))
+    return np.stack([((r + g) + b) * _LUMA, (r - b) * _RED_BLUE, (((r + b) - g) - g) * _GREEN], axis=-1)
+
+
+def from_opponent(y: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_opponent` (its transpose)."""
+    luma, red_blue, green = y[..., 0] * _LUMA, y[..., 1] * _RED_BLUE, y[..., 2] * _GREEN
+    return np.stack([(luma + red_blue) + green, (luma - green) - green, (luma - red_blue) + green], axis=-1)
+
+
 def forward(x: np.ndarray) -> np.ndarray:
-    """Block DCT of an (H, W, C) array, per channel."""
-    return _along(_along(x, 0, False), 1, False)
+    """The colour rotation, then the block DCT of each channel, of an (H, W, 3) array."""
+    return _along(_along(to_opponent(x), 0, False), 1, False)
 
 
 def inverse(x: np.ndarray) -> np.ndarray:
-    return _along(_along(x, 0, True), 1, True)
+    return from_opponent(_along(_along(x, 0, True), 1, True))
 
 
 def _frequencies(length: int) -> np.ndarray:
@@ -115,7 +135,7 @@ def coding_bands(height: int, width: int) -> np.ndarray:
 
 
 def forward_coded(x: np.ndarray) -> np.ndarray:
-    """The block DCT of an (H, W, 3) array, flat in coding order."""
+    """The transform (:func:`forward`) of an (H, W, 3) array, flat in coding order."""
     return forward(x).reshape(-1)[coding_order(x.shape[0], x.shape[1])]
 
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from ..errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
-VERSION = 10  # 10: the network and the coding arithmetic portable (exact on every machine), no thread count; 9: Laplace step symbols with region scale shifts, skipped coefficients at 0.8 of the step noise, estimates moved into the bounds the symbols set; 8: 32-pixel skip regions; 7: step layers coded or skipped per band and region; 6: the progressive stream's bits-back tail; 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
+VERSION = 11  # 11: the progressive layers' transform rotates colour (luminance and two differences) before the block DCT; 10: the network and the coding arithmetic portable (exact on every machine), no thread count; 9: Laplace step symbols with region scale shifts, skipped coefficients at 0.8 of the step noise, estimates moved into the bounds the symbols set; 8: 32-pixel skip regions; 7: step layers coded or skipped per band and region; 6: the progressive stream's bits-back tail; 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
 TIME_GRIDS = {0: "uniform", 1: "explicit"}  # how a file's steps are spaced in t
 TIME_UNITS = 1 << 24  # an explicit grid stores t as an integer count of 1/TIME_UNITS
 ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2
