@@ -146,6 +146,11 @@ def test_full_file_quick(bench_inputs):
         assert record["ratio"] == pytest.approx(record["bpd"] / record["lossless_bpd"])
         assert 0 < record["lossy_encode_s"] < record["encode_s"] and 0 < record["lossy_decode_s"]
     assert "| mean |" in (out / "full_file_table.md").read_text()
+    run_script("full_file.py", folder, "--model", model_path, "--quick", "--steps", "2", "--no-lossless", "--skip", "1",
+               "--out", root / "default_only")
+    alone = json.loads((root / "default_only" / "full_file.json").read_text())
+    assert [r["image"] for r in alone["images"]] == ["b.png"] and "lossless_bpd" not in alone["images"][0]
+    assert alone["images"][0]["bpd"] == pytest.approx(data["images"][1]["bpd"]) and alone["means"]["exact"] is True
 
 
 def test_speed_quick(bench_inputs):
