@@ -40,16 +40,20 @@ QUICK_CROP = 64
 # --------------------------------------------------------------------------------------
 
 
-def load_images(folder: str | Path, limit: int | None = None, quick: bool = False) -> list[tuple[str, np.ndarray]]:
-    """(file name, RGB uint8 array) of the folder's images, sorted by name.
+def load_images(folder: str | Path, limit: int | None = None, quick: bool = False,
+                skip: int = 0) -> list[tuple[str, np.ndarray]]:
+    """(file name, RGB uint8 array) of the folder's images, sorted by name: ``limit`` of them
+    after the first ``skip`` (a part of a run), which are not read.
 
     ``quick``: the first two only, centre-cropped to 64x64, so a full run takes seconds.
     """
     paths = list_images(folder)
+    limit = None if limit is None else skip + limit
     if quick:
         limit = QUICK_IMAGES if limit is None else min(limit, QUICK_IMAGES)
     if limit is not None:
         paths = paths[:limit]
+    paths = paths[skip:]
     images = [(p.name, read_rgb(p)) for p in paths]
     if quick:
         images = [(name, center_crop(rgb, QUICK_CROP)) for name, rgb in images]

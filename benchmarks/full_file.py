@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     records = []
     lossless_steps = None if args.no_lossless else args.lossless_steps
-    images = load_images(args.images, None if args.limit is None else args.skip + args.limit, args.quick)[args.skip:]
+    images = load_images(args.images, args.limit, args.quick, args.skip)
     for name, image in images:
         records.append(dict(image=name, **measure(codec, image, args.steps, lossless_steps)))
         numeric = [k for k, v in records[0].items() if isinstance(v, float)]

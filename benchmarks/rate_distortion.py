@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def measure(args, out: Path) -> tuple[dict, list[dict]]:
     """Every image's diffcodec facts and every method's points (rd_raw.json's content)."""
-    images = load_images(args.images, None if args.limit is None else args.skip + args.limit, args.quick)[args.skip:]
+    images = load_images(args.images, args.limit, args.quick, args.skip)
     if not images:
         sys.exit(f"error: no images in {args.images} after skipping {args.skip}")
     codec = load_codec(args.model, args.device, args.chunk_symbols)

@@ -77,7 +77,7 @@ def main() -> None:
         parser.error("give an images folder, or --merge")
     else:
         codec = load_codec(args.model)
-        images = load_images(args.images, None if args.limit is None else args.skip + args.limit)[args.skip:]
+        images = load_images(args.images, args.limit, skip=args.skip)
         rows = [row for name, image in images for row in measure(codec, name, image, args.targets, args.steps)]
     write_results(args.out, "size_target", dict(model=args.model, steps=args.steps, rows=rows),
                   summary(rows, args.targets, args.steps))
