@@ -10,12 +10,15 @@ encoded once; after each of its step layers the estimate and every completion ar
 measured: PSNR, MS-SSIM, per-channel standard deviation against the original's, the
 high-frequency energy ratio (energy of the image minus its 5-point local mean, over the
 original's: 1 is as sharp as the original, below 1 smoother, above 1 grainier), and
-seconds. Writes ``completion.json`` and ``completion.md`` (means over images) to --out.
+seconds. Writes ``completion.json`` and ``completion.md`` (means over images; the energy
+ratio's geometric mean, as a smooth original makes any grain a large ratio, and how many
+images keep it within 0.7-1.3) to --out; ``--summary`` rewrites the table from a json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -65,21 +68,29 @@ def summary(rows: list[dict]) -> str:
             ratio = np.mean([r["std_ratio"] for r in mine], axis=0)
             table.append([layer, "estimate" if steps == 0 else steps, len(mine),
                           f"{np.mean([r['psnr'] for r in mine]):.2f}", f"{np.mean([r['ms_ssim'] for r in mine]):.4f}",
-                          " / ".join(f"{v:.2f}" for v in ratio), f"{np.mean([r['high_frequency'] for r in mine]):.2f}",
+                          " / ".join(f"{v:.2f}" for v in ratio),
+                          f"{np.exp(np.mean([np.log(r['high_frequency']) for r in mine])):.2f}",
+                          sum(0.7 <= r["high_frequency"] <= 1.3 for r in mine),
                           f"{np.mean([r['seconds'] for r in mine]):.1f}"])
     return markdown_table(["layer", "completion steps", "images", "PSNR dB", "MS-SSIM", "std / original's (R / G / B)",
-                           "high-frequency energy / original's", "decode s"], table)
+                           "high-frequency energy / original's", "within 0.7-1.3", "decode s"], table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", type=Path)
+    parser.add_argument("images", type=Path, nargs="?")
+    parser.add_argument("--summary", type=Path, help="only rewrite the table of this completion.json")
     parser.add_argument("--steps", type=parse_int_list, default=[10, 50], help="completion step counts")
     parser.add_argument("--crop", type=int, default=256, help="centre crop side (0: whole images)")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--model", default="default")
     parser.add_argument("--out", type=Path, default=Path("results/completion"))
     args = parser.parse_args()
+    if args.summary:
+        print(summary(json.loads(args.summary.read_text())["rows"]))
+        return
+    if args.images is None:
+        parser.error("give an images folder (or --summary)")
     codec = load_codec(args.model)
     images = [(name, center_crop(image, args.crop) if args.crop else image)
               for name, image in load_images(args.images, args.limit)]

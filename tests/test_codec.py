@@ -151,22 +151,37 @@ def test_generative_completion_and_truncation_points(codec):
         parsed.prefix(max_bytes=10)
 
 
-def test_completion_samples_from_the_eps_estimate(codec, monkeypatch):
-    """Completion's steps take the eps-based estimate (projected into the layers' box), not
-    the progressive one, whose direct head drained samples to grey (issue 28)."""
+def _completion_with(codec, monkeypatch, image, error_std: float):
+    """Complete a file of ``image`` with a network that predicts x_eps = the image and the
+    given std of its error, the progressive estimate grey."""
     from diffcodec.coding import progressive
     from diffcodec.coding.uq_step import Box
     from diffcodec.format.container import TIME_UNITS
     from diffcodec.model import diffusion as dm
 
-    image = synthetic_image(16, 16, "shapes", seed=3)
     context, coded = codec._decoding(parse_file(codec.encode(image, steps=2)))
     chain = progressive.chain_of(context, coded)
     x_eps, grey = dm.scale_pixels_array(image), np.zeros(image.shape)
+    log_scale = np.full(image.shape, np.log(error_std))
     monkeypatch.setattr(context.runner, "predict",
-                        lambda z, gamma, tiling, chain=False: (x_eps, grey, grey, grey) if chain else (grey, grey))
-    out = progressive.complete_by_sampling(chain, chain.start(16, 16), chain.times[1] / TIME_UNITS, 8, Box())
+                        lambda z, gamma, tiling, chain=False: (x_eps, grey, grey, log_scale) if chain else (grey, grey))
+    return progressive.complete_by_sampling(chain, chain.start(*image.shape[:2]), chain.times[1] / TIME_UNITS, 8, Box())
+
+
+def test_completion_samples_from_the_eps_estimate(codec, monkeypatch):
+    """Completion's steps take the eps-based estimate (projected into the layers' box), not
+    the progressive one, whose direct head drained samples to grey (issue 28)."""
+    image = synthetic_image(16, 16, "shapes", seed=3)
+    out = _completion_with(codec, monkeypatch, image, error_std=1e-9)
     assert np.abs(out.astype(int) - image).max() <= 1
+
+
+def test_completion_steps_carry_the_predicted_error(codec, monkeypatch):
+    """A step's noise includes what the network says it does not know about x (c s_x), as
+    the tail's reverse step does: a less certain network draws samples further from x_eps."""
+    image = synthetic_image(16, 16, "shapes", seed=3)
+    spread = [np.abs(_completion_with(codec, monkeypatch, image, s).astype(int) - image).mean() for s in (1e-9, 0.1)]
+    assert spread[1] > spread[0] + 2
 
 
 def test_decoding_does_not_depend_on_thread_count(codec):
