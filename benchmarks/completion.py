@@ -2,7 +2,7 @@
 """What generative completion gives at each layer of the default file: the denoised
 estimate against ``decode --layers K --steps N`` for a few N.
 
-    python benchmarks/completion.py IMAGES_DIR [--steps 10,50] [--crop 256] [--limit N]
+    python benchmarks/completion.py IMAGES_DIR [--steps 10,50] [--crop 256] [--limit N] [--skip N]
         [--model default|PATH] [--out results/completion]
 
 For each image (centre-cropped to --crop, 0 for the whole image) the default file is
@@ -12,7 +12,8 @@ high-frequency energy ratio (energy of the image minus its 5-point local mean, o
 original's: 1 is as sharp as the original, below 1 smoother, above 1 grainier), and
 seconds. Writes ``completion.json`` and ``completion.md`` (means over images; the energy
 ratio's geometric mean, as a smooth original makes any grain a large ratio, and how many
-images keep it within 0.7-1.3) to --out; ``--summary`` rewrites the table from a json.
+images keep it within 0.7-1.3) to --out; ``--summary A.json [B.json ...]`` writes the
+table of one or more runs' rows (the parts of a run split with --skip).
 """
 
 from __future__ import annotations
@@ -79,23 +80,24 @@ def summary(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", type=Path, nargs="?")
-    parser.add_argument("--summary", type=Path, help="only rewrite the table of this completion.json")
+    parser.add_argument("--summary", type=Path, nargs="+", help="only write the table of these completion.json")
     parser.add_argument("--steps", type=parse_int_list, default=[10, 50], help="completion step counts")
     parser.add_argument("--crop", type=int, default=256, help="centre crop side (0: whole images)")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--skip", type=int, default=0, help="start after this many images (to split a run)")
     parser.add_argument("--model", default="default")
     parser.add_argument("--out", type=Path, default=Path("results/completion"))
     args = parser.parse_args()
     if args.summary:
-        print(summary(json.loads(args.summary.read_text())["rows"]))
+        print(summary([row for path in args.summary for row in json.loads(path.read_text())["rows"]]))
         return
     if args.images is None:
         parser.error("give an images folder (or --summary)")
     codec = load_codec(args.model)
     images = [(name, center_crop(image, args.crop) if args.crop else image)
-              for name, image in load_images(args.images, args.limit)]
+              for name, image in load_images(args.images, args.limit, skip=args.skip)]
     rows = [row for name, image in images for row in measure(codec, name, image, args.steps)]
-    write_results(args.out, "completion", dict(model=args.model, crop=args.crop, rows=rows), summary(rows))
+    write_results(args.out, "completion", dict(model=args.model, crop=args.crop, skip=args.skip, rows=rows), summary(rows))
 
 
 if __name__ == "__main__":

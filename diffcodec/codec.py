@@ -279,7 +279,7 @@ class Codec:
             chain = progressive.chain_of(context, coded)
             for last in progressive.walk(chain, coded, progress):  # keeps only the last point: each holds image-sized arrays
                 pass
-            rgb = progressive.render(chain, last, completion_steps)
+            rgb = progressive.render(chain, last, completion_steps, progress)
             used, partial, exact = last.complete_layers, last.partial, progressive.is_exact(last)
         else:
             rgb = lossless.decode(context, coded, progress)

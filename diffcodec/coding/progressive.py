@@ -296,7 +296,8 @@ def walk(chain: LayerChain, coded: CodedImage, progress: bool = False) -> Iterat
     yield Pixels(step_layers + 1, tail.decode(chain.context, coded, point.z))
 
 
-def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int, box: Box) -> np.ndarray:
+def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int, box: Box,
+                         progress: bool = False) -> np.ndarray:
     """Finish the image by ancestral sampling from time t to 0 in ``steps`` steps with the
     model's own reverse step, the one the bits-back tail codes with: mean b z + c x_hat,
     x_hat the eps-based estimate (the denoiser the ELBO trains; the direct head, trained for
@@ -306,7 +307,7 @@ def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int,
     (docs/experiments.md#generative-completion)."""
     runner, tiling = chain.context.runner, chain.context.tiling
     gammas = runner.gammas(t * (1.0 - np.arange(steps + 1, dtype=np.float64) / steps))
-    for n in range(steps):
+    for n in progress_bar(range(steps), progress, steps, "complete", "step"):
         coef = dm.step_coefficients(float(gammas[n]), float(gammas[n + 1]))
         x_eps, _, _, log_scale = runner.predict(z, float(gammas[n]), tiling, chain=True)
         error = coef.c * exact.exp(log_scale)
@@ -316,14 +317,14 @@ def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int,
     return dm.pixel_mode(z, float(gammas[-1]))
 
 
-def render(chain: LayerChain, point: Point | Pixels, completion_steps: int = 0) -> np.ndarray:
+def render(chain: LayerChain, point: Point | Pixels, completion_steps: int = 0, progress: bool = False) -> np.ndarray:
     """The (H, W, 3) image at a point of the walk: the pixels when decoded, else the display
     estimate (``completion_steps`` = 0) or a completion by ancestral sampling."""
     if isinstance(point, Pixels):
         return point.rgb
     if completion_steps > 0:
         t = chain.times[point.layers] / TIME_UNITS
-        return complete_by_sampling(chain, point.z, t, completion_steps, point.box)
+        return complete_by_sampling(chain, point.z, t, completion_steps, point.box, progress)
     x_hat = point.x_hat if point.x_hat is not None else display(chain, point.z, point.layers, point.box)
     return dm.nearest_pixels(x_hat)
 
