@@ -3,7 +3,7 @@
 estimate against ``decode --layers K --steps N`` for a few N.
 
     python benchmarks/completion.py IMAGES_DIR [--steps 10,50] [--crop 256] [--limit N] [--skip N]
-        [--model default|PATH] [--out results/completion]
+        [--model default|PATH] [--out results/completion] [--sheet SHEET.webp]
 
 For each image (centre-cropped to --crop, 0 for the whole image) the default file is
 encoded once; after each of its step layers the estimate and every completion are
@@ -13,7 +13,8 @@ original's: 1 is as sharp as the original, below 1 smoother, above 1 grainier), 
 seconds. Writes ``completion.json`` and ``completion.md`` (means over images; the energy
 ratio's geometric mean, as a smooth original makes any grain a large ratio, and how many
 images keep it within 0.7-1.3) to --out; ``--summary A.json [B.json ...]`` writes the
-table of one or more runs' rows (the parts of a run split with --skip).
+table of one or more runs' rows (the parts of a run split with --skip). ``--sheet`` draws
+the first image's decodes: a row per layer, the original, the estimate and each completion.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from diffcodec.format import parse_file  # noqa: E402
 from diffcodec.metrics import ms_ssim, psnr  # noqa: E402
+from diffcodec.sheet import contact_sheet  # noqa: E402
 
 
 def high_frequency_energy(image: np.ndarray) -> float:
@@ -49,14 +51,20 @@ def describe(original: np.ndarray, image: np.ndarray, seconds: float) -> dict:
                 seconds=seconds)
 
 
-def measure(codec, name: str, image: np.ndarray, step_counts: list[int]) -> list[dict]:
+def measure(codec, name: str, image: np.ndarray, step_counts: list[int], sheet: list | None = None) -> list[dict]:
+    """The rows of one image; with ``sheet``, (image, caption) of every decode appended to it."""
     data = codec.encode(image)
     layers = parse_file(data).header.lossy_steps
     rows = []
     for layer in range(1, layers + 1):
+        if sheet is not None:
+            sheet.append((image, "original"))
         for steps in [0, *step_counts]:
             decoded, seconds = timed(codec.decode, data, layers=layer, completion_steps=steps)
             rows.append(dict(image=name, layer=layer, steps=steps, **describe(image, decoded, seconds)))
+            if sheet is not None:
+                what = "estimate" if steps == 0 else f"{steps} steps"
+                sheet.append((decoded, f"layer {layer}, {what}, {rows[-1]['psnr']:.2f} dB"))
             print({k: v for k, v in rows[-1].items() if k not in ("std", "std_ratio")}, flush=True)
     return rows
 
@@ -87,6 +95,7 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=0, help="start after this many images (to split a run)")
     parser.add_argument("--model", default="default")
     parser.add_argument("--out", type=Path, default=Path("results/completion"))
+    parser.add_argument("--sheet", type=Path, help="a contact sheet of the first image's decodes")
     args = parser.parse_args()
     if args.summary:
         print(summary([row for path in args.summary for row in json.loads(path.read_text())["rows"]]))
@@ -96,7 +105,12 @@ def main() -> None:
     codec = load_codec(args.model)
     images = [(name, center_crop(image, args.crop) if args.crop else image)
               for name, image in load_images(args.images, args.limit, skip=args.skip)]
-    rows = [row for name, image in images for row in measure(codec, name, image, args.steps)]
+    cells: list = []
+    rows = [row for k, (name, image) in enumerate(images)
+            for row in measure(codec, name, image, args.steps, cells if args.sheet and k == 0 else None)]
+    if args.sheet:
+        args.sheet.parent.mkdir(parents=True, exist_ok=True)
+        contact_sheet([c[0] for c in cells], [c[1] for c in cells], columns=2 + len(args.steps)).save(args.sheet)
     write_results(args.out, "completion", dict(model=args.model, crop=args.crop, skip=args.skip, rows=rows), summary(rows))
 
 

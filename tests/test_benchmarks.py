@@ -216,8 +216,14 @@ def test_batch_folder_against_separate_commands(bench_inputs):
 def test_completion_quick(bench_inputs):
     root, folder, model_path = bench_inputs
     result = run_script("completion.py", folder, "--model", model_path, "--steps", "2", "--crop", "32",
-                        "--out", root / "completion")
+                        "--out", root / "completion", "--sheet", root / "completion" / "sheet.png")
     rows = json.loads((root / "completion" / "completion.json").read_text())["rows"]
     assert {r["steps"] for r in rows} == {0, 2} and all(r["layer"] >= 1 for r in rows)
     assert all(np.isfinite(r["high_frequency"]) and len(r["std_ratio"]) == 3 for r in rows)
     assert "high-frequency energy" in result.stdout
+    layers = len({r["layer"] for r in rows})
+    with Image.open(root / "completion" / "sheet.png") as sheet:  # a row per layer: original, estimate, 2 steps
+        assert sheet.width >= 3 * 32 and sheet.height >= layers * 32
+    again = run_script("completion.py", "--summary", root / "completion" / "completion.json",
+                       root / "completion" / "completion.json")
+    assert f"| 1 | estimate | {2 * (len(rows) // (2 * layers))} |" in again.stdout
