@@ -17,6 +17,7 @@ from PIL import Image
 from conftest import randomize_output, synthetic_image, tiny_config
 from diffcodec.model.checkpoint import save_model
 from diffcodec.model import DiffusionModel
+from diffcodec.sheet import LABEL_HEIGHT
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -214,16 +215,21 @@ def test_batch_folder_against_separate_commands(bench_inputs):
 
 
 def test_completion_quick(bench_inputs):
+    """Two parts (--limit, --skip) merged into one run; the first part's contact sheet."""
     root, folder, model_path = bench_inputs
-    result = run_script("completion.py", folder, "--model", model_path, "--steps", "2", "--crop", "32",
-                        "--out", root / "completion", "--sheet", root / "completion" / "sheet.png")
+    common = ("--model", model_path, "--steps", "2", "--crop", "32", "--limit", "1")
+    first = run_script("completion.py", folder, *common, "--out", root / "completion_a",
+                       "--sheet", root / "completion_a" / "sheet.png")
+    run_script("completion.py", folder, *common, "--skip", "1", "--out", root / "completion_b")
+    assert "high-frequency energy" in first.stdout
+    parts = [root / f"completion_{p}" / "completion.json" for p in "ab"]
+    run_script("completion.py", "--merge", *parts, "--out", root / "completion")
     rows = json.loads((root / "completion" / "completion.json").read_text())["rows"]
-    assert {r["steps"] for r in rows} == {0, 2} and all(r["layer"] >= 1 for r in rows)
+    assert {r["image"] for r in rows} == {"a.png", "b.png"} and {r["steps"] for r in rows} == {0, 2}
     assert all(np.isfinite(r["high_frequency"]) and len(r["std_ratio"]) == 3 for r in rows)
-    assert "high-frequency energy" in result.stdout
-    layers = len({r["layer"] for r in rows})
-    with Image.open(root / "completion" / "sheet.png") as sheet:  # a row per layer: original, estimate, 2 steps
-        assert sheet.width >= 3 * 32 and sheet.height >= layers * 32
-    again = run_script("completion.py", "--summary", root / "completion" / "completion.json",
-                       root / "completion" / "completion.json")
-    assert f"| 1 | estimate | {2 * (len(rows) // (2 * layers))} |" in again.stdout
+    assert "| 1 | estimate | 2 |" in (root / "completion" / "completion.md").read_text()
+    layers = len({r["layer"] for r in rows if r["image"] == "a.png"})
+    with Image.open(root / "completion_a" / "sheet.png") as sheet:  # a row per layer: original, estimate, 2 steps
+        assert sheet.height == layers * (32 + LABEL_HEIGHT) and sheet.width % 3 == 0
+    twice = run_script("completion.py", "--merge", parts[0], parts[0], "--out", root / "twice", check=False)
+    assert twice.returncode != 0 and "more than one part" in twice.stderr

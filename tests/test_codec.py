@@ -152,8 +152,9 @@ def test_generative_completion_and_truncation_points(codec):
 
 
 def _completion_with(codec, monkeypatch, image, error_std: float):
-    """Complete a file of ``image`` with a network that predicts x_eps = the image and the
-    given std of its error, the progressive estimate grey."""
+    """Complete, from the seed's latent at the time of layer 1 of a file of ``image`` and with no
+    bounds, with a network that predicts x_eps = the image and the given std of its error
+    (the progressive estimate grey)."""
     from diffcodec.coding import progressive
     from diffcodec.coding.uq_step import Box
     from diffcodec.format.container import TIME_UNITS
@@ -177,11 +178,24 @@ def test_completion_samples_from_the_eps_estimate(codec, monkeypatch):
 
 
 def test_completion_steps_carry_the_predicted_error(codec, monkeypatch):
-    """A step's noise includes what the network says it does not know about x (c s_x), as
-    the tail's reverse step does: a less certain network draws samples further from x_eps."""
+    """A step's noise is the chain's reverse std, sigma_Q^2 + (c s_x)^2 with s_x the network's
+    predicted error: a less certain network draws samples further from x_eps."""
+    from diffcodec.coding import chain, progressive
+
+    calls = []
+
+    def recorded(sigma_q, c, log_scale, factor=1.0):
+        calls.append((sigma_q, c, float(np.exp(log_scale).mean()), factor))
+        return chain.reverse_std(sigma_q, c, log_scale, factor)
+
+    monkeypatch.setattr(progressive, "reverse_std", recorded)
     image = synthetic_image(16, 16, "shapes", seed=3)
     spread = [np.abs(_completion_with(codec, monkeypatch, image, s).astype(int) - image).mean() for s in (1e-9, 0.1)]
     assert spread[1] > spread[0] + 2
+    assert len(calls) == 16 and all(factor == 1.0 and c > 0 for _, c, _, factor in calls)
+    assert [round(s, 6) for _, _, s, _ in calls] == [0.0] * 8 + [0.1] * 8
+    std = chain.reverse_std(0.3, 0.5, np.log(np.array([0.2, 0.0 + 1e-300])))
+    assert np.allclose(std, [np.sqrt(0.09 + 0.01), 0.3])
 
 
 def test_decoding_does_not_depend_on_thread_count(codec):

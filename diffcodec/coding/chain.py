@@ -167,9 +167,15 @@ def reverse_step(grid: BitsBackChain, z: np.ndarray, i: int, predict) -> tuple[n
     coef = grid.reverse[i]
     x_hat, log_scale = predict(z, i)
     mean = coef.b * z.reshape(-1) + coef.c * x_hat.reshape(-1)
-    error = grid.error_factor[i] * coef.c * exact.exp(log_scale.reshape(-1))
-    std = np.sqrt(grid.p_std[i - 1] * grid.p_std[i - 1] + error * error)
-    return mean, std
+    return mean, reverse_std(grid.p_std[i - 1], coef.c, log_scale.reshape(-1), grid.error_factor[i])
+
+
+def reverse_std(sigma_q: float, c: float, log_scale: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """The reverse step's std sqrt(sigma_Q^2 + (k c s_x)^2), s_x = exp(log_scale) the predicted
+    error of x_hat and k a calibration factor, in portable arithmetic (the chain codes with it,
+    completion samples with it)."""
+    error = factor * c * exact.exp(log_scale)
+    return np.sqrt(sigma_q * sigma_q + error * error)
 
 
 def _pop_q(stack: AnsStack, mean: np.ndarray, std: float, delta: float, step: int) -> np.ndarray:

@@ -44,6 +44,7 @@ from ..format.container import BLEND_LEVELS, MAX_SYMBOL, NO_TAIL, TIME_UNITS, La
 from ..model import diffusion as dm
 from ..model import exact
 from . import entropy, layer_plan, randomness, tail, transform
+from .chain import reverse_std
 from .coded import CodedImage, Context
 from .placement import PLACEMENT_TOLERANCE, PLACEMENT_TRIALS, Placer, layer_targets, next_target
 from .progress import progress_bar
@@ -299,21 +300,18 @@ def walk(chain: LayerChain, coded: CodedImage, progress: bool = False) -> Iterat
 def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int, box: Box,
                          progress: bool = False) -> np.ndarray:
     """Finish the image by ancestral sampling from time t to 0 in ``steps`` steps with the
-    model's own reverse step, the one the bits-back tail codes with: mean b z + c x_hat,
-    x_hat the eps-based estimate (the denoiser the ELBO trains; the direct head, trained for
-    the layers' times, drains a sample's contrast) projected into the bounds the layers put
-    on x, and variance sigma_Q^2 + (c s_x)^2 with s_x the network's predicted error of
-    x_hat: sigma_Q^2 alone leaves out what is unknown about x and smooths the sample
+    model's reverse step (chain.reverse_std; without the tail's per-file calibration, which a
+    lossy file does not carry): the mean from the eps-based estimate, the denoiser the ELBO
+    trains, projected into the bounds the layers put on x; the variance includes the
+    network's predicted error of that estimate, without which samples come out smooth
     (docs/experiments.md#generative-completion)."""
     runner, tiling = chain.context.runner, chain.context.tiling
     gammas = runner.gammas(t * (1.0 - np.arange(steps + 1, dtype=np.float64) / steps))
     for n in progress_bar(range(steps), progress, steps, "complete", "step"):
         coef = dm.step_coefficients(float(gammas[n]), float(gammas[n + 1]))
         x_eps, _, _, log_scale = runner.predict(z, float(gammas[n]), tiling, chain=True)
-        error = coef.c * exact.exp(log_scale)
-        std = np.sqrt(coef.sigma_q * coef.sigma_q + error * error)
         noise = randomness.shared_normal(chain.context.seed, randomness.COMPLETION, n, z.size).reshape(z.shape)
-        z = coef.b * z + coef.c * box.project(x_eps) + std * noise
+        z = coef.b * z + coef.c * box.project(x_eps) + reverse_std(coef.sigma_q, coef.c, log_scale) * noise
     return dm.pixel_mode(z, float(gammas[-1]))
 
 
