@@ -47,6 +47,8 @@ def load_images(folder: str | Path, limit: int | None = None, quick: bool = Fals
 
     ``quick``: the first two only, centre-cropped to 64x64, so a full run takes seconds.
     """
+    if skip < 0:
+        sys.exit("error: --skip must be 0 or more")
     paths = list_images(folder)
     limit = None if limit is None else skip + limit
     if quick:

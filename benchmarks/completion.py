@@ -115,8 +115,6 @@ def main() -> None:
         return
     if args.images is None:
         parser.error("give an images folder (or --merge)")
-    if args.skip < 0:
-        parser.error("--skip must be 0 or more")
     images = [(name, center_crop(image, args.crop) if args.crop else image)
               for name, image in load_images(args.images, args.limit, skip=args.skip)]
     if not images:

@@ -233,3 +233,10 @@ def test_completion_quick(bench_inputs):
         assert sheet.height == layers * (32 + LABEL_HEIGHT) and sheet.width % 3 == 0
     twice = run_script("completion.py", "--merge", parts[0], parts[0], "--out", root / "twice", check=False)
     assert twice.returncode != 0 and "more than one part" in twice.stderr
+
+
+@pytest.mark.parametrize("script", ["completion.py", "full_file.py", "size_target.py"])
+def test_negative_skip_is_refused(bench_inputs, script):
+    root, folder, model_path = bench_inputs
+    result = run_script(script, folder, "--model", model_path, "--skip", "-1", "--out", root / "neg", check=False)
+    assert result.returncode != 0 and "--skip must be 0 or more" in result.stderr
