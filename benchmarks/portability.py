@@ -106,7 +106,7 @@ def run(model: str, images: list[Path], out: Path, settings=tuple(SETTINGS), wri
     native = written[writers[0]]
     identical = {w: {f: files[f][0] == native[f][0] for f in files} for w, files in written.items()}
     decoded = {s: _in_process(s, "read", model, images, out / writers[0].replace(" ", "_"), modes) for s in settings}
-    report = {"model": model, "images": [str(i) for i in images], "modes": list(modes),
+    report = {"model": model, "images": [i.name for i in images], "modes": list(modes),
               "written": written, "identical": identical, "decoded": decoded}
     (out / "portability.json").write_text(json.dumps(report, indent=1))
     (out / "portability.md").write_text(table(report))
@@ -119,7 +119,8 @@ def merge(reports: list[dict], out: Path) -> dict:
     for other in reports[1:]:
         if (other["model"], other["modes"], list(other["decoded"])) != (first["model"], first["modes"], list(first["decoded"])):
             raise SystemExit("these reports differ in model, modes or settings")
-    merged = {"model": first["model"], "images": [i for r in reports for i in r["images"]], "modes": first["modes"]}
+    merged = {"model": first["model"], "images": [Path(i).name for r in reports for i in r["images"]],
+              "modes": first["modes"]}
     for key in ("written", "identical", "decoded"):
         merged[key] = {name: {f: v for r in reports for f, v in r[key][name].items()} for name in first[key]}
     out.mkdir(parents=True, exist_ok=True)

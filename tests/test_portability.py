@@ -44,6 +44,22 @@ def test_files_are_the_same_bytes_and_decode_exactly_everywhere(setup):
     for setting, files in report["decoded"].items():
         assert all(exact for exact, _ in files.values()), (setting, files)
     assert len(report["decoded"]["native"]) == 2 * len(images)
+    assert report["images"] == [p.name for p in images]  # names only: no local paths in results
+
+
+def test_merge_joins_reports_of_other_images(tmp_path):
+    def report(name, settings=("native", "1 thread")):
+        files = {f"{name}.{m}.dfc": None for m in portability.MODES}
+        return {"model": "default", "images": [f"/somewhere/{name}.png"], "modes": list(portability.MODES),
+                "written": {w: {f: ("ab", 1.0) for f in files} for w in portability.WRITERS},
+                "identical": {w: {f: True for f in files} for w in portability.WRITERS},
+                "decoded": {s: {f: (True, 2.0) for f in files} for s in settings}}
+
+    merged = portability.merge([report("a"), report("b")], tmp_path)
+    assert merged["images"] == ["a.png", "b.png"] and len(merged["decoded"]["1 thread"]) == 4
+    assert "| 1 thread | 2/2 | 2/2 | 2.0 |" in (tmp_path / "portability.md").read_text()
+    with pytest.raises(SystemExit):
+        portability.merge([report("a"), report("b", settings=("native",))], tmp_path)
 
 
 def test_exact_network_is_close_to_the_float_one(tiny_model):
