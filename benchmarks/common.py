@@ -43,7 +43,8 @@ QUICK_CROP = 64
 def load_images(folder: str | Path, limit: int | None = None, quick: bool = False,
                 skip: int = 0) -> list[tuple[str, np.ndarray]]:
     """(file name, RGB uint8 array) of the folder's images, sorted by name: ``limit`` of them
-    after the first ``skip`` (a part of a run), which are not read.
+    after the first ``skip`` (a part of a run), which are not read; an error exit when none are
+    left (or ``skip`` is negative).
 
     ``quick``: the first two only, centre-cropped to 64x64, so a full run takes seconds.
     """
@@ -56,6 +57,8 @@ def load_images(folder: str | Path, limit: int | None = None, quick: bool = Fals
     if limit is not None:
         paths = paths[:limit]
     paths = paths[skip:]
+    if not paths:
+        sys.exit(f"error: no images in {folder} after skipping {skip}")
     images = [(p.name, read_rgb(p)) for p in paths]
     if quick:
         images = [(name, center_crop(rgb, QUICK_CROP)) for name, rgb in images]

@@ -117,8 +117,6 @@ def main() -> None:
         parser.error("give an images folder (or --merge)")
     images = [(name, center_crop(image, args.crop) if args.crop else image)
               for name, image in load_images(args.images, args.limit, skip=args.skip)]
-    if not images:
-        sys.exit(f"error: no images in {args.images} after skipping {args.skip}")
     codec = load_codec(args.model)
     cells: list = []
     rows = [row for k, (name, image) in enumerate(images)

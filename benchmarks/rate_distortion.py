@@ -337,8 +337,6 @@ def main(argv: list[str] | None = None) -> None:
 def measure(args, out: Path) -> tuple[dict, list[dict]]:
     """Every image's diffcodec facts and every method's points (rd_raw.json's content)."""
     images = load_images(args.images, args.limit, args.quick, args.skip)
-    if not images:
-        sys.exit(f"error: no images in {args.images} after skipping {args.skip}")
     codec = load_codec(args.model, args.device, args.chunk_symbols)
     classical, notes = ([], []) if args.no_classical else classical_codecs()
     raw_images = []
