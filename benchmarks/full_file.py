@@ -3,6 +3,7 @@
 
     python benchmarks/full_file.py IMAGES_DIR [--model default|PATH] [--steps K]
         [--lossless-steps 16 | --no-lossless] [--limit N] [--skip N] [--quick] [--out results/]
+    python benchmarks/full_file.py --merge part1/full_file.json part2/full_file.json --out all/
 
 For every image: the default progressive file (K rate-placed layers, then the tail) and the
 lossless-mode file (T steps), both as users get them (fallback coders allowed), each
@@ -12,6 +13,7 @@ coder (bits-back, predictive or zlib) and bits per dimension; encode and decode 
 the lossy part (the layers alone, encoding timed without the tail, decoding the prefix) and
 of the whole file. Written to --out as ``full_file.json`` and ``full_file_table.md``.
 ``--no-lossless`` measures the default file alone (when only the progressive coder changed).
+``--merge`` joins runs over different images (a long run done in parts, with ``--skip``).
 """
 
 from __future__ import annotations
@@ -85,9 +87,39 @@ def table(records: list[dict], means: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(records: list[dict], lossless_steps: int | None) -> dict:
+    numeric = [k for k, v in records[0].items() if isinstance(v, float)]
+    means = {k: float(np.mean([r[k] for r in records])) for k in numeric}
+    if lossless_steps is not None:
+        means["ratio_of_means"] = means["bpd"] / means["lossless_bpd"]
+    means["exact"] = all(r["exact"] and r.get("lossless_exact", True) for r in records)
+    means["tails"] = {m: sum(r["tail"] == m for r in records) for m in sorted({r["tail"] for r in records})}
+    return means
+
+
+def write(out: Path, run: dict) -> None:
+    (out / "full_file.json").write_text(json.dumps(run, indent=1))
+    (out / "full_file_table.md").write_text(table(run["images"], run["means"]))
+
+
+def merged(parser, paths: list[Path]) -> dict:
+    """One run from its parts: the same model and steps, no image twice."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    if len({(p["model"], p["steps"], p["lossless_steps"]) for p in parts}) > 1:
+        parser.error("the parts differ in model or steps")
+    records = [r for p in parts for r in p["images"]]
+    if len({r["image"] for r in records}) != len(records):
+        parser.error("an image is in more than one part")
+    first = parts[0]
+    return dict(model=first["model"], steps=first["steps"], skip=0, lossless_steps=first["lossless_steps"],
+                merged=[str(path) for path in paths], images=records,
+                means=summary(records, first["lossless_steps"]))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images")
+    parser.add_argument("images", nargs="?")
+    parser.add_argument("--merge", type=Path, nargs="+", help="join these parts' full_file.json (no images read)")
     parser.add_argument("--model", default="default")
     parser.add_argument("--steps", type=int, default=None, help="rate-placed layers (default: the codec's)")
     parser.add_argument("--lossless-steps", type=int, default=16)
@@ -97,24 +129,27 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="two 64x64 crops: a smoke run")
     parser.add_argument("--out", default="benchmarks/results/full_file")
     args = parser.parse_args(argv)
-    codec = Codec(args.model)
     out = Path(args.out)
+    if args.merge:
+        if args.images is not None:
+            parser.error("--merge reads no images: give the parts only")
+        run = merged(parser, args.merge)
+        out.mkdir(parents=True, exist_ok=True)
+        write(out, run)
+        print(json.dumps(run["means"], indent=1))
+        return 0
+    if args.images is None:
+        parser.error("give an images folder (or --merge)")
+    codec = Codec(args.model)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     lossless_steps = None if args.no_lossless else args.lossless_steps
     images = load_images(args.images, args.limit, args.quick, args.skip)
     for name, image in images:
         records.append(dict(image=name, **measure(codec, image, args.steps, lossless_steps)))
-        numeric = [k for k, v in records[0].items() if isinstance(v, float)]
-        means = {k: float(np.mean([r[k] for r in records])) for k in numeric}
-        if lossless_steps is not None:
-            means["ratio_of_means"] = means["bpd"] / means["lossless_bpd"]
-        means["exact"] = all(r["exact"] and r.get("lossless_exact", True) for r in records)
-        means["tails"] = {m: sum(r["tail"] == m for r in records) for m in {r["tail"] for r in records}}
-        (out / "full_file.json").write_text(json.dumps(dict(model=args.model, steps=args.steps, skip=args.skip,
-                                                             lossless_steps=lossless_steps, images=records,
-                                                             means=means), indent=1))
-        (out / "full_file_table.md").write_text(table(records, means))
+        means = summary(records, lossless_steps)
+        write(out, dict(model=args.model, steps=args.steps, skip=args.skip, lossless_steps=lossless_steps,
+                        images=records, means=means))
         last = records[-1]
         against = f" vs {last['lossless_bpd']:.3f} (x{last['ratio']:.3f})" if "ratio" in last else ""
         print(f"{name}: {last['bpd']:.3f}{against} bits/dim, tail {last['tail']}, exact {last['exact']}", flush=True)

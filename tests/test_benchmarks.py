@@ -152,6 +152,21 @@ def test_full_file_quick(bench_inputs):
     alone = json.loads((root / "default_only" / "full_file.json").read_text())
     assert [r["image"] for r in alone["images"]] == ["b.png"] and "lossless_bpd" not in alone["images"][0]
     assert alone["images"][0]["bpd"] == pytest.approx(data["images"][1]["bpd"]) and alone["means"]["exact"] is True
+    # parts join into one run; parts that overlap or differ in steps are refused
+    run_script("full_file.py", folder, "--model", model_path, "--quick", "--steps", "2", "--lossless-steps", "3",
+               "--limit", "1", "--out", root / "part_a")
+    run_script("full_file.py", folder, "--model", model_path, "--quick", "--steps", "2", "--lossless-steps", "3",
+               "--skip", "1", "--out", root / "part_b")
+    parts = [root / "part_a" / "full_file.json", root / "part_b" / "full_file.json"]
+    run_script("full_file.py", "--merge", *parts, "--out", root / "joined")
+    joined = json.loads((root / "joined" / "full_file.json").read_text())
+    assert [r["bpd"] for r in joined["images"]] == pytest.approx([r["bpd"] for r in data["images"]])
+    assert joined["means"]["bpd"] == pytest.approx(data["means"]["bpd"])
+    refused = run_script("full_file.py", "--merge", parts[0], parts[0], "--out", root / "twice", check=False)
+    assert refused.returncode != 0 and "more than one part" in refused.stderr
+    refused = run_script("full_file.py", "--merge", parts[1], root / "default_only" / "full_file.json",
+                         "--out", root / "mixed", check=False)
+    assert refused.returncode != 0 and "differ" in refused.stderr
 
 
 def test_speed_quick(bench_inputs):
