@@ -165,7 +165,7 @@ def _mutate_header(rng, header: container.Header) -> container.Header:
     pick = lambda values: rng.choice(values) if rng.random() < 0.7 else rng.randrange(0, 2**16)  # noqa: E731
     field = rng.choice(["height", "width", "channels", "steps", "time_grid", "tile", "seed", "chunk_symbols",
                         "alpha", "mode", "model", "low_high", "chunk_length", "layers", "bands",
-                        "chain_scales", "times", "lossy_steps", "blends", "tail_mode", "estimated"])
+                        "chain_params", "times", "lossy_steps", "blends", "tail_mode", "estimated"])
     layer = rng.choice(h.layers)
     if field in ("height", "width"):
         setattr(h, field, rng.choice([0, 1, 5, 4096, 65535, 2**20, 2**32 - 1, getattr(h, field) + 1]))
@@ -200,8 +200,8 @@ def _mutate_header(rng, header: container.Header) -> container.Header:
             h.layers.insert(rng.randrange(len(h.layers) + 1), dataclasses.replace(layer))
     elif field == "bands":
         h.bands = rng.choice([[], [0], [h.height], [1] * h.height, [2**30], h.bands[::-1] + [1]])
-    elif field == "chain_scales":
-        h.chain_scales = rng.choice([[], [10_000] * h.steps, [-(2**40)] * h.steps, [0] * (h.steps + 1)])
+    elif field == "chain_params":
+        h.chain_params = rng.choice([[], [10_000] * 10 * h.steps, [-(2**40)] * 10 * h.steps, [0] * (10 * h.steps + 1)])
     elif field == "times":
         h.times = rng.choice([[], [1 << 24, 0], [0, 1 << 24], [1 << 24] + [5] * h.steps, [2**40] * (h.steps + 1),
                               sorted(rng.randrange(0, 1 << 24) for _ in range(h.steps + 1))[::-1]])

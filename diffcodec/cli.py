@@ -579,6 +579,7 @@ def previews(source, output, original, completion_steps, model, device, force, q
 def info(source, as_json):
     """Layers, bytes and bpp per layer, model and checksums of a .dfc file."""
     from .format import describe
+    from .format.container import CHAIN_PARAMS_PER_STEP
 
     report = describe(_read_input(source))
     if as_json:
@@ -590,7 +591,7 @@ def info(source, as_json):
                f"file {report['file_bytes']} bytes ({report['file_bpp']:.4f} bpp)")
     if report["mode"] == "lossless":
         click.echo(f"bands (rows) {' '.join(map(str, report['bands']))}; "
-                   f"step scale indices {' '.join(map(str, report['chain_scales']))}")
+                   f"{len(report['chain_params']) // CHAIN_PARAMS_PER_STEP} steps of {CHAIN_PARAMS_PER_STEP} parameters (--json lists them)")
     click.echo(f"{'layer':>5} {'step':>13} {'bytes':>9} {'bpp':>8} {'cum. bpp':>9} {'model est.':>10} "
                f"{'diff':>7} {'crc32':>8}  state")
     for row in report["layers"]:

@@ -88,7 +88,7 @@ def header_of(coded: CodedImage, prepared: PreparedImage, context: Context, chun
                   steps=len(coded.times) - 1 if explicit else steps, seed=context.seed,
                   tile=context.tiling.tile, chunk_symbols=chunk_symbols,
                   alpha_kind=prepared.alpha_kind, alpha=prepared.alpha, layers=coded.layers,
-                  bands=coded.bands, chain_scales=coded.chain_scales,
+                  bands=coded.bands, chain_params=coded.chain_params,
                   time_grid="explicit" if explicit else "uniform", times=coded.times,
                   lossy_steps=coded.lossy_steps, blends=coded.blends, tail_mode=coded.tail_mode)
 
@@ -98,7 +98,7 @@ def coded_of(f: DfcFile) -> CodedImage:
     the container), with the complete chunks present of each layer."""
     h = f.header
     return CodedImage(h.mode, h.layers, f.chunks, h.height, h.width, steps=h.steps, chunk_symbols=h.chunk_symbols,
-                      bands=h.bands, chain_scales=h.chain_scales, times=h.times, blends=h.blends,
+                      bands=h.bands, chain_params=h.chain_params, times=h.times, blends=h.blends,
                       lossy_steps=h.lossy_steps, tail_mode=h.tail_mode)
 
 

@@ -17,14 +17,14 @@ def _header(**changes):
                   channels=4, steps=2, seed=2**63 + 5, tile=64, chunk_symbols=64, alpha_kind=2,
                   alpha=zlib.compress(b"\x80" * 30), layers=layers, time_grid="explicit",
                   times=[1 << 24, 1 << 22, 0], lossy_steps=1, blends=[16, 3], tail_mode=Mode.LOSSLESS,
-                  bands=[3, 2], chain_scales=[-2])
+                  bands=[3, 2], chain_params=[-2, 0, 1, 2, 3, 4, 5, -6, 7, 8])
     return Header(**{**fields, **changes})
 
 
 def _lossless_header(**changes):
     fields = dict(mode=Mode.LOSSLESS, model_name="tiny", model_hash=bytes(16), height=5, width=6, channels=3,
                   steps=2, seed=0, tile=64, chunk_symbols=64,
-                  layers=[LayerInfo(0, 255, 9, 100, [64])], bands=[3, 2], chain_scales=[-7, 12])
+                  layers=[LayerInfo(0, 255, 9, 100, [64])], bands=[3, 2], chain_params=[-7, 12, 0, 0, 0, 0, 9, 30, 20, -5] + [0] * 10)
     return Header(**{**fields, **changes})
 
 
@@ -48,7 +48,7 @@ def test_header_round_trip_and_frozen_bytes():
                                                                                  for l in make().layers)]))
              for c in chunks] for chunks in _chunks(make())]
         assert pack_header(parsed.header) == data[: parsed.header_size]
-    assert hashlib.sha256(_file(_header())).hexdigest()[:16] == "b24b52eeb6c9fb56"
+    assert hashlib.sha256(_file(_header())).hexdigest()[:16] == "d86bdff26e3a19e4"
 
 
 def test_prefix_cuts_end_on_chunk_boundaries():
@@ -148,7 +148,7 @@ def _layers(*lengths, low=-3, high=4):
     (_header, dict(tail_mode=NO_TAIL), "time grid"),  # a lossy file's grid ends above 0
     (_header, dict(tail_mode=NO_TAIL, steps=1, times=[1 << 24, 1 << 22]), "layer count"),  # yet a tail layer is there
     (_header, dict(tail_mode=9), "tail coder"),
-    (_header, dict(chain_scales=[]), "chain scale"),
+    (_header, dict(chain_params=[]), "chain step parameters"),
     (_header, dict(layers=[LayerInfo(-3, 4, 0, 0, [108, 40]), LayerInfo(0, 255, 0, 0, [100, 48])]), "one chunk"),
     (_header, dict(times=[1 << 24, 5]), "time grid"),
     (_header, dict(times=[1 << 24, 1, 0]), "time grid"),
@@ -157,8 +157,10 @@ def _layers(*lengths, low=-3, high=4):
     (_header, dict(blends=[3]), "blend"),
     (_header, dict(lossy_steps=2), "layer count"),
     (_lossless_header, dict(bands=[3, 3]), "band plan"),
-    (_lossless_header, dict(chain_scales=[0]), "chain scale"),
-    (_lossless_header, dict(chain_scales=[0, 100]), "chain scale"),
+    (_lossless_header, dict(chain_params=[0] * 10), "chain step parameters"),
+    (_lossless_header, dict(chain_params=[0] * 21), "chain step parameters"),
+    (_lossless_header, dict(chain_params=[0] * 5 + [100] + [0] * 14), "chain step parameters"),  # a scale index
+    (_lossless_header, dict(chain_params=[0] * 16 + [65] + [0] * 3), "chain step parameters"),  # a weight
     (_lossless_header, dict(times=[1 << 24, 0]), "uniform grid"),
     (_lossless_header, dict(time_grid="explicit", times=[1 << 24, 0]), "time grid"),
     (_lossless_header, dict(time_grid="explicit", times=[1 << 24, 5, 0]), "time grid"),
@@ -166,9 +168,9 @@ def _layers(*lengths, low=-3, high=4):
     (_lossless_header, dict(tail_mode=Mode.LOSSLESS), "progressive fields"),
     (_lossless_header, dict(layers=[LayerInfo(0, 255, 0, 0, [64, 64])]), "one layer of one chunk"),
     (_lossless_header, dict(layers=[LayerInfo(0, 255, 0, 0, [62])]), "band plan"),
-    (_lossless_header, dict(mode=Mode.PREDICTIVE, bands=[], chain_scales=[], layers=[LayerInfo(0, 255, 0, 0, [62])]),
+    (_lossless_header, dict(mode=Mode.PREDICTIVE, bands=[], chain_params=[], layers=[LayerInfo(0, 255, 0, 0, [62])]),
      "whole 32-bit words"),
-    (_lossless_header, dict(mode=Mode.PREDICTIVE, chain_scales=[]), "lossless fields in a predictive file"),
+    (_lossless_header, dict(mode=Mode.PREDICTIVE, chain_params=[]), "lossless fields in a predictive file"),
 ])
 def test_fields_no_encoder_writes_are_refused(make, changes, message):
     """Every field is checked against what an encoder can write, before any work."""

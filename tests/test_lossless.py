@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffcodec.coding import chain, direct, lossless
+from diffcodec.coding import chain, direct, lossless, step_context
 from diffcodec.coding.ans import AnsStack
 from diffcodec.codec import Codec
-from diffcodec.format.container import Mode, pack_header, parse_file
+from diffcodec.format.container import CHAIN_PARAMS_PER_STEP, Mode, pack_header, parse_file
 from diffcodec.errors import DiffcodecError
 
 from conftest import synthetic_image
@@ -93,12 +93,41 @@ def test_direct_band_predicts_from_neighbours():
     assert sizes["gradient"] < 3.0 and 7.9 < sizes["noise"] < 11  # noise: no model fits; the stored fallback takes it
 
 
-def test_scale_fit_recovers_the_error_scale():
+def test_step_fit_recovers_the_error_scale_and_the_correlations():
+    """Residuals with a known error scale, spatial and colour correlation: the fit finds them."""
     rng = np.random.default_rng(0)
-    log_scale = rng.normal(-2.0, 0.5, 20000)
-    error = 0.4 * np.exp(log_scale) * rng.standard_normal(20000)
-    index = chain.fit_scale_index(0.5, 1e-3, error, log_scale)
-    assert abs(chain.scale_factor(index) - 0.4) < 0.03
+    c, sigma_q = 0.5, 1e-3
+    samples = []
+    for _ in range(4):
+        scale = np.exp(rng.normal(-2.0, 0.3, (64, 64, 1))) * np.ones((1, 1, 3))
+        smooth = rng.standard_normal((66, 66))
+        smooth = (smooth[1:-1, 1:-1] + 0.25 * (smooth[:-2, 1:-1] + smooth[2:, 1:-1] + smooth[1:-1, :-2] + smooth[1:-1, 2:]))
+        luma = smooth / smooth.std()
+        error = 0.4 * scale * (0.8 * luma[:, :, None] + 0.6 * rng.standard_normal((64, 64, 3)))
+        samples.append((c * error + sigma_q * rng.standard_normal(error.shape), scale))
+    fitted = step_context.fit(samples, c, sigma_q)
+    plain = step_context.fit([(r, s) for r, s in samples], c, sigma_q)
+    assert fitted == plain  # deterministic
+    assert fitted.spatial > 4 and fitted.colour[0] > 8  # neighbours and red predict
+    # the first group (no context) sees the whole error: its factor is about 0.4
+    assert abs(step_context.scale_factor(fitted.scales[0]) - 0.4) < 0.03
+    # the later groups' residuals are smaller than the first's
+    assert all(s < fitted.scales[0] for s in fitted.scales[1:])
+    rate = lambda ctx: sum(step_context.bits(r, s, c, sigma_q, ctx) for r, s in samples)  # noqa: E731
+    assert rate(fitted) < 0.97 * rate(step_context.StepContext(scales=(fitted.scales[0],) * 6))
+
+
+def test_step_context_pushes_and_pops_the_same_latents():
+    rng = np.random.default_rng(3)
+    context = step_context.StepContext(scales=(0, -3, -5, -8, -9, -12), spatial=10, colour=(20, 7, 9))
+    for shape in [(1, 1, 3), (1, 2, 3), (3, 1, 3), (5, 7, 3)]:
+        mean, scale = rng.normal(0, 1, shape).reshape(-1), np.exp(rng.normal(-1, 0.3, shape)).reshape(-1)
+        delta = 0.05
+        n = np.rint((mean + 0.3 * rng.standard_normal(mean.size)) / delta).astype(np.int64)
+        stack = AnsStack()
+        step_context.push(stack, n, mean, scale, 0.7, 0.1, delta, shape, context)
+        assert np.array_equal(step_context.pop(stack, mean, scale, 0.7, 0.1, delta, shape, context), n)
+        assert stack.is_empty()
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 10, 1000, 3 * 768])
@@ -125,8 +154,8 @@ def test_calibration_is_stored_and_checked(codec):
     image = synthetic_image(40, 32, "shapes", seed=5)
     data = codec.encode(image, steps=4, mode="lossless", stored_fallback=False)
     parsed = parse_file(data)
-    assert len(parsed.header.chain_scales) == 4
-    parsed.header.chain_scales = [10_000] * 4
+    assert len(parsed.header.chain_params) == 4 * CHAIN_PARAMS_PER_STEP
+    parsed.header.chain_params = [10_000] * 4 * CHAIN_PARAMS_PER_STEP
     with pytest.raises(DiffcodecError, match="damaged file"):
         codec.decode(pack_header(parsed.header) + data[parsed.header_size:])
 

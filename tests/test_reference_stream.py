@@ -20,8 +20,8 @@ from diffcodec.format.container import parse_file
 from conftest import randomize_output
 
 FROZEN = {
-    "progressive": "2bda2f30cb3dcd43",
-    "lossless": "d0b10a3c46bcf381",
+    "progressive": "77eadc609b869b56",
+    "lossless": "7cfd466df889bdaf",
 }
 
 

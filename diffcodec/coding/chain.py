@@ -5,7 +5,7 @@ For a band of the image, the encoder (one ANS stack, last in first out):
   for i = 1..T: pop z_i ~ q(z_i | z_{i-1}) (forward transition); push z_{i-1} with p(z_{i-1} | z_i);
   push z_T with the prior N(0, I).
 The decoder runs the mirror image. The net length approaches the T-step NELBO, whose
-terms (:func:`step_kl_bits`, :func:`prior_kl_bits`, :func:`pixel_bits`) are here too.
+terms (:func:`prior_kl_bits`, :func:`pixel_bits`, step_context.bits) are here too.
 
 A bridged chain (the progressive stream's tail) ends at a latent z_T that both sides
 already know (the last lossy layer's): the encoder pops z_0 ~ q(z_0 | x, z_T) and
@@ -19,12 +19,13 @@ and decoder evaluate every model parameter with the same float64 expressions, in
 order, so the rounded centres agree exactly.
 
 What keeps the net length at the model's bound:
-(1) Calibration. The step variance sigma_Q^2 + (k_i c s_x)^2 uses the network's error scale
-    s_x: the chain scale head's, trained on this chain's step KL (train/losses.py
+(1) Calibration and context. The step variance sigma_Q^2 + (k c s_x)^2 uses the network's
+    error scale s_x: the chain scale head's, trained on this chain's step KL (train/losses.py
     chain_loss), where the model has one, else the progressive scale head's, trained for
-    the progressive layers and off by a step-dependent factor. The encoder fits k_i per
-    step on a pilot sample of the image (:func:`fit_scale_index`; it knows x, so the fit is
-    exact) and stores its index in the header.
+    the progressive layers and off by a step-dependent factor. A step's latent is coded in
+    six groups, later ones predicted from the residuals of earlier ones, each with its own
+    factor k (step_context.py). The encoder fits them per step on a pilot sample of the
+    image (it knows x, so the fit is exact) and stores them in the header.
 (2) Fresh pops. An ANS pop reads the quantile of the symbol pushed just before, at the same
     position; with an imperfect model that quantile carries the local prediction error and
     the sample drawn from it is atypical. q-samples are popped in a strided order
@@ -41,45 +42,18 @@ import math
 import numpy as np
 
 from ..errors import does_not_decode
-from ..format.container import CHAIN_SCALE_RANGE
 from ..model import exact
 from ..model.diffusion import NUM_LEVELS, alpha_sigma_of, pixel_window_model, scale_pixels_array, step_coefficients
+from . import step_context
 from .ans import AnsStack
+from .step_context import StepContext
 
 GRID_FRACTION = 2
 # Band sizing: spare bits per dimension a band keeps on the stack beyond its deepest point.
 BAND_MARGIN_BITS = 0.5
-# Per-step calibration of the reverse step's error term: factor 2^(index / CALIBRATION_STEPS_PER_OCTAVE).
-CALIBRATION_STEPS_PER_OCTAVE = 16
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _OFFSET_PRIME = 7919  # a large prime: each step's pop order starts at a different position
 POP_EXTRA_BITS = 2.047095585180641  # 1/2 log2(2 pi e): a pop's cost beyond log2(std / delta)
-
-
-def scale_factor(index: int) -> float:
-    return float(exact.exp(index / CALIBRATION_STEPS_PER_OCTAVE * exact.LN2))
-
-
-def fit_scale_index(c: float, sigma_q: float, error: np.ndarray, log_scale: np.ndarray) -> int:
-    """Scale index minimising the expected cost of coding z_{i-1} ~ q(z_{i-1} | z_i, x) with
-    N(b z_i + c x_hat, sigma_q^2 + (k c s_x)^2), given the true errors x - x_hat of a sample.
-
-    E[-ln p] = ln(v) / 2 + (c^2 err^2 + sigma_q^2) / (2 v) + const, v = sigma_q^2 + k^2 c^2 s_x^2.
-    """
-    # products, not ** (Python's float ** calls the platform's pow)
-    scaled_error = c * error.reshape(-1)
-    spread = scaled_error * scaled_error + sigma_q * sigma_q
-    scale = c * exact.exp(log_scale.reshape(-1))
-    model = scale * scale
-
-    def cost(index: int) -> float:
-        factor = scale_factor(index)
-        variance = sigma_q * sigma_q + (factor * factor) * model
-        return float(np.mean(exact.log(variance) + spread / variance))
-
-    low, high = CHAIN_SCALE_RANGE  # a format limit: the container checks it
-    best = min(range(low, high + 1, 8), key=cost)  # coarse, then fine: the cost is unimodal
-    return min(range(max(low, best - 7), min(high, best + 7) + 1), key=cost)
 
 
 def pop_order(count: int, step: int) -> np.ndarray:
@@ -96,17 +70,16 @@ def pop_order(count: int, step: int) -> np.ndarray:
 class BitsBackChain:
     """Per-variable grids and coefficients of the T-step chain, identical on both sides.
 
+    ``contexts``: each step's coding parameters (step_context.py; default: no context, factor 1).
     ``bridged``: the chain ends at a known z_T (see the module's docstring); its coded
     latents are z_0..z_{T-1}, else z_0..z_T."""
 
-    def __init__(self, gammas: np.ndarray, scale_indices: list[int] | None = None, bridged: bool = False) -> None:
+    def __init__(self, gammas: np.ndarray, contexts: list[StepContext] | None = None, bridged: bool = False) -> None:
         self.steps = len(gammas) - 1
         self.bridged = bridged
         self.latents = self.steps + (not bridged)  # coded latent variables
-        indices = list(scale_indices) if scale_indices else [0] * self.steps  # a file's: validated by the container
-        self.scale_indices = indices
-        # per step i >= 1, the calibration factor on the reverse step's error term
-        self.error_factor = [None] + [scale_factor(i) for i in indices]
+        # per step i >= 1 (a file's: validated by the container)
+        self.contexts = [None] + (list(contexts) if contexts else [StepContext()] * self.steps)
         self.gammas = [float(g) for g in gammas]
         self.alpha, self.sigma = (list(v) for v in zip(*(alpha_sigma_of(g) for g in self.gammas)))
         # forward transition q(z_i | z_{i-1}) = N(a_i z_{i-1}, s_i^2), i >= 1
@@ -156,26 +129,37 @@ class BitsBackChain:
 
 
 def reverse_step(grid: BitsBackChain, z: np.ndarray, i: int, predict) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and per-element std of the model's step p(z_{i-1} | z_i), flat arrays.
-
-    The mean is b z + c x_hat; the variance is sigma_Q^2 + (k_i c s_x)^2, where s_x is the
-    predicted error of x_hat and k_i the step's calibration factor. VDM's fixed sigma_Q^2
-    ignores that error, which makes the step overconfident (E[((z - mu) / sigma_Q)^2] well
-    above 1): the pushed latents then sit in the model's tails, the bits they leave on the
-    stack are not random, and the next bits-back pops draw atypical samples that cost more.
-    """
+    """Mean b z + c x_hat of the model's step p(z_{i-1} | z_i) and s_x = exp(log_scale), the
+    predicted error of x_hat, flat arrays. The step's variance is sigma_Q^2 + (k c s_x)^2, k
+    a calibration factor per context group (step_context.py). VDM's fixed sigma_Q^2 ignores
+    that error, which makes the step overconfident (E[((z - mu) / sigma_Q)^2] well above 1):
+    the pushed latents then sit in the model's tails, the bits they leave on the stack are
+    not random, and the next bits-back pops draw atypical samples that cost more."""
     coef = grid.reverse[i]
     x_hat, log_scale = predict(z, i)
-    mean = coef.b * z.reshape(-1) + coef.c * x_hat.reshape(-1)
-    return mean, reverse_std(grid.p_std[i - 1], coef.c, log_scale.reshape(-1), grid.error_factor[i])
+    return coef.b * z.reshape(-1) + coef.c * x_hat.reshape(-1), exact.exp(log_scale.reshape(-1))
 
 
 def reverse_std(sigma_q: float, c: float, log_scale: np.ndarray, factor: float = 1.0) -> np.ndarray:
     """The reverse step's std sqrt(sigma_Q^2 + (k c s_x)^2), s_x = exp(log_scale) the predicted
-    error of x_hat and k a calibration factor, in portable arithmetic (the chain codes with it,
-    completion samples with it)."""
+    error of x_hat and k a calibration factor, in portable arithmetic (completion samples
+    with it; the chain's context groups use the same form)."""
     error = factor * c * exact.exp(log_scale)
     return np.sqrt(sigma_q * sigma_q + error * error)
+
+
+def push_step(stack: AnsStack, grid: BitsBackChain, i: int, n: np.ndarray, z: np.ndarray, predict) -> None:
+    """Push latent z_{i-1} (indices ``n``) with the model's step from ``z`` = z_i (h, w, 3)."""
+    mean, scale = reverse_step(grid, z, i, predict)
+    step_context.push(stack, n, mean, scale, grid.reverse[i].c, grid.p_std[i - 1], grid.delta[i - 1], z.shape,
+                      grid.contexts[i])
+
+
+def pop_step(stack: AnsStack, grid: BitsBackChain, i: int, z: np.ndarray, predict) -> np.ndarray:
+    """Mirror of :func:`push_step`: the indices of z_{i-1}."""
+    mean, scale = reverse_step(grid, z, i, predict)
+    return step_context.pop(stack, mean, scale, grid.reverse[i].c, grid.p_std[i - 1], grid.delta[i - 1], z.shape,
+                            grid.contexts[i])
 
 
 def _pop_q(stack: AnsStack, mean: np.ndarray, std: float, delta: float, step: int) -> np.ndarray:
@@ -191,16 +175,12 @@ def _push_q(stack: AnsStack, n: np.ndarray, mean: np.ndarray, std: float, delta:
     stack.push_sample(n[order], mean[order], std, delta)
 
 
-def step_kl_bits(grid: BitsBackChain, i: int, error: np.ndarray, log_scale: np.ndarray,
-                 calibrated: bool = True) -> float:
+def step_kl_bits(grid: BitsBackChain, i: int, error: np.ndarray) -> float:
     """KL(q(z_{i-1} | z_i, x) || p(z_{i-1} | z_i)) in bits, summed over elements, given the
-    errors x - x_hat of the prediction at z_i: the diffusion term of the coder's bound
-    (``calibrated=False``: with VDM's fixed reverse variance sigma_Q^2 instead)."""
+    errors x - x_hat of the prediction at z_i, with VDM's fixed reverse variance sigma_Q^2
+    (the coder's own steps: step_context.bits)."""
     coef = grid.reverse[i]
-    var_q = grid.p_std[i - 1] ** 2
-    var_p = var_q + (grid.error_factor[i] * coef.c * np.exp(log_scale)) ** 2 if calibrated else var_q
-    nats = 0.5 * (np.log(var_p / var_q) + (var_q + (coef.c * error) ** 2) / var_p - 1.0)
-    return float(nats.sum() / math.log(2))
+    return float(((coef.c * error) ** 2).sum() / (2.0 * grid.p_std[i - 1] ** 2) / math.log(2))
 
 
 def prior_kl_bits(grid: BitsBackChain, x_scaled: np.ndarray) -> float:
@@ -229,27 +209,23 @@ def encode_band(stack: AnsStack, grid: BitsBackChain, x: np.ndarray, predict, en
     for i in range(1, grid.latents):
         n_next = _pop_q(stack, grid.q_mean(i, z, end_flat), grid.q_std[i], grid.delta[i], i)
         z_next = n_next * grid.delta[i]
-        mean, std = reverse_step(grid, z_next.reshape(shape), i, predict)
-        stack.push_latent(n, mean, std, grid.delta[i - 1])
+        push_step(stack, grid, i, n, z_next.reshape(shape), predict)
         n, z = n_next, z_next
-    stack.push_latent(n, *_last_model(grid, shape, end, predict), grid.delta[grid.latents - 1])
-
-
-def _last_model(grid: BitsBackChain, shape: tuple, end: np.ndarray | None, predict) -> tuple[np.ndarray, np.ndarray | float]:
-    """The model of the last coded latent: the prior N(0, I), or p(z_{T-1} | z_T) when bridged."""
-    if end is None:
-        return np.zeros(int(np.prod(shape))), 1.0
-    return reverse_step(grid, end, grid.steps, predict)
+    if end is None:  # the last coded latent under the prior N(0, I), else p(z_{T-1} | z_T)
+        stack.push_latent(n, np.zeros(n.size), 1.0, grid.delta[grid.latents - 1])
+    else:
+        push_step(stack, grid, grid.steps, n, end, predict)
 
 
 def decode_band(stack: AnsStack, grid: BitsBackChain, shape: tuple, predict, end: np.ndarray | None = None) -> np.ndarray:
     """Mirror of :func:`encode_band`: returns the band's pixels (h, w, 3 uint8)."""
     end_flat = None if end is None else end.reshape(-1)
-    n = stack.pop_latent(*_last_model(grid, shape, end, predict), grid.delta[grid.latents - 1])
-    for i in range(grid.latents - 1, 0, -1):
+    last = grid.latents - 1
+    n = (stack.pop_latent(np.zeros(int(np.prod(shape))), 1.0, grid.delta[last]) if end is None
+         else pop_step(stack, grid, grid.steps, end, predict))
+    for i in range(last, 0, -1):
         z = n * grid.delta[i]
-        mean, std = reverse_step(grid, z.reshape(shape), i, predict)
-        n_prev = stack.pop_latent(mean, std, grid.delta[i - 1])
+        n_prev = pop_step(stack, grid, i, z.reshape(shape), predict)
         z_prev = n_prev * grid.delta[i - 1]  # evaluated exactly as the encoder did
         _push_q(stack, n, grid.q_mean(i, z_prev, end_flat), grid.q_std[i], grid.delta[i], i)
         n = n_prev

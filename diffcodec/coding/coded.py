@@ -38,7 +38,7 @@ class CodedImage:
     steps: int = 0  # steps of the time grid (a lossless chain on a uniform grid: the only record of them)
     chunk_symbols: int = 0  # progressive: symbols per chunk of a step layer
     bands: list[int] = field(default_factory=list)  # lossless: rows of each band
-    chain_scales: list[int] = field(default_factory=list)  # lossless: per-step scale index
+    chain_params: list[int] = field(default_factory=list)  # lossless: the chain's step parameters (step_context.py)
     times: list[int] = field(default_factory=list)  # progressive, lossless: an explicit time grid
     blends: list[int] = field(default_factory=list)  # progressive: per step layer, and the tail's start
     lossy_steps: int = 0  # progressive: rate-placed step layers

@@ -13,8 +13,9 @@ progressive estimate, whose direct head copes better with missing context.
 
 The time grid is the model's optimised one for T steps where its checkpoint has one
 (model/time_grid.py; stored in the header), else uniform. The encoder calibrates the
-chain's reverse variances on pilot crops of the image (it
-knows x, so the expected cost of each candidate is exact) and stores one index per step.
+chain's step parameters (reverse variances and context weights, step_context.py) on
+pilot crops of the image (it knows x, so the expected cost of each candidate is exact) and
+stores them in the header.
 :func:`bound` computes the T-step NELBO of the model the coder uses: the rate it aims at.
 """
 
@@ -26,8 +27,9 @@ import numpy as np
 
 from ..errors import DiffcodecError, does_not_decode
 from ..format.container import Mode
+from ..model import exact
 from ..model.diffusion import scale_pixels_array
-from . import chain, direct, entropy, randomness, stored
+from . import chain, direct, entropy, randomness, step_context, stored
 from .ans import AnsStack
 from .chain import BitsBackChain
 from .coded import CodedImage, Context
@@ -93,10 +95,12 @@ def band_estimate(interior: np.ndarray, edge: np.ndarray) -> np.ndarray:
 
 
 # -- the chain of one image ----------------------------------------------------------------
-def chain_grid(runner: ModelRunner, steps: int, times: list[int], scale_indices: list[int] | None = None,
+def chain_grid(runner: ModelRunner, steps: int, times: list[int], params: list[int] | None = None,
                bridged: bool = False) -> BitsBackChain:
-    """The chain on the file's time grid: explicit ``times`` (t_T first), or uniform."""
-    return BitsBackChain(runner.chain_gammas(steps, times), scale_indices, bridged)
+    """The chain on the file's time grid (explicit ``times``, t_T first, or uniform) with the
+    header's step parameters (none: no context, factor 1)."""
+    return BitsBackChain(runner.chain_gammas(steps, times), step_context.contexts_from_params(params or [], steps),
+                         bridged)
 
 
 def band_predictor(context: Context, grid: BitsBackChain, below: np.ndarray, band: int):
@@ -119,45 +123,54 @@ def band_predictor(context: Context, grid: BitsBackChain, below: np.ndarray, ban
 
 def _noised_predictions(context: Context, x_scaled: np.ndarray, grid: BitsBackChain, i: int,
                         purpose: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """x_scaled - x_hat and log_scale at step i for z_i ~ q(z_i | x), flat (encoder side only:
-    calibration and the bound; the noise comes from a shared stream for reproducibility)."""
+    """The errors x - x_hat at step i for z_i ~ q(z_i | x) and their predicted scale s_x, both
+    shaped as x_scaled (encoder side only: calibration and the bound; the noise comes from a
+    shared stream for reproducibility)."""
     noise = randomness.shared_normal(context.seed, purpose, index, x_scaled.size).reshape(x_scaled.shape)
     x_hat, _, _, log_scale = context.runner.predict(grid.alpha[i] * x_scaled + grid.sigma[i] * noise,
                                                     grid.gammas[i], context.tiling, chain=True)
-    return (x_scaled - x_hat).reshape(-1), log_scale.reshape(-1)
+    return x_scaled - x_hat, exact.exp(log_scale)
+
+
+def _step_residual(context: Context, grid: BitsBackChain, i: int, error: np.ndarray, purpose: int,
+                   index: int) -> np.ndarray:
+    """A sample of z_{i-1} ~ q(z_{i-1} | z_i, x) less the model's mean: c (x - x_hat) + sigma_Q eps."""
+    eps = randomness.shared_normal(context.seed, randomness.RESIDUAL, (purpose << 32) + index, error.size)
+    return grid.reverse[i].c * error + grid.p_std[i - 1] * eps.reshape(error.shape)
 
 
 def calibrate(context: Context, rgb: np.ndarray, steps: int, times: list[int]) -> list[int]:
-    """Per-step scale indices of the reverse steps (chain.fit_scale_index), fitted on pilot
-    crops noised to each step; they go into the header."""
+    """The header's step parameters (step_context.fit per step), fitted on pilot crops of the
+    image noised to each step."""
     grid = chain_grid(context.runner, steps, times)
     crops = [scale_pixels_array(crop) for crop in pilot_crops(rgb)]
-    indices = []
+    params = []
     for i in range(1, grid.steps + 1):
-        pairs = [_noised_predictions(context, crop, grid, i, randomness.PILOT, i * len(crops) + k)
-                 for k, crop in enumerate(crops)]
-        indices.append(chain.fit_scale_index(grid.reverse[i].c, grid.p_std[i - 1],
-                                             np.concatenate([e for e, _ in pairs]),
-                                             np.concatenate([s for _, s in pairs])))
-    return indices
+        samples = []
+        for k, crop in enumerate(crops):
+            error, scale = _noised_predictions(context, crop, grid, i, randomness.PILOT, i * len(crops) + k)
+            samples.append((_step_residual(context, grid, i, error, randomness.PILOT, i * len(crops) + k), scale))
+        params += step_context.fit(samples, grid.reverse[i].c, grid.p_std[i - 1]).params()
+    return params
 
 
 def bound(context: Context, rgb: np.ndarray, steps: int, times: list[int] | None = None) -> dict:
-    """The T-step NELBO of the model the lossless coder uses (calibrated reverse steps, the
-    coder's x_hat), in bits per dimension: the rate :func:`encode` aims at. Prior and
-    diffusion terms are exact Gaussian KLs, one noise sample per step; the reconstruction
-    term uses one sample of z_0. ``fixed_variance_total``: the same with VDM's fixed
-    reverse variance, i.e. VDM's T-step NELBO (with x_eps clipped) summed over all T steps
-    rather than sampled, so it compares with ``total`` sample for sample. On the grid
-    :func:`encode` uses, or on explicit ``times`` ([] = uniform)."""
+    """The T-step NELBO of the model the lossless coder uses (its calibrated steps with their
+    context, the coder's x_hat), in bits per dimension: the rate :func:`encode` aims at.
+    The prior term is an exact Gaussian KL, each step's term one sample of the step's
+    latent (step_context.bits), the reconstruction term one sample of z_0; the whole image
+    is one band. ``fixed_variance_total``: the same with VDM's fixed reverse variance and no
+    context (exact KLs), i.e. VDM's T-step NELBO (with x_eps clipped) summed over all T steps
+    rather than sampled. On the grid :func:`encode` uses, or on explicit ``times`` ([] = uniform)."""
     times = context.runner.chain_times(steps) if times is None else times
     grid = chain_grid(context.runner, steps, times, calibrate(context, rgb, steps, times))
     x_scaled = scale_pixels_array(rgb)
     diffusion, fixed = [], []
     for i in range(1, steps + 1):
-        error, log_scale = _noised_predictions(context, x_scaled, grid, i, randomness.BOUND, i)
-        diffusion.append(chain.step_kl_bits(grid, i, error, log_scale))
-        fixed.append(chain.step_kl_bits(grid, i, error, log_scale, calibrated=False))
+        error, scale = _noised_predictions(context, x_scaled, grid, i, randomness.BOUND, i)
+        residual = _step_residual(context, grid, i, error, randomness.BOUND, i)
+        diffusion.append(step_context.bits(residual, scale, grid.reverse[i].c, grid.p_std[i - 1], grid.contexts[i]))
+        fixed.append(chain.step_kl_bits(grid, i, error))
     z0 = grid.alpha[0] * x_scaled.reshape(-1) + grid.sigma[0] * randomness.shared_normal(
         context.seed, randomness.BOUND, 0, rgb.size)
     terms = dict(prior=chain.prior_kl_bits(grid, x_scaled), reconstruction=chain.pixel_bits(grid, rgb, z0),
@@ -175,8 +188,8 @@ def encode_chain(context: Context, rgb: np.ndarray, steps: int, times: list[int]
     first, [] = uniform), calibrated on the image: one whole-image LOSSLESS layer with its
     band plan, scale indices and times. ``end``: the known z_T (H, W, 3) of a bridged chain
     (the progressive stream's tail)."""
-    scales = calibrate(context, rgb, steps, times)
-    grid = chain_grid(context.runner, steps, times, scales, bridged=end is not None)
+    params = calibrate(context, rgb, steps, times)
+    grid = chain_grid(context.runner, steps, times, params, bridged=end is not None)
     height, width = rgb.shape[:2]
     stack = AnsStack()
     bands = [min(height, DIRECT_ROWS)]
@@ -193,7 +206,7 @@ def encode_chain(context: Context, rgb: np.ndarray, steps: int, times: list[int]
         done += rows
         bar.update(rows)
     bar.close()
-    return stored.whole_image(Mode.LOSSLESS, stack.to_bytes(), rgb, steps=steps, bands=bands, chain_scales=scales,
+    return stored.whole_image(Mode.LOSSLESS, stack.to_bytes(), rgb, steps=steps, bands=bands, chain_params=params,
                               times=times)
 
 
@@ -203,7 +216,7 @@ def decode_chain(context: Context, coded: CodedImage, end: np.ndarray | None = N
     layer (of ``what``, for the error), checked against the encoder's checksum."""
     if not coded.complete(0):
         raise DiffcodecError(f"truncated file: a {what} only decodes when complete")
-    grid = chain_grid(context.runner, coded.steps, coded.times, coded.chain_scales, bridged=end is not None)
+    grid = chain_grid(context.runner, coded.steps, coded.times, coded.chain_params, bridged=end is not None)
     stack = AnsStack.from_bytes(b"".join(coded.chunks[0]))
     bands, width = coded.bands, coded.width
     decoded: list = [None] * len(bands)

@@ -199,7 +199,7 @@ def encode(context: Context, rgb: np.ndarray, step_layers: int, chunk_symbols: i
     times = chain.times + (end.times[1:] if end.mode == Mode.LOSSLESS else [0])
     return CodedImage(Mode.PROGRESSIVE, infos + end.layers, chunks + end.chunks, height, width,
                       steps=len(times) - 1, chunk_symbols=chunk_symbols, bands=end.bands,
-                      chain_scales=end.chain_scales, times=times, blends=chain.blends, lossy_steps=step_layers,
+                      chain_params=end.chain_params, times=times, blends=chain.blends, lossy_steps=step_layers,
                       tail_mode=end.mode)
 
 

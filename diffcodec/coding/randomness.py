@@ -18,6 +18,7 @@ COMPLETION = 3
 CONTEXT = 4
 PILOT = 5
 BOUND = 6
+RESIDUAL = 7
 
 
 def _raw(seed: int, purpose: int, index: int, count: int) -> np.ndarray:

@@ -49,7 +49,7 @@ def decode(context: Context, coded: CodedImage, z_end: np.ndarray) -> np.ndarray
     file (its last layer, complete) and the last lossy layer's latent."""
     times = coded.times[coded.lossy_steps :]
     end = CodedImage(Mode(coded.tail_mode), coded.layers[-1:], coded.chunks[-1:], coded.height, coded.width,
-                     steps=len(times) - 1, bands=coded.bands, chain_scales=coded.chain_scales, times=times)
+                     steps=len(times) - 1, bands=coded.bands, chain_params=coded.chain_params, times=times)
     if end.mode != Mode.LOSSLESS:
         return stored.decode(end)
     return lossless.decode_chain(context, end, end=z_end, what="progressive file's tail")

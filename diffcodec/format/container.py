@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from ..errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
-VERSION = 11  # 11: the progressive layers' transform rotates colour (luminance and two differences) before the block DCT; 10: the network and the coding arithmetic portable (exact on every machine), no thread count; 9: Laplace step symbols with region scale shifts, skipped coefficients at 0.8 of the step noise, estimates moved into the bounds the symbols set; 8: 32-pixel skip regions; 7: step layers coded or skipped per band and region; 6: the progressive stream's bits-back tail; 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
+VERSION = 12  # 12: the bits-back chain codes each step's latent in six context groups (ten parameters per step); 11: the progressive layers' transform rotates colour (luminance and two differences) before the block DCT; 10: the network and the coding arithmetic portable (exact on every machine), no thread count; 9: Laplace step symbols with region scale shifts, skipped coefficients at 0.8 of the step noise, estimates moved into the bounds the symbols set; 8: 32-pixel skip regions; 7: step layers coded or skipped per band and region; 6: the progressive stream's bits-back tail; 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
 TIME_GRIDS = {0: "uniform", 1: "explicit"}  # how a file's steps are spaced in t
 TIME_UNITS = 1 << 24  # an explicit grid stores t as an integer count of 1/TIME_UNITS
 ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2
@@ -65,7 +65,10 @@ NO_TAIL = 0  # a progressive file's tail_mode when it has none: a lossy file of 
 BAND_SCALE_BYTES = 108  # a progressive step layer's first chunk (its plan) starts with one scale byte per band
 BLEND_LEVELS = 16  # a progressive step's direct-head weight is a multiple of 1 / BLEND_LEVELS
 MIN_STEP = TIME_UNITS >> 12  # shortest progressive step in t: 1/4096
-CHAIN_SCALE_RANGE = (-128, 48)  # lossless per-step variance calibration indices
+CHAIN_SCALE_RANGE = (-128, 48)  # a bits-back step's variance calibration indices
+CHAIN_WEIGHT_RANGE = (-64, 64)  # a bits-back step's spatial and colour context weights (in 1/32)
+CHAIN_GROUPS = 6  # a bits-back step's context groups: black pixels' R, G, B, then white pixels'
+CHAIN_PARAMS_PER_STEP = CHAIN_GROUPS + 4  # a calibration index per group, then the four weights
 
 
 class ContainerError(DiffcodecError):
@@ -131,7 +134,7 @@ class Header:
     alpha: bytes = b""
     layers: list[LayerInfo] = field(default_factory=list)
     bands: list[int] = field(default_factory=list)  # lossless mode: rows of each band
-    chain_scales: list[int] = field(default_factory=list)  # lossless mode: per-step scale index
+    chain_params: list[int] = field(default_factory=list)  # lossless mode: CHAIN_PARAMS_PER_STEP per step
     times: list[int] = field(default_factory=list)  # explicit grid: t of each step boundary, t = 1 first, 2^-24 units
     lossy_steps: int = 0  # progressive: how many of the step layers are placed by rate
     blends: list[int] = field(default_factory=list)  # progressive: direct-head weight at each step layer's start and the tail's
@@ -298,8 +301,8 @@ def _pack_core(header: Header) -> bytes:
     _put_varint(body, len(header.bands))
     for rows in header.bands:
         _put_varint(body, rows)
-    _put_varint(body, len(header.chain_scales))
-    for index in header.chain_scales:
+    _put_varint(body, len(header.chain_params))
+    for index in header.chain_params:
         _put_varint(body, _zigzag(index))
     _put_varint(body, len(header.times))
     for t in header.times:
@@ -378,7 +381,7 @@ def _read_header(data: bytes) -> tuple[Header, int, int]:
         lengths = [r.varint() for _ in range(r.varint())]
         layers.append(LayerInfo(low, high, crc, estimated, lengths))
     bands = [r.varint() for _ in range(r.varint())]
-    chain_scales = [r.signed() for _ in range(r.varint())]
+    chain_params = [r.signed() for _ in range(r.varint())]
     times = [r.varint() for _ in range(r.varint())]
     lossy_steps = r.varint()
     blends = [r.varint() for _ in range(r.varint())]
@@ -390,7 +393,7 @@ def _read_header(data: bytes) -> tuple[Header, int, int]:
         raise ContainerError("damaged file: unexpected bytes in the header")
     header = Header(Mode(mode_id), name, model_hash, height, width, channels, steps, seed, tile,
                     chunk_symbols, TIME_GRIDS[time_grid], alpha_kind, alpha, layers, bands,
-                    chain_scales, times, lossy_steps, blends, tail_mode)
+                    chain_params, times, lossy_steps, blends, tail_mode)
     return header, end, key
 
 
@@ -447,7 +450,7 @@ def validate_header(h: Header) -> None:
             if lengths[0] < BAND_SCALE_BYTES or len(lengths) > 1 + per_layer or any(n % 4 for n in lengths[1:]):
                 raise bad("invalid step layer chunks")
         if h.lossy:
-            if h.bands or h.chain_scales:
+            if h.bands or h.chain_params:
                 raise bad("lossless fields in a lossy file")
         else:
             _validate_whole(h, h.layers[-1], Mode(h.tail_mode) if h.tail_mode in Mode._value2member_map_ else None,
@@ -471,12 +474,13 @@ def _validate_whole(h: Header, layer: LayerInfo, mode: Mode | None, steps: int, 
     if len(layer.chunk_lengths) != 1 or (layer.low, layer.high) != (0, 255):
         raise bad(f"the {what} is one layer of one chunk")
     if mode == Mode.LOSSLESS:
-        low, high = CHAIN_SCALE_RANGE
-        if len(h.chain_scales) != steps or not all(low <= i <= high for i in h.chain_scales):
-            raise bad("invalid chain scale indices")
+        if len(h.chain_params) != steps * CHAIN_PARAMS_PER_STEP or not all(
+                low <= value <= high for k, value in enumerate(h.chain_params)
+                for low, high in [CHAIN_SCALE_RANGE if k % CHAIN_PARAMS_PER_STEP < CHAIN_GROUPS else CHAIN_WEIGHT_RANGE]):
+            raise bad("invalid chain step parameters")
         if not h.bands or min(h.bands) < 1 or sum(h.bands) != h.height or layer.chunk_lengths[0] % 4:
             raise bad("the band plan does not match the image height")
-    elif h.bands or h.chain_scales:
+    elif h.bands or h.chain_params:
         raise bad(f"lossless fields in a {mode} {what}")
     elif mode == Mode.PREDICTIVE and layer.chunk_lengths[0] % 4:
         raise bad("the predictive payload is not whole 32-bit words")

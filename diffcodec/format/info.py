@@ -46,7 +46,7 @@ def describe(data: bytes) -> dict:
         "seed": h.seed, "tile": h.tile, "alpha": "zlib" if h.alpha_kind == ALPHA_ZLIB else None,
         "header_bytes": f.header_size, "file_bytes": len(data), "file_bpp": 8 * len(data) / pixels,
         "complete_layers": f.complete_layers(), "layers": layers, "bands": h.bands,
-        "chain_scales": h.chain_scales, "rate_placed_layers": h.lossy_steps,
+        "chain_params": h.chain_params, "rate_placed_layers": h.lossy_steps,
         "times": [t / TIME_UNITS for t in h.times], "blends": h.blends,
         "tail": str(Mode(h.tail_mode)) if h.mode == Mode.PROGRESSIVE and not h.lossy else None,
         "bits_per_dim": 8 * len(data) / (pixels * h.channels),

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from ..coding.chain import scale_factor
+from ..coding.step_context import scale_factor
 from ..coding.runner import ModelRunner
 from ..format.container import CHAIN_SCALE_RANGE
 from ..model import diffusion as dm
