@@ -201,7 +201,8 @@ def _mutate_header(rng, header: container.Header) -> container.Header:
     elif field == "bands":
         h.bands = rng.choice([[], [0], [h.height], [1] * h.height, [2**30], h.bands[::-1] + [1]])
     elif field == "chain_params":
-        h.chain_params = rng.choice([[], [10_000] * 10 * h.steps, [-(2**40)] * 10 * h.steps, [0] * (10 * h.steps + 1)])
+        count = container.CHAIN_PARAMS_PER_STEP * h.steps
+        h.chain_params = rng.choice([[], [10_000] * count, [-(2**40)] * count, [0] * (count + 1)])
     elif field == "times":
         h.times = rng.choice([[], [1 << 24, 0], [0, 1 << 24], [1 << 24] + [5] * h.steps, [2**40] * (h.steps + 1),
                               sorted(rng.randrange(0, 1 << 24) for _ in range(h.steps + 1))[::-1]])

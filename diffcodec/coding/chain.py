@@ -25,7 +25,7 @@ What keeps the net length at the model's bound:
     the progressive layers and off by a step-dependent factor. A step's latent is coded in
     six groups, later ones predicted from the residuals of earlier ones, each with its own
     factor k (step_context.py). The encoder fits them per step on a pilot sample of the
-    image (it knows x, so the fit is exact) and stores them in the header.
+    image (it knows x; one sample of each step's latent) and stores them in the header.
 (2) Fresh pops. An ANS pop reads the quantile of the symbol pushed just before, at the same
     position; with an imperfect model that quantile carries the local prediction error and
     the sample drawn from it is atypical. q-samples are popped in a strided order
@@ -142,8 +142,9 @@ def reverse_step(grid: BitsBackChain, z: np.ndarray, i: int, predict) -> tuple[n
 
 def reverse_std(sigma_q: float, c: float, log_scale: np.ndarray, factor: float = 1.0) -> np.ndarray:
     """The reverse step's std sqrt(sigma_Q^2 + (k c s_x)^2), s_x = exp(log_scale) the predicted
-    error of x_hat and k a calibration factor, in portable arithmetic (completion samples
-    with it; the chain's context groups use the same form)."""
+    error of x_hat and k a calibration factor, in portable arithmetic: completion samples
+    with it (progressive.py); the chain's context groups compute this form per group
+    (step_context.py)."""
     error = factor * c * exact.exp(log_scale)
     return np.sqrt(sigma_q * sigma_q + error * error)
 
@@ -175,7 +176,7 @@ def _push_q(stack: AnsStack, n: np.ndarray, mean: np.ndarray, std: float, delta:
     stack.push_sample(n[order], mean[order], std, delta)
 
 
-def step_kl_bits(grid: BitsBackChain, i: int, error: np.ndarray) -> float:
+def fixed_step_kl_bits(grid: BitsBackChain, i: int, error: np.ndarray) -> float:
     """KL(q(z_{i-1} | z_i, x) || p(z_{i-1} | z_i)) in bits, summed over elements, given the
     errors x - x_hat of the prediction at z_i, with VDM's fixed reverse variance sigma_Q^2
     (the coder's own steps: step_context.bits)."""

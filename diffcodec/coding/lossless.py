@@ -14,8 +14,8 @@ progressive estimate, whose direct head copes better with missing context.
 The time grid is the model's optimised one for T steps where its checkpoint has one
 (model/time_grid.py; stored in the header), else uniform. The encoder calibrates the
 chain's step parameters (reverse variances and context weights, step_context.py) on
-pilot crops of the image (it knows x, so the expected cost of each candidate is exact) and
-stores them in the header.
+pilot crops of the image (it knows x; one sample of each step's latent) and stores them
+in the header.
 :func:`bound` computes the T-step NELBO of the model the coder uses: the rate it aims at.
 """
 
@@ -170,7 +170,7 @@ def bound(context: Context, rgb: np.ndarray, steps: int, times: list[int] | None
         error, scale = _noised_predictions(context, x_scaled, grid, i, randomness.BOUND, i)
         residual = _step_residual(context, grid, i, error, randomness.BOUND, i)
         diffusion.append(step_context.bits(residual, scale, grid.reverse[i].c, grid.p_std[i - 1], grid.contexts[i]))
-        fixed.append(chain.step_kl_bits(grid, i, error))
+        fixed.append(chain.fixed_step_kl_bits(grid, i, error))
     z0 = grid.alpha[0] * x_scaled.reshape(-1) + grid.sigma[0] * randomness.shared_normal(
         context.seed, randomness.BOUND, 0, rgb.size)
     terms = dict(prior=chain.prior_kl_bits(grid, x_scaled), reconstruction=chain.pixel_bits(grid, rgb, z0),
@@ -186,7 +186,7 @@ def encode_chain(context: Context, rgb: np.ndarray, steps: int, times: list[int]
                  end: np.ndarray | None = None, progress: bool = False) -> CodedImage:
     """The (H, W, 3) uint8 image by bits-back over a ``steps``-step chain on ``times`` (t_T
     first, [] = uniform), calibrated on the image: one whole-image LOSSLESS layer with its
-    band plan, scale indices and times. ``end``: the known z_T (H, W, 3) of a bridged chain
+    band plan, step parameters and times. ``end``: the known z_T (H, W, 3) of a bridged chain
     (the progressive stream's tail)."""
     params = calibrate(context, rgb, steps, times)
     grid = chain_grid(context.runner, steps, times, params, bridged=end is not None)

@@ -18,6 +18,7 @@ order, so they agree exactly on every machine.
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -65,8 +66,11 @@ def _layout(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     parity = (np.add.outer(np.arange(height), np.arange(width)) % 2).reshape(-1)
     ones = np.pad(np.ones((height, width)), 1)
     count = ((ones[:-2, 1:-1] + ones[2:, 1:-1]) + ones[1:-1, :-2]) + ones[1:-1, 2:]
-    white = np.flatnonzero(parity == 1)
-    return np.flatnonzero(parity == 0), white, count.reshape(-1)[white]
+    black, white = np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)
+    arrays = black, white, count.reshape(-1)[white]
+    for array in arrays:  # cached: shared by every walk over this shape
+        array.flags.writeable = False
+    return arrays
 
 
 class _Walk:
@@ -160,8 +164,11 @@ def _residual_walks(samples, c: float, sigma_q: float, context: StepContext):
 
 def _sum(values: np.ndarray, unit_bits: int) -> float:
     """The sum of ``values`` rounded to multiples of 2^-unit_bits, exactly (integers): the
-    same on every machine, in any order, unlike a float reduction."""
-    return float(np.rint(np.ldexp(values, unit_bits)).astype(np.int64).sum()) * 2.0**-unit_bits
+    same on every machine, in any order, unlike a float reduction. Terms are clipped so
+    that the int64 sum cannot overflow (real residuals are far inside: |r| is about 2 at most)."""
+    limit = 2.0 ** (62 - unit_bits) / max(1, values.size)
+    terms = np.clip(np.nan_to_num(values.reshape(-1), nan=0.0), -limit, limit)
+    return float(np.rint(np.ldexp(terms, unit_bits)).astype(np.int64).sum()) * 2.0**-unit_bits
 
 
 def _weight(value: float) -> int:
@@ -178,7 +185,7 @@ def fit(samples: list[tuple[np.ndarray, np.ndarray]], c: float, sigma_q: float) 
     # spatial: the white pixels' residuals against their black neighbours' mean residual
     products, squares = [], []
     for residual, scale in samples:
-        walk = _Walk(np.zeros(residual.size), scale, c, sigma_q, residual.shape, StepContext(spatial=1 << 5))
+        walk = _Walk(np.zeros(residual.size), scale, c, sigma_q, residual.shape, StepContext(spatial=round(1 / WEIGHT_UNIT)))
         flat = residual.reshape(-1, 3)
         for g in range(3):
             pixels, channel, _, _ = walk.group(g)
@@ -209,7 +216,7 @@ def fit(samples: list[tuple[np.ndarray, np.ndarray]], c: float, sigma_q: float) 
         errors[g].append((d * d, (c * scale) * (c * scale)))
     scales = tuple(_fit_factor(sigma_q, np.concatenate([e for e, _ in parts]), np.concatenate([m for _, m in parts]))
                    for parts in errors)
-    return StepContext(scales, spatial, (green, *blue))
+    return dataclasses.replace(weights, scales=scales)
 
 
 def _fit_factor(sigma_q: float, spread: np.ndarray, model: np.ndarray) -> int:

@@ -37,7 +37,7 @@ def encode(context: Context, rgb: np.ndarray, z_end: np.ndarray, t_end: int,
            stored_fallback: bool = True) -> CodedImage:
     """The tail of an (H, W, 3) uint8 image whose last lossy layer left ``z_end`` at time
     ``t_end``: one layer, its mode the tail's coder (LOSSLESS: bits-back from z_end, with
-    its time grid from t_end, per-step scale indices and band plan), or the predictive or
+    its time grid from t_end, step parameters and band plan), or the predictive or
     zlib coder of the lossless mode's fallbacks where smaller (stored.py) and ``stored_fallback``."""
     times = tail_times(context.runner, t_end)
     coded = lossless.encode_chain(context, rgb, len(times) - 1, times, end=z_end)

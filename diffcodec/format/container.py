@@ -10,8 +10,8 @@ u32, alpha (u8 kind + varint length + zlib bytes), layer count u16, then per lay
 CRC32 of its symbols u32, the encoder's model estimate of its size in bits (varint), chunk
 count (varint) and each chunk's byte length (varint); then the band count and each
 band's rows (varints; a bits-back chain: lossless mode, or a progressive file's tail);
-the count of chain scale indices and each index (signed varints; a bits-back chain: the
-variance calibration of each reverse step); then the time grid (count and each time in
+the count of chain step parameters and each (signed varints; a bits-back chain: ten per
+step, coding/step_context.py); then the time grid (count and each time in
 units of 2^-24, varints; explicit grid: progressive mode, and lossless files on a model's
 grid), the count of rate-placed layers (varint), the count and each blend weight of the
 direct head, at the start of each step layer and of the tail (varints), and the tail's
@@ -474,9 +474,9 @@ def _validate_whole(h: Header, layer: LayerInfo, mode: Mode | None, steps: int, 
     if len(layer.chunk_lengths) != 1 or (layer.low, layer.high) != (0, 255):
         raise bad(f"the {what} is one layer of one chunk")
     if mode == Mode.LOSSLESS:
+        ranges = [CHAIN_SCALE_RANGE] * CHAIN_GROUPS + [CHAIN_WEIGHT_RANGE] * (CHAIN_PARAMS_PER_STEP - CHAIN_GROUPS)
         if len(h.chain_params) != steps * CHAIN_PARAMS_PER_STEP or not all(
-                low <= value <= high for k, value in enumerate(h.chain_params)
-                for low, high in [CHAIN_SCALE_RANGE if k % CHAIN_PARAMS_PER_STEP < CHAIN_GROUPS else CHAIN_WEIGHT_RANGE]):
+                low <= value <= high for value, (low, high) in zip(h.chain_params, ranges * steps)):
             raise bad("invalid chain step parameters")
         if not h.bands or min(h.bands) < 1 or sum(h.bands) != h.height or layer.chunk_lengths[0] % 4:
             raise bad("the band plan does not match the image height")
