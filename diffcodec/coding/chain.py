@@ -142,11 +142,9 @@ def reverse_step(grid: BitsBackChain, z: np.ndarray, i: int, predict) -> tuple[n
 
 def reverse_std(sigma_q: float, c: float, log_scale: np.ndarray, factor: float = 1.0) -> np.ndarray:
     """The reverse step's std sqrt(sigma_Q^2 + (k c s_x)^2), s_x = exp(log_scale) the predicted
-    error of x_hat and k a calibration factor, in portable arithmetic: completion samples
-    with it (progressive.py); the chain's context groups compute this form per group
-    (step_context.py)."""
-    error = factor * c * exact.exp(log_scale)
-    return np.sqrt(sigma_q * sigma_q + error * error)
+    error of x_hat and k a calibration factor (step_context.step_std from the log-scale, for
+    completion)."""
+    return step_context.step_std(sigma_q, c, exact.exp(log_scale), factor)
 
 
 def push_step(stack: AnsStack, grid: BitsBackChain, i: int, n: np.ndarray, z: np.ndarray, predict) -> None:

@@ -36,6 +36,14 @@ def scale_factor(index: int) -> float:
     return float(exact.exp(index / CALIBRATION_STEPS_PER_OCTAVE * exact.LN2))
 
 
+def step_std(sigma_q: float, c: float, scale: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """A reverse step's std sqrt(sigma_Q^2 + (k c s_x)^2), s_x = ``scale`` the predicted error
+    of x_hat and k = ``factor``, in portable arithmetic (the chain's groups code with it,
+    completion samples with it: chain.reverse_std)."""
+    error = factor * c * scale
+    return np.sqrt(sigma_q * sigma_q + error * error)
+
+
 @dataclass(frozen=True)
 class StepContext:
     """One step's coding parameters as the header stores them."""
@@ -100,8 +108,8 @@ class _Walk:
             mean = mean + colour[0] * self.corrected[pixels, 0]
         elif channel == 2:
             mean = (mean + colour[1] * self.corrected[pixels, 0]) + colour[2] * self.corrected[pixels, 1]
-        error = (scale_factor(self.context.scales[g]) * self.c) * self.scale[pixels, channel]
-        return pixels, channel, mean, np.sqrt(self.sigma_q * self.sigma_q + error * error)
+        return pixels, channel, mean, step_std(self.sigma_q, self.c, self.scale[pixels, channel],
+                                               scale_factor(self.context.scales[g]))
 
     def done(self, g: int, z: np.ndarray) -> None:
         """Group g's latent values are known."""
@@ -112,10 +120,16 @@ class _Walk:
 
     def _spatial(self) -> np.ndarray:
         """spatial x the mean residual of each white pixel's black neighbours."""
-        grid = np.pad(self.residual.reshape(self.height, self.width, 3), ((1, 1), (1, 1), (0, 0)))
-        total = ((grid[:-2, 1:-1] + grid[2:, 1:-1]) + grid[1:-1, :-2]) + grid[1:-1, 2:]
-        neighbours = total.reshape(-1, 3)[self.white] / self.count[:, None]
+        neighbours = _neighbour_mean(self.residual.reshape(self.height, self.width, 3), self.white, self.count)
         return (self.context.spatial * WEIGHT_UNIT) * neighbours
+
+
+def _neighbour_mean(grid: np.ndarray, white: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """(white pixels, 3): each white pixel's mean of ``grid`` (h, w, 3) over its in-image
+    neighbours, all black (the white entries are not read)."""
+    padded = np.pad(grid, ((1, 1), (1, 1), (0, 0)))
+    total = ((padded[:-2, 1:-1] + padded[2:, 1:-1]) + padded[1:-1, :-2]) + padded[1:-1, 2:]
+    return total.reshape(-1, 3)[white] / count[:, None]
 
 
 def push(stack: AnsStack, n: np.ndarray, mean: np.ndarray, scale: np.ndarray, c: float, sigma_q: float,
@@ -183,27 +197,21 @@ def fit(samples: list[tuple[np.ndarray, np.ndarray]], c: float, sigma_q: float) 
     rounded terms (:func:`_sum`), so the fit, and with it the file, is the same on every machine."""
     dot = lambda a, b: _sum(a * b, 40)  # noqa: E731  residuals are at most about 2: no overflow
     # spatial: the white pixels' residuals against their black neighbours' mean residual
-    products, squares = [], []
-    for residual, scale in samples:
-        walk = _Walk(np.zeros(residual.size), scale, c, sigma_q, residual.shape, StepContext(spatial=round(1 / WEIGHT_UNIT)))
-        flat = residual.reshape(-1, 3)
-        for g in range(3):
-            pixels, channel, _, _ = walk.group(g)
-            walk.done(g, flat[pixels, channel])
-        neighbours = walk._spatial()  # at weight 1: the neighbours' mean
-        products.append(dot(flat[walk.white], neighbours))
-        squares.append(dot(neighbours, neighbours))
-    num, den = sum(products), sum(squares)
+    whites, neighbours = [], []
+    for residual, _ in samples:
+        _, white, count = _layout(*residual.shape[:2])
+        whites.append(white)
+        neighbours.append(_neighbour_mean(residual, white, count))
+    flats = [residual.reshape(-1, 3) for residual, _ in samples]
+    num = sum(dot(flat[white], near) for flat, white, near in zip(flats, whites, neighbours))
+    den = sum(dot(near, near) for near in neighbours)
     spatial = _weight(num / den) if den > 0 else 0
-    # colour: each channel's corrected residual against the earlier channels'
+    # colour: each channel's residual less its spatial prediction against the earlier channels'
     corrected = []
-    for residual, scale in samples:
-        walk = _Walk(np.zeros(residual.size), scale, c, sigma_q, residual.shape, StepContext(spatial=spatial))
-        flat = residual.reshape(-1, 3)
-        for g in range(CHAIN_GROUPS):
-            pixels, channel, _, _ = walk.group(g)
-            walk.done(g, flat[pixels, channel])
-        corrected.append(walk.corrected)
+    for flat, white, near in zip(flats, whites, neighbours):
+        less = flat.copy()
+        less[white] = flat[white] - (spatial * WEIGHT_UNIT) * near
+        corrected.append(less)
     s = [[sum(dot(k[:, a], k[:, b]) for k in corrected) for b in range(3)] for a in range(3)]
     green = _weight(s[0][1] / s[0][0]) if s[0][0] > 0 else 0
     det = s[0][0] * s[1][1] - s[0][1] * s[0][1]
