@@ -268,6 +268,15 @@ def layer_table(facts: list[dict], per_method: dict) -> str:
                         "ideal bpp at PSNR", "real / ideal at PSNR"], rows)]) + "\n"
 
 
+def visible_values(bpp: np.ndarray, values: np.ndarray) -> list[float]:
+    """A curve's values inside the plot's x range (bpp sorted), with the drawn line's value
+    at the edge where a segment leaves it, so the y range holds every visible line."""
+    shown = list(values[bpp <= PLOT_MAX_BPP])
+    if bpp[0] <= PLOT_MAX_BPP < bpp[-1]:
+        shown.append(float(np.interp(PLOT_MAX_BPP, bpp, values)))
+    return shown
+
+
 def plot(documents: dict, key: str, label: str, path: Path) -> None:
     """One curve per method against bpp (up to PLOT_MAX_BPP); diffcodec solid, classical dashed."""
     import matplotlib
@@ -286,7 +295,7 @@ def plot(documents: dict, key: str, label: str, path: Path) -> None:
         order = np.argsort(bpp, kind="stable")
         style = {"diffcodec": "-o", "ideal": ":"}.get(doc["kind"], "--s")
         ax.plot(bpp[order], values[order], style, markersize=3, label=name)
-        shown.extend(values[bpp <= PLOT_MAX_BPP])
+        shown.extend(visible_values(bpp[order], values[order]))
     ax.set_xlim(0, PLOT_MAX_BPP)
     if shown:  # scale to what is visible, not to the near-lossless points beyond the x range
         low, high = min(shown), max(shown)

@@ -93,6 +93,15 @@ def run_script(name: str, *args, check: bool = True) -> subprocess.CompletedProc
     return result
 
 
+def test_plot_range_holds_lines_that_leave_it():
+    """A curve whose last point lies beyond the x range is still drawn up to the edge."""
+    from benchmarks.rate_distortion import PLOT_MAX_BPP, visible_values
+
+    shown = visible_values(np.array([0.1, 0.8, 2 * PLOT_MAX_BPP]), np.array([20.0, 30.0, 50.0]))
+    assert shown[:2] == [20.0, 30.0] and 30.0 < max(shown) < 50.0
+    assert visible_values(np.array([0.1, 0.5]), np.array([20.0, 25.0])) == [20.0, 25.0]
+
+
 def test_rate_distortion_quick(bench_inputs):
     root, folder, model_path = bench_inputs
     out = root / "rd"
