@@ -94,3 +94,31 @@ def test_lossless_curve_quick(tmp_path, trained_tiny_model):
         assert all(0 < v < 20 for v in image["bound_bpd"][grid].values())
     assert data["mean_bound_bpd"] == image["bound_bpd"]
     assert "| **mean (1)** |" in (out / "lossless_curve.md").read_text()
+
+
+def test_lossless_curve_in_parts_and_merged(tmp_path, trained_tiny_model):
+    """--grids, --skip and --merge: two parts over different images join into one run; an
+    image in two parts is refused."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k, name in enumerate(("a.png", "b.png")):
+        Image.fromarray(synthetic_image(24, 20, "shapes", seed=k)).save(folder / name)
+    model_path = tmp_path / "tiny.pt"
+    save_model(trained_tiny_model, model_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    script = [sys.executable, str(REPO / "benchmarks" / "lossless_curve.py")]
+
+    def run(*args):
+        return subprocess.run(script + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=120)
+
+    common = ["--model", model_path, "--steps", "2", "--grids", "model"]
+    assert run(folder, *common, "--limit", 1, "--out", tmp_path / "p1").returncode == 0
+    assert run(folder, *common, "--skip", 1, "--out", tmp_path / "p2").returncode == 0
+    parts = [tmp_path / p / "lossless_curve.json" for p in ("p1", "p2")]
+    joined = run("--merge", *parts, "--out", tmp_path / "all")
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    data = json.loads((tmp_path / "all" / "lossless_curve.json").read_text())
+    assert [r["name"] for r in data["images"]] == ["a.png", "b.png"] and set(data["mean_bound_bpd"]) == {"model"}
+    assert "| **mean (2)** |" in (tmp_path / "all" / "lossless_curve.md").read_text()
+    twice = run("--merge", parts[0], parts[0], "--out", tmp_path / "twice")
+    assert twice.returncode == 2 and "more than one part" in twice.stderr
