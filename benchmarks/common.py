@@ -78,6 +78,20 @@ def add_common_arguments(parser: argparse.ArgumentParser, out_default: str = "re
     parser.add_argument("--out", default=out_default, help="output folder (created)")
 
 
+def joined_parts(parser: argparse.ArgumentParser, paths: list[Path], settings: Callable[[dict], object],
+                 what: str, name: str) -> tuple[list[dict], list[dict]]:
+    """The parts of a run done over different images (their JSON files) and their image
+    records, in order: ``settings(part)`` must agree between parts (else a usage error naming
+    ``what``), and no image (``record[name]``) may be in two of them."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    if len({json.dumps(settings(part)) for part in parts}) > 1:
+        parser.error(f"the parts differ in {what}")
+    records = [record for part in parts for record in part["images"]]
+    if len({record[name] for record in records}) != len(records):
+        parser.error("an image is in more than one part")
+    return parts, records
+
+
 def parse_int_list(text: str) -> list[int]:
     """'0,20' -> [0, 20] (for argparse)."""
     try:

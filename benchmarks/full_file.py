@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_images  # noqa: E402
+from common import joined_parts, load_images  # noqa: E402
 
 from diffcodec import Codec  # noqa: E402
 from diffcodec.coding import tail  # noqa: E402
@@ -104,12 +104,8 @@ def write(out: Path, run: dict) -> None:
 
 def merged(parser, paths: list[Path]) -> dict:
     """One run from its parts: the same model and steps, no image twice."""
-    parts = [json.loads(path.read_text()) for path in paths]
-    if len({(p["model"], p["steps"], p["lossless_steps"]) for p in parts}) > 1:
-        parser.error("the parts differ in model or steps")
-    records = [r for p in parts for r in p["images"]]
-    if len({r["image"] for r in records}) != len(records):
-        parser.error("an image is in more than one part")
+    parts, records = joined_parts(parser, paths, lambda p: [p["model"], p["steps"], p["lossless_steps"]],
+                                  "model or steps", "image")
     first = parts[0]
     return dict(model=first["model"], steps=first["steps"], skip=0, lossless_steps=first["lossless_steps"],
                 merged=[str(path) for path in paths], images=records,

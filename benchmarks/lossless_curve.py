@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (add_common_arguments, load_codec, load_images, machine_description,  # noqa: E402
+from common import (add_common_arguments, joined_parts, load_codec, load_images, machine_description,  # noqa: E402
                     parse_int_list)
 
 DEFAULT_STEPS = [8, 16, 32, 64]
@@ -69,12 +69,8 @@ def parse_grids(text: str) -> list[str]:
 
 def merged(parser, paths: list[Path]) -> tuple[dict, list[dict]]:
     """One run from its parts: the same model, steps and grids, no image twice."""
-    parts = [json.loads(path.read_text()) for path in paths]
-    if len({json.dumps([p["config"][k] for k in ("model", "steps", "grids")]) for p in parts}) > 1:
-        parser.error("the parts differ in model, steps or grids")
-    records = [r for p in parts for r in p["images"]]
-    if len({r["name"] for r in records}) != len(records):
-        parser.error("an image is in more than one part")
+    parts, records = joined_parts(parser, paths, lambda p: [p["config"][k] for k in ("model", "steps", "grids")],
+                                  "model, steps or grids", "name")
     config = dict(parts[0]["config"], images=len(records), merged=[str(path) for path in paths],
                   images_dir=sorted({p["config"]["images_dir"] for p in parts}))
     return config, records
