@@ -90,7 +90,8 @@ def header_of(coded: CodedImage, prepared: PreparedImage, context: Context, chun
                   alpha_kind=prepared.alpha_kind, alpha=prepared.alpha, layers=coded.layers,
                   bands=coded.bands, chain_params=coded.chain_params,
                   time_grid="explicit" if explicit else "uniform", times=coded.times,
-                  lossy_steps=coded.lossy_steps, blends=coded.blends, tail_mode=coded.tail_mode)
+                  lossy_steps=coded.lossy_steps, blends=coded.blends, tail_mode=coded.tail_mode,
+                  detail=coded.detail)
 
 
 def coded_of(f: DfcFile) -> CodedImage:
@@ -99,7 +100,7 @@ def coded_of(f: DfcFile) -> CodedImage:
     h = f.header
     return CodedImage(h.mode, h.layers, f.chunks, h.height, h.width, steps=h.steps, chunk_symbols=h.chunk_symbols,
                       bands=h.bands, chain_params=h.chain_params, times=h.times, blends=h.blends,
-                      lossy_steps=h.lossy_steps, tail_mode=h.tail_mode)
+                      lossy_steps=h.lossy_steps, tail_mode=h.tail_mode, detail=h.detail)
 
 
 def _check_completion_steps(steps) -> None:

@@ -20,8 +20,8 @@ from diffcodec.format.container import parse_file
 from conftest import randomize_output
 
 FROZEN = {
-    "progressive": "77eadc609b869b56",
-    "lossless": "7cfd466df889bdaf",
+    "progressive": "9529f9f61551153f",
+    "lossless": "5cc116fd7e3a8c6a",
 }
 
 

@@ -29,7 +29,8 @@ layer carries a CRC of its symbols.
 Decoding is split in three: :func:`walk` steps the chain through the layers present and
 yields where it stands after each one (the exact pixels after a complete tail);
 :func:`render` turns such a point into an image (the denoised estimate, or a generative
-completion); a partly present layer is finished with its missing coefficients skipped.
+completion, its detail matched to the original's energy: detail.py); a partly present
+layer is finished with its missing coefficients skipped.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from ..errors import DiffcodecError, does_not_decode
 from ..format.container import BLEND_LEVELS, MAX_SYMBOL, NO_TAIL, TIME_UNITS, LayerInfo, Mode, chunk_count
 from ..model import diffusion as dm
 from ..model import exact
-from . import entropy, layer_plan, randomness, tail, transform
+from . import detail, entropy, layer_plan, randomness, tail, transform
 from .chain import reverse_std
 from .coded import CodedImage, Context
 from .placement import PLACEMENT_TOLERANCE, PLACEMENT_TRIALS, Placer, layer_targets, next_target
@@ -77,9 +78,11 @@ def _code_layer(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray, low: i
 class LayerChain:
     """The UQ chain of one file: its time grid, start and step layers, the same on both sides."""
 
-    def __init__(self, context: Context, times: list[int], blends: list[int]) -> None:
+    def __init__(self, context: Context, times: list[int], blends: list[int],
+                 detail_index: int = detail.NO_DETAIL) -> None:
         self.context = context
         self.times, self.blends = list(times), list(blends)
+        self.detail = detail_index  # the original's detail energy, which completion matches (detail.py)
         self.gammas = [self.gamma(t) for t in self.times]
 
     def gamma(self, t_index: int) -> float:
@@ -194,13 +197,13 @@ def encode(context: Context, rgb: np.ndarray, step_layers: int, chunk_symbols: i
     if targets is not None:
         return CodedImage(Mode.PROGRESSIVE, infos, chunks, height, width, steps=step_layers,
                           chunk_symbols=chunk_symbols, times=chain.times, blends=chain.blends, lossy_steps=step_layers,
-                          tail_mode=NO_TAIL)
+                          tail_mode=NO_TAIL, detail=detail.energy_index(rgb))
     end = tail.encode(context, rgb, z, chain.times[-1], stored_fallback)
     times = chain.times + (end.times[1:] if end.mode == Mode.LOSSLESS else [0])
     return CodedImage(Mode.PROGRESSIVE, infos + end.layers, chunks + end.chunks, height, width,
                       steps=len(times) - 1, chunk_symbols=chunk_symbols, bands=end.bands,
                       chain_params=end.chain_params, times=times, blends=chain.blends, lossy_steps=step_layers,
-                      tail_mode=end.mode)
+                      tail_mode=end.mode, detail=detail.energy_index(rgb))
 
 
 # -- decoding ------------------------------------------------------------------------------
@@ -249,7 +252,7 @@ def _decode_layer(coded: CodedImage, layer: int, means: np.ndarray, stds: np.nda
 def chain_of(context: Context, coded: CodedImage) -> LayerChain:
     """The chain of a coded image: the step layers' times (the tail's are its own) and the
     blend at the start of each step layer and of the tail."""
-    return LayerChain(context, coded.times[: coded.lossy_steps + 1], coded.blends)
+    return LayerChain(context, coded.times[: coded.lossy_steps + 1], coded.blends, coded.detail)
 
 
 def _point(chain: LayerChain, z: np.ndarray, layer: int, box: Box, partial: bool = False) -> Point:
@@ -304,7 +307,8 @@ def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int,
     lossy file does not carry): the mean from the eps-based estimate, the denoiser the ELBO
     trains, projected into the bounds the layers put on x; the variance includes the
     network's predicted error of that estimate, without which samples come out smooth
-    (docs/experiments.md#generative-completion)."""
+    (docs/experiments.md#generative-completion). Last, the sample's detail is scaled to the
+    original's energy, which the file carries (detail.py)."""
     runner, tiling = chain.context.runner, chain.context.tiling
     gammas = runner.gammas(t * (1.0 - np.arange(steps + 1, dtype=np.float64) / steps))
     for n in progress_bar(range(steps), progress, steps, "complete", "step"):
@@ -312,7 +316,8 @@ def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int,
         x_eps, _, _, log_scale = runner.predict(z, float(gammas[n]), tiling, chain=True)
         noise = randomness.shared_normal(chain.context.seed, randomness.COMPLETION, n, z.size).reshape(z.shape)
         z = coef.b * z + coef.c * box.project(x_eps) + reverse_std(coef.sigma_q, coef.c, log_scale) * noise
-    return dm.pixel_mode(z, float(gammas[-1]))
+    alpha0, _ = dm.alpha_sigma_of(float(gammas[-1]))
+    return detail.match(z / alpha0, chain.detail, box)
 
 
 def render(chain: LayerChain, point: Point | Pixels, completion_steps: int = 0, progress: bool = False) -> np.ndarray:

@@ -15,7 +15,8 @@ step, coding/step_context.py); then the time grid (count and each time in
 units of 2^-24, varints; explicit grid: progressive mode, and lossless files on a model's
 grid), the count of rate-placed layers (varint), the count and each blend weight of the
 direct head, at the start of each step layer and of the tail (varints), and the tail's
-coder (varint, a Mode: bits-back, predictive or stored; 0 outside progressive mode). A
+coder (varint, a Mode: bits-back, predictive or stored; 0 outside progressive mode) and
+the original's detail energy (u8, coding/detail.py; 0 outside progressive mode). A
 progressive step layer's first chunk holds its plan (band scales and coded regions,
 coding/layer_plan.py), so a prefix pays only for the layers it holds. Last, the chunk
 checks: a u32 per chunk, in file order (see below).
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 from ..errors import DiffcodecError
 
 MAGIC = b"\x89DFC"
-VERSION = 12  # 12: the bits-back chain codes each step's latent in six context groups (ten parameters per step); 11: the progressive layers' transform rotates colour (luminance and two differences) before the block DCT; 10: the network and the coding arithmetic portable (exact on every machine), no thread count; 9: Laplace step symbols with region scale shifts, skipped coefficients at 0.8 of the step noise, estimates moved into the bounds the symbols set; 8: 32-pixel skip regions; 7: step layers coded or skipped per band and region; 6: the progressive stream's bits-back tail; 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
+VERSION = 13  # 13: progressive files carry the original's detail energy (a header byte), which completion matches; 12: the bits-back chain codes each step's latent in six context groups (ten parameters per step); 11: the progressive layers' transform rotates colour (luminance and two differences) before the block DCT; 10: the network and the coding arithmetic portable (exact on every machine), no thread count; 9: Laplace step symbols with region scale shifts, skipped coefficients at 0.8 of the step noise, estimates moved into the bounds the symbols set; 8: 32-pixel skip regions; 7: step layers coded or skipped per band and region; 6: the progressive stream's bits-back tail; 5: the predictive pixel coder (lossless direct band, mode 3); 4: chunk checks; 3: progressive time grid and per-layer parameters; 2: lossless chain scale indices
 TIME_GRIDS = {0: "uniform", 1: "explicit"}  # how a file's steps are spaced in t
 TIME_UNITS = 1 << 24  # an explicit grid stores t as an integer count of 1/TIME_UNITS
 ALPHA_NONE, ALPHA_OPAQUE, ALPHA_ZLIB = 0, 1, 2
@@ -139,6 +140,7 @@ class Header:
     lossy_steps: int = 0  # progressive: how many of the step layers are placed by rate
     blends: list[int] = field(default_factory=list)  # progressive: direct-head weight at each step layer's start and the tail's
     tail_mode: int = 0  # progressive: the tail's coder, a Mode: LOSSLESS (bits-back), PREDICTIVE or STORED; NO_TAIL
+    detail: int = 0  # progressive: the original's detail energy (coding/detail.py), 0 if none
 
     @property
     def lossy(self) -> bool:
@@ -312,6 +314,7 @@ def _pack_core(header: Header) -> bytes:
     for blend in header.blends:
         _put_varint(body, blend)
     _put_varint(body, int(header.tail_mode))
+    body += struct.pack("<B", header.detail)
     return bytes(body)
 
 
@@ -386,6 +389,7 @@ def _read_header(data: bytes) -> tuple[Header, int, int]:
     lossy_steps = r.varint()
     blends = [r.varint() for _ in range(r.varint())]
     tail_mode = r.varint()
+    (detail,) = r.unpack("<B")
     key = zlib.crc32(body[: r.pos])
     for layer in layers:
         layer.chunk_checks = list(r.unpack(f"<{len(layer.chunk_lengths)}I"))
@@ -393,7 +397,7 @@ def _read_header(data: bytes) -> tuple[Header, int, int]:
         raise ContainerError("damaged file: unexpected bytes in the header")
     header = Header(Mode(mode_id), name, model_hash, height, width, channels, steps, seed, tile,
                     chunk_symbols, TIME_GRIDS[time_grid], alpha_kind, alpha, layers, bands,
-                    chain_params, times, lossy_steps, blends, tail_mode)
+                    chain_params, times, lossy_steps, blends, tail_mode, detail)
     return header, end, key
 
 
@@ -445,6 +449,8 @@ def validate_header(h: Header) -> None:
             raise bad("the layer count does not match the time grid")
         if len(h.blends) != h.lossy_steps + 1 or max(h.blends) > BLEND_LEVELS:
             raise bad("invalid blend weights")
+        if not 0 <= h.detail <= 255:
+            raise bad(f"detail energy {h.detail}")
         for layer in h.layers[: h.lossy_steps]:
             lengths = layer.chunk_lengths
             if lengths[0] < BAND_SCALE_BYTES or len(lengths) > 1 + per_layer or any(n % 4 for n in lengths[1:]):
@@ -458,7 +464,8 @@ def validate_header(h: Header) -> None:
     else:
         if len(h.layers) != 1:
             raise bad(f"a {h.mode} file has one layer")
-        if h.blends or h.lossy_steps or h.tail_mode or (h.mode != Mode.LOSSLESS and h.time_grid != "uniform"):
+        if (h.blends or h.lossy_steps or h.tail_mode or h.detail
+                or (h.mode != Mode.LOSSLESS and h.time_grid != "uniform")):
             raise bad(f"progressive fields in a {h.mode} file")
         _validate_whole(h, h.layers[0], h.mode, h.steps, "file")
 

@@ -61,12 +61,6 @@ def nearest_pixels(x_scaled: np.ndarray) -> np.ndarray:
     return np.clip(np.rint((x_scaled + 1.0) * 128.0 - 0.5), 0, 255).astype(np.uint8)
 
 
-def pixel_mode(z0: np.ndarray, gamma_0: float) -> np.ndarray:
-    """The most likely 8-bit image under p(x | z_0)."""
-    alpha0, _ = alpha_sigma_of(gamma_0)
-    return nearest_pixels(z0 / alpha0)
-
-
 def pixel_levels(device: torch.device | str = "cpu") -> torch.Tensor:
     """The 256 bin centres, in model space."""
     return scale_pixels(torch.arange(NUM_LEVELS, device=device))
