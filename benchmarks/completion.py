@@ -8,10 +8,10 @@ estimate against ``decode --layers K --steps N`` for a few N.
 
 For each image (centre-cropped to --crop, 0 for the whole image) the default file is
 encoded once; after each of its step layers the estimate and every completion are
-measured: PSNR, MS-SSIM, per-channel standard deviation against the original's, the
-high-frequency energy ratio (energy of the image minus its 5-point local mean, over the
-original's: 1 is as sharp as the original, below 1 smoother, above 1 grainier), and
-seconds. Writes ``completion.json`` and ``completion.md`` (means over images; the energy
+measured: PSNR, MS-SSIM, per-channel mean (its distance from the original's) and
+standard deviation (against the original's), the high-frequency energy ratio (energy of
+the image minus its 5-point local mean, over the original's: 1 is as sharp as the
+original, below 1 smoother, above 1 grainier), and seconds. Writes ``completion.json`` and ``completion.md`` (means over images; the energy
 ratio's geometric mean, as a smooth original makes any grain a large ratio, and how many
 images keep it within 0.7-1.3) to --out; ``--merge`` joins the parts of a run split with
 --skip (no image twice, the same model and crop). ``--sheet`` draws the first image's
@@ -48,6 +48,7 @@ def describe(original: np.ndarray, image: np.ndarray, seconds: float) -> dict:
     return dict(psnr=psnr(original, image), ms_ssim=ms_ssim(original, image),
                 std=[float(image[..., c].std()) for c in range(3)],
                 std_ratio=[float(image[..., c].std() / max(original[..., c].std(), 1e-9)) for c in range(3)],
+                mean_shift=[float(image[..., c].mean() - original[..., c].mean()) for c in range(3)],
                 high_frequency=high_frequency_energy(image) / max(high_frequency_energy(original), 1e-9),
                 seconds=seconds)
 
@@ -66,7 +67,7 @@ def measure(codec, name: str, image: np.ndarray, step_counts: list[int], cells: 
             if cells is not None:
                 what = "estimate" if steps == 0 else f"{steps} steps"
                 cells.append((decoded, f"layer {layer}, {what}, {rows[-1]['psnr']:.2f} dB"))
-            print({k: v for k, v in rows[-1].items() if k not in ("std", "std_ratio")}, flush=True)
+            print({k: v for k, v in rows[-1].items() if k not in ("std", "std_ratio", "mean_shift")}, flush=True)
     return rows
 
 
@@ -75,14 +76,15 @@ def summary(rows: list[dict]) -> str:
     for layer, steps in sorted({(r["layer"], r["steps"]) for r in rows}):
         mine = [r for r in rows if r["layer"] == layer and r["steps"] == steps]
         ratio = np.mean([r["std_ratio"] for r in mine], axis=0)
+        shift = np.mean([np.abs(r.get("mean_shift", [np.nan] * 3)) for r in mine], axis=0)  # older runs lack it
         energy = np.exp(np.mean([np.log(max(r["high_frequency"], 1e-6)) for r in mine]))  # 0: a flat decode
         table.append([layer, "estimate" if steps == 0 else steps, len(mine),
                       f"{np.mean([r['psnr'] for r in mine]):.2f}", f"{np.mean([r['ms_ssim'] for r in mine]):.4f}",
-                      " / ".join(f"{v:.2f}" for v in ratio), f"{energy:.2f}",
+                      " / ".join(f"{v:.2f}" for v in ratio), " / ".join(f"{v:.1f}" for v in shift), f"{energy:.2f}",
                       sum(0.7 <= r["high_frequency"] <= 1.3 for r in mine),
                       f"{np.mean([r['seconds'] for r in mine]):.1f}"])
     return markdown_table(["layer", "completion steps", "images", "PSNR dB", "MS-SSIM", "std / original's (R / G / B)",
-                           "high-frequency energy / original's", "within 0.7-1.3", "decode s"], table)
+                           "|mean - original's| (R / G / B)", "high-frequency energy / original's", "within 0.7-1.3", "decode s"], table)
 
 
 def merged(parts: list[dict]) -> dict:
