@@ -32,16 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (  # noqa: E402
     center_crop, load_codec, load_images, markdown_table, parse_int_list, timed, write_results,
 )
+from diffcodec.coding import detail  # noqa: E402
 from diffcodec.format import parse_file  # noqa: E402
 from diffcodec.metrics import ms_ssim, psnr  # noqa: E402
 from diffcodec.sheet import contact_sheet  # noqa: E402
-
-
-def high_frequency_energy(image: np.ndarray) -> float:
-    """Mean squared difference between each pixel and the mean of it and its 4 neighbours."""
-    a = image.astype(np.float64)
-    local = (a[:-2, 1:-1] + a[2:, 1:-1] + a[1:-1, :-2] + a[1:-1, 2:] + a[1:-1, 1:-1]) / 5
-    return float(np.mean((a[1:-1, 1:-1] - local) ** 2))
 
 
 def describe(original: np.ndarray, image: np.ndarray, seconds: float) -> dict:
@@ -49,7 +43,7 @@ def describe(original: np.ndarray, image: np.ndarray, seconds: float) -> dict:
                 std=[float(image[..., c].std()) for c in range(3)],
                 std_ratio=[float(image[..., c].std() / max(original[..., c].std(), 1e-9)) for c in range(3)],
                 mean_shift=[float(image[..., c].mean() - original[..., c].mean()) for c in range(3)],
-                high_frequency=high_frequency_energy(image) / max(high_frequency_energy(original), 1e-9),
+                high_frequency=detail.energy(image) / max(detail.energy(original), 1e-9),
                 seconds=seconds)
 
 

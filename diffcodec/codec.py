@@ -91,7 +91,7 @@ def header_of(coded: CodedImage, prepared: PreparedImage, context: Context, chun
                   bands=coded.bands, chain_params=coded.chain_params,
                   time_grid="explicit" if explicit else "uniform", times=coded.times,
                   lossy_steps=coded.lossy_steps, blends=coded.blends, tail_mode=coded.tail_mode,
-                  detail=coded.detail)
+                  detail_index=coded.detail_index)
 
 
 def coded_of(f: DfcFile) -> CodedImage:
@@ -100,7 +100,7 @@ def coded_of(f: DfcFile) -> CodedImage:
     h = f.header
     return CodedImage(h.mode, h.layers, f.chunks, h.height, h.width, steps=h.steps, chunk_symbols=h.chunk_symbols,
                       bands=h.bands, chain_params=h.chain_params, times=h.times, blends=h.blends,
-                      lossy_steps=h.lossy_steps, tail_mode=h.tail_mode, detail=h.detail)
+                      lossy_steps=h.lossy_steps, tail_mode=h.tail_mode, detail_index=h.detail_index)
 
 
 def _check_completion_steps(steps) -> None:

@@ -17,7 +17,7 @@ def _header(**changes):
                   channels=4, steps=2, seed=2**63 + 5, tile=64, chunk_symbols=64, alpha_kind=2,
                   alpha=zlib.compress(b"\x80" * 30), layers=layers, time_grid="explicit",
                   times=[1 << 24, 1 << 22, 0], lossy_steps=1, blends=[16, 3], tail_mode=Mode.LOSSLESS,
-                  bands=[3, 2], chain_params=[-2, 0, 1, 2, 3, 4, 5, -6, 7, 8], detail=201)
+                  bands=[3, 2], chain_params=[-2, 0, 1, 2, 3, 4, 5, -6, 7, 8], detail_index=201)
     return Header(**{**fields, **changes})
 
 
@@ -166,8 +166,8 @@ def _layers(*lengths, low=-3, high=4):
     (_lossless_header, dict(time_grid="explicit", times=[1 << 24, 5, 0]), "time grid"),
     (_lossless_header, dict(blends=[3]), "progressive fields"),
     (_lossless_header, dict(tail_mode=Mode.LOSSLESS), "progressive fields"),
-    (_lossless_header, dict(detail=5), "progressive fields"),
-    (_header, dict(detail=256), "detail energy"),
+    (_lossless_header, dict(detail_index=5), "progressive fields"),
+    (_header, dict(detail_index=256), "detail energy"),
     (_lossless_header, dict(layers=[LayerInfo(0, 255, 0, 0, [64, 64])]), "one layer of one chunk"),
     (_lossless_header, dict(layers=[LayerInfo(0, 255, 0, 0, [62])]), "band plan"),
     (_lossless_header, dict(mode=Mode.PREDICTIVE, bands=[], chain_params=[], layers=[LayerInfo(0, 255, 0, 0, [62])]),

@@ -6,7 +6,7 @@ import pytest
 from diffcodec.codec import Codec
 from diffcodec.coding import detail, transform
 from diffcodec.coding.uq_step import Box
-from diffcodec.format import parse_file
+from diffcodec.format import describe, parse_file
 from diffcodec.model import diffusion as dm
 
 from conftest import synthetic_image
@@ -44,8 +44,28 @@ def test_energy_and_its_index():
     assert detail.NO_DETAIL < index <= 255
     assert abs(np.log2(detail.index_energy(index) / e)) <= 0.5 / detail.STEPS_PER_OCTAVE + 1e-9
     assert detail.index_energy(detail.ZERO_OCTAVE) == 1.0
-    for none in (np.zeros((2, 9, 3), np.uint8), np.full((9, 9, 3), 77, np.uint8)):
-        assert detail.energy_index(none) == detail.NO_DETAIL
+    assert detail.energy_index(np.zeros((2, 9, 3), np.uint8)) == detail.NO_DETAIL  # nothing to measure
+    ramp = np.broadcast_to((np.arange(9)[:, None, None] * 7 + np.arange(12)[None, :, None] * 3), (9, 12, 3))
+    for no_detail in (np.full((9, 9, 3), 77, np.uint8), ramp.astype(np.uint8)):
+        assert detail.energy(no_detail) == 0 and detail.energy_index(no_detail) == 1  # the least there is
+
+
+def test_gain_solves_for_the_target():
+    x = dm.scale_pixels_array(_textured(24, 20, seed=6))
+    local = detail._local_mean(x)
+
+    def continuous_energy(gain):
+        moved = local + gain * (x - local)
+        return float(np.mean((detail.PIXEL_SCALE * detail._detail(moved)[1:-1, 1:-1]) ** 2))
+
+    now = continuous_energy(1.0)
+    for want in (now * 1.7, now / 1.7):
+        assert abs(continuous_energy(detail._gain(x, local, want)) / want - 1) < 1e-9
+    lowest = detail._gain(x, local, 0.0)  # below the quadratic's minimum: its g
+    assert all(continuous_energy(lowest) <= continuous_energy(g) + 1e-9
+               for g in np.linspace(1 / detail.MAX_GAIN, detail.MAX_GAIN, 40))  # the least within the range
+    assert detail._gain(x, local, now * 1e6) == detail.MAX_GAIN
+    assert detail._gain(np.zeros_like(x), np.zeros_like(x), 5.0) == 1.0  # no detail to scale
 
 
 def test_match_brings_detail_to_the_target():
@@ -76,6 +96,12 @@ def test_match_stays_in_the_box():
 
 def test_progressive_files_carry_the_originals_detail(codec):
     image = synthetic_image(24, 20, "shapes", seed=5)
-    header = parse_file(codec.encode(image, steps=2)).header
-    assert header.detail == detail.energy_index(image) != detail.NO_DETAIL
-    assert parse_file(codec.encode(image, mode="lossless", steps=2)).header.detail == 0
+    data = codec.encode(image, steps=2)
+    index = detail.energy_index(image)
+    assert parse_file(data).header.detail_index == index != detail.NO_DETAIL
+    assert describe(data)["detail_index"] == index
+    assert parse_file(codec.encode(image, max_bytes=2000)).header.detail_index == index  # a lossy file too
+    assert parse_file(codec.encode(image, mode="lossless", steps=2)).header.detail_index == 0
+    assert describe(codec.encode(image, mode="lossless", steps=2))["detail_index"] is None
+    completed = codec.decode(data, layers=1, completion_steps=2)
+    assert 0.8 < detail.energy(completed) / detail.index_energy(index) < 1.25

@@ -5,6 +5,8 @@ byte-identical to the native one and decodes to the exact pixels under every oth
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -162,3 +164,13 @@ def test_threads_follow_the_free_cores_and_come_back():
     with threads_for_free_cores():
         assert 1 <= torch.get_num_threads() <= before
     assert torch.get_num_threads() == before
+
+
+def test_frozen_streams_hold_with_no_simd_and_one_thread():
+    """The frozen digests (test_reference_stream.py: both modes' bytes and a completion)
+    under the kernels of a CPU without AVX and with one thread."""
+    env = {**os.environ, **portability.SETTINGS["no SIMD (default + SSE41)"], **portability.SETTINGS["1 thread"]}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(REPO / "tests" / "test_reference_stream.py")],
+                          cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-3000:]

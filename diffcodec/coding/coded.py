@@ -43,7 +43,7 @@ class CodedImage:
     blends: list[int] = field(default_factory=list)  # progressive: per step layer, and the tail's start
     lossy_steps: int = 0  # progressive: rate-placed step layers
     tail_mode: int = 0  # progressive: the tail's coder, or NO_TAIL (0): a lossy file
-    detail: int = 0  # progressive: the original's detail energy (detail.py)
+    detail_index: int = 0  # progressive: the original's detail energy (detail.py)
 
     def complete(self, layer: int) -> bool:
         """Whether every chunk of ``layer`` is present."""

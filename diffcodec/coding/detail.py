@@ -24,13 +24,13 @@ import numpy as np
 from ..model import diffusion as dm
 from ..model import exact
 
-NO_DETAIL = 0  # index of a file without a detail energy (an image under 3x3 pixels, or a flat one)
+NO_DETAIL = 0  # index of a file without a detail energy: an image under 3x3 pixels
 STEPS_PER_OCTAVE = 8  # index steps per doubling of the energy
 ZERO_OCTAVE = 128  # the index of an energy of 1 (pixel levels squared)
 MAX_GAIN = 4.0  # the most one matching round scales detail up (or, inverted, down)
-ROUNDS = 3  # matching rounds: rounding to pixels and the box projection undo some of each gain
+ROUNDS = 3  # matching rounds: the box projection undoes some of each gain
 CLOSE_ENOUGH = 0.02  # an energy this near the target ends the rounds
-PIXEL_SCALE = 128.0  # 8-bit levels per unit of model space (diffusion.scale_pixels_array)
+PIXEL_SCALE = 128.0  # 8-bit levels per unit of model space, as in diffusion.scale_pixels_array
 
 
 def energy(pixels: np.ndarray) -> float:
@@ -45,12 +45,14 @@ def energy(pixels: np.ndarray) -> float:
 
 
 def energy_index(pixels: np.ndarray) -> int:
-    """The header's byte for an image's detail energy: 1/8-octave steps, NO_DETAIL for none."""
-    e = energy(pixels)
-    if e <= 0:
+    """The header's byte for an image's detail energy: 1/8-octave steps from ZERO_OCTAVE,
+    clamped to 1..255, so a flat image (or a linear ramp: no detail at all) asks for the
+    least; NO_DETAIL for an image under 3x3, which has none to measure."""
+    if pixels.shape[0] < 3 or pixels.shape[1] < 3:
         return NO_DETAIL
-    index = int(np.rint(float(exact.log2(e)) * STEPS_PER_OCTAVE)) + ZERO_OCTAVE
-    return min(max(index, NO_DETAIL + 1), 255)
+    e = energy(pixels)
+    index = int(np.rint(float(exact.log2(e)) * STEPS_PER_OCTAVE)) + ZERO_OCTAVE if e > 0 else 1
+    return min(max(index, 1), 255)
 
 
 def index_energy(index: int) -> float:
@@ -68,11 +70,10 @@ def _detail(x: np.ndarray) -> np.ndarray:
     return x - _local_mean(x)
 
 
-def _gain(x: np.ndarray, target: float) -> float:
+def _gain(x: np.ndarray, local: np.ndarray, target: float) -> float:
     """The g for which local + g (x - local) has the target energy (in pixel levels
-    squared), local the local mean of x: that energy is a quadratic in g. The nearest to it
-    where no g reaches it, within 1/MAX_GAIN..MAX_GAIN."""
-    local = _local_mean(x)
+    squared), local the local mean of x: that energy is a quadratic in g. Where the target
+    is below its minimum, the g of the minimum; within 1/MAX_GAIN..MAX_GAIN."""
     fixed, moved = (_detail(part)[1:-1, 1:-1].reshape(-1) for part in (local, x - local))
     a, b, c = (float(exact.tree_sum(u * v)) for u, v in ((fixed, fixed), (fixed, moved), (moved, moved)))
     want = target / PIXEL_SCALE**2 * fixed.size
@@ -85,8 +86,9 @@ def _gain(x: np.ndarray, target: float) -> float:
 
 def match(x: np.ndarray, index: int, box) -> np.ndarray:
     """The 8-bit image of the model-space sample ``x`` with its detail scaled to the energy
-    of ``index``, kept inside ``box`` (uq_step.Box): each round scales by the gain that
-    gives the target before rounding, and rounding and the box undo a little of it."""
+    of ``index`` and moved into ``box`` (uq_step.Box). Each round scales by the gain that
+    gives the target before the box and rounding, and the box takes back a little of it;
+    a sample already within CLOSE_ENOUGH of the target is only rounded."""
     pixels = dm.nearest_pixels(x)
     if index == NO_DETAIL or x.shape[0] < 3 or x.shape[1] < 3:
         return pixels
@@ -94,8 +96,8 @@ def match(x: np.ndarray, index: int, box) -> np.ndarray:
     for _ in range(ROUNDS):
         if abs(energy(pixels) / target - 1.0) < CLOSE_ENOUGH:
             break
-        gain = _gain(x, target)
         local = _local_mean(x)
+        gain = _gain(x, local, target)
         x = box.project(local + gain * (x - local))
         pixels = dm.nearest_pixels(x)
     return pixels

@@ -82,7 +82,7 @@ class LayerChain:
                  detail_index: int = detail.NO_DETAIL) -> None:
         self.context = context
         self.times, self.blends = list(times), list(blends)
-        self.detail = detail_index  # the original's detail energy, which completion matches (detail.py)
+        self.detail_index = detail_index  # the original's detail energy, which completion matches (detail.py)
         self.gammas = [self.gamma(t) for t in self.times]
 
     def gamma(self, t_index: int) -> float:
@@ -194,16 +194,17 @@ def encode(context: Context, rgb: np.ndarray, step_layers: int, chunk_symbols: i
         box = box.narrowed(step.bounds(symbols))
     x_eps, x_progressive = chain.predict(z, step_layers)  # the display at the tail's start (or the file's end)
     chain.blends.append(best_blend(x, x_eps, x_progressive))
+    detail_index = detail.energy_index(rgb)  # what completion matches (detail.py)
     if targets is not None:
         return CodedImage(Mode.PROGRESSIVE, infos, chunks, height, width, steps=step_layers,
                           chunk_symbols=chunk_symbols, times=chain.times, blends=chain.blends, lossy_steps=step_layers,
-                          tail_mode=NO_TAIL, detail=detail.energy_index(rgb))
+                          tail_mode=NO_TAIL, detail_index=detail_index)
     end = tail.encode(context, rgb, z, chain.times[-1], stored_fallback)
     times = chain.times + (end.times[1:] if end.mode == Mode.LOSSLESS else [0])
     return CodedImage(Mode.PROGRESSIVE, infos + end.layers, chunks + end.chunks, height, width,
                       steps=len(times) - 1, chunk_symbols=chunk_symbols, bands=end.bands,
                       chain_params=end.chain_params, times=times, blends=chain.blends, lossy_steps=step_layers,
-                      tail_mode=end.mode, detail=detail.energy_index(rgb))
+                      tail_mode=end.mode, detail_index=detail_index)
 
 
 # -- decoding ------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ def _decode_layer(coded: CodedImage, layer: int, means: np.ndarray, stds: np.nda
 def chain_of(context: Context, coded: CodedImage) -> LayerChain:
     """The chain of a coded image: the step layers' times (the tail's are its own) and the
     blend at the start of each step layer and of the tail."""
-    return LayerChain(context, coded.times[: coded.lossy_steps + 1], coded.blends, coded.detail)
+    return LayerChain(context, coded.times[: coded.lossy_steps + 1], coded.blends, coded.detail_index)
 
 
 def _point(chain: LayerChain, z: np.ndarray, layer: int, box: Box, partial: bool = False) -> Point:
@@ -317,7 +318,7 @@ def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int,
         noise = randomness.shared_normal(chain.context.seed, randomness.COMPLETION, n, z.size).reshape(z.shape)
         z = coef.b * z + coef.c * box.project(x_eps) + reverse_std(coef.sigma_q, coef.c, log_scale) * noise
     alpha0, _ = dm.alpha_sigma_of(float(gammas[-1]))
-    return detail.match(z / alpha0, chain.detail, box)
+    return detail.match(z / alpha0, chain.detail_index, box)
 
 
 def render(chain: LayerChain, point: Point | Pixels, completion_steps: int = 0, progress: bool = False) -> np.ndarray:

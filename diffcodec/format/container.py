@@ -140,7 +140,7 @@ class Header:
     lossy_steps: int = 0  # progressive: how many of the step layers are placed by rate
     blends: list[int] = field(default_factory=list)  # progressive: direct-head weight at each step layer's start and the tail's
     tail_mode: int = 0  # progressive: the tail's coder, a Mode: LOSSLESS (bits-back), PREDICTIVE or STORED; NO_TAIL
-    detail: int = 0  # progressive: the original's detail energy (coding/detail.py), 0 if none
+    detail_index: int = 0  # progressive: the original's detail energy (coding/detail.py), 0 if none
 
     @property
     def lossy(self) -> bool:
@@ -314,7 +314,7 @@ def _pack_core(header: Header) -> bytes:
     for blend in header.blends:
         _put_varint(body, blend)
     _put_varint(body, int(header.tail_mode))
-    body += struct.pack("<B", header.detail)
+    body += struct.pack("<B", header.detail_index)
     return bytes(body)
 
 
@@ -389,7 +389,7 @@ def _read_header(data: bytes) -> tuple[Header, int, int]:
     lossy_steps = r.varint()
     blends = [r.varint() for _ in range(r.varint())]
     tail_mode = r.varint()
-    (detail,) = r.unpack("<B")
+    (detail_index,) = r.unpack("<B")
     key = zlib.crc32(body[: r.pos])
     for layer in layers:
         layer.chunk_checks = list(r.unpack(f"<{len(layer.chunk_lengths)}I"))
@@ -397,7 +397,7 @@ def _read_header(data: bytes) -> tuple[Header, int, int]:
         raise ContainerError("damaged file: unexpected bytes in the header")
     header = Header(Mode(mode_id), name, model_hash, height, width, channels, steps, seed, tile,
                     chunk_symbols, TIME_GRIDS[time_grid], alpha_kind, alpha, layers, bands,
-                    chain_params, times, lossy_steps, blends, tail_mode, detail)
+                    chain_params, times, lossy_steps, blends, tail_mode, detail_index)
     return header, end, key
 
 
@@ -449,8 +449,8 @@ def validate_header(h: Header) -> None:
             raise bad("the layer count does not match the time grid")
         if len(h.blends) != h.lossy_steps + 1 or max(h.blends) > BLEND_LEVELS:
             raise bad("invalid blend weights")
-        if not 0 <= h.detail <= 255:
-            raise bad(f"detail energy {h.detail}")
+        if not 0 <= h.detail_index <= 255:
+            raise bad(f"detail energy {h.detail_index}")
         for layer in h.layers[: h.lossy_steps]:
             lengths = layer.chunk_lengths
             if lengths[0] < BAND_SCALE_BYTES or len(lengths) > 1 + per_layer or any(n % 4 for n in lengths[1:]):
@@ -464,7 +464,7 @@ def validate_header(h: Header) -> None:
     else:
         if len(h.layers) != 1:
             raise bad(f"a {h.mode} file has one layer")
-        if (h.blends or h.lossy_steps or h.tail_mode or h.detail
+        if (h.blends or h.lossy_steps or h.tail_mode or h.detail_index
                 or (h.mode != Mode.LOSSLESS and h.time_grid != "uniform")):
             raise bad(f"progressive fields in a {h.mode} file")
         _validate_whole(h, h.layers[0], h.mode, h.steps, "file")

@@ -49,6 +49,6 @@ def describe(data: bytes) -> dict:
         "chain_params": h.chain_params, "rate_placed_layers": h.lossy_steps,
         "times": [t / TIME_UNITS for t in h.times], "blends": h.blends,
         "tail": str(Mode(h.tail_mode)) if h.mode == Mode.PROGRESSIVE and not h.lossy else None,
-        "detail_index": h.detail if h.mode == Mode.PROGRESSIVE else None,  # coding/detail.py
+        "detail_index": h.detail_index if h.mode == Mode.PROGRESSIVE else None,  # coding/detail.py
         "bits_per_dim": 8 * len(data) / (pixels * h.channels),
     }
