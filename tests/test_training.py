@@ -202,3 +202,21 @@ def test_chain_step_cost_is_least_at_the_true_error():
     for gap in (10.0, 1e3, 1e6):
         cost = chain_step_nats(error, torch.tensor(gap, dtype=torch.float64), log_scales)
         assert abs(float(log_scales[cost.argmin()]) - float(torch.log(error))) < 0.02
+
+
+def test_training_device_gives_cuda_an_index(monkeypatch):
+    # torch.cuda.set_device rejects a bare "cuda" (seen on the first GPU run): the trainer
+    # names the current GPU, or each torchrun process's own
+    import torch
+
+    from diffcodec.train.trainer import training_device
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: chosen.append(device))
+    assert training_device("cuda") == torch.device("cuda", 0)
+    assert training_device("cuda:1") == torch.device("cuda", 1)
+    assert training_device("cuda", world=2, local_rank=1) == torch.device("cuda", 1)
+    assert all(d.index is not None for d in chosen) and len(chosen) == 3
+    assert training_device("cpu") == torch.device("cpu")

@@ -69,6 +69,24 @@ class EMA:
             ema_b.copy_(b)
 
 
+def training_device(name: str, world: int = 1, local_rank: int = 0) -> torch.device:
+    """The device to train on, made current: under torchrun each process takes its own GPU;
+    a bare "cuda" becomes the current GPU's index (torch.cuda.set_device needs one)."""
+    device = torch.device(name)
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise DiffcodecError("--device cuda asked for, but no CUDA GPU is available")
+    if world > 1:
+        device = torch.device("cuda", local_rank)
+    elif device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    torch.cuda.set_device(device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
 def learning_rate(step: int, base: float, warmup: int) -> float:
     return base * min(1.0, (step + 1) / max(1, warmup))
 
@@ -92,15 +110,7 @@ class Trainer:
 
         if options.threads:
             torch.set_num_threads(options.threads)
-        device = torch.device(options.device)
-        if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise DiffcodecError("--device cuda asked for, but no CUDA GPU is available")
-            if self.world > 1:
-                device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        device = training_device(options.device, self.world, local_rank)
         self.device = device
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
