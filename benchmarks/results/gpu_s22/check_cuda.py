@@ -1,5 +1,5 @@
 """Decode the CPU-written files on DEVICE and encode the sources there: compare pixels and bytes."""
-import subprocess, sys, time, hashlib
+import subprocess, sys, time
 import numpy as np
 from PIL import Image
 dev = sys.argv[1]

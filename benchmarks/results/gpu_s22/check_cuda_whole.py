@@ -1,5 +1,5 @@
 """kodim01 whole on the GPU: decode the CPU-written files, encode both modes, compare; seconds."""
-import time, hashlib, sys
+import time, sys
 import numpy as np, torch
 from pathlib import Path
 from diffcodec import Codec
