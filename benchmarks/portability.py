@@ -4,6 +4,7 @@ byte-identical, and every file must decode to the exact pixels under every setti
 
     python benchmarks/portability.py --images KODAK/*.png --out results/portability
     python benchmarks/portability.py merge --reports part1/portability.json part2/... --out all
+    python benchmarks/portability.py --images ... --writers native cuda --settings native cuda  # on a GPU
 
 writes ``portability.json`` and a markdown table (settings x modes: files exact / files);
 ``merge`` joins the reports of runs over different images (a long run done in parts).
@@ -35,7 +36,11 @@ SETTINGS = {
     "1 thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     "no SIMD (default + SSE41)": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
                                   "NPY_DISABLE_CPU_FEATURES": "X86_V3 " + NUMPY_AVX512_OFF},
+    "cuda": {},
 }
+# A setting that is another device rather than another CPU: its process runs the codec there.
+DEVICES = {"cuda": "cuda"}
+CPU_SETTINGS = tuple(s for s in SETTINGS if s not in DEVICES)
 WRITERS = ("native", "no SIMD (default + SSE41)")
 MODES = ("progressive", "lossless")
 
@@ -44,13 +49,13 @@ def _name(image: Path, mode: str) -> str:
     return f"{image.stem}.{mode}.dfc"
 
 
-def write(model: str, images: list[Path], out: Path, modes, fallback: bool = True) -> dict:
+def write(model: str, images: list[Path], out: Path, modes, fallback: bool = True, device: str = "cpu") -> dict:
     """Encode every image in every mode into ``out``: {file: (sha256, seconds)}; without
     ``fallback`` the bits-back chain even where a coder without the model would be smaller."""
     from diffcodec import Codec
     from diffcodec.images import read_image as load_image
 
-    codec = Codec(model)
+    codec = Codec(model, device=device)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for image in images:
@@ -63,12 +68,12 @@ def write(model: str, images: list[Path], out: Path, modes, fallback: bool = Tru
     return results
 
 
-def read(model: str, images: list[Path], folder: Path, modes) -> dict:
+def read(model: str, images: list[Path], folder: Path, modes, device: str = "cpu") -> dict:
     """Decode every file of ``folder``: {file: (exact, seconds)}."""
     from diffcodec import Codec
     from diffcodec.images import read_image as load_image
 
-    codec = Codec(model)
+    codec = Codec(model, device=device)
     results = {}
     for image in images:
         pixels = np.asarray(load_image(image))
@@ -90,14 +95,15 @@ def _in_process(setting: str, action: str, model: str, images: list[Path], folde
     """Run ``action`` in a fresh Python under ``setting``'s environment."""
     env = {**os.environ, **SETTINGS[setting]}
     command = [sys.executable, __file__, action, "--model", model, "--folder", str(folder),
-               "--modes", *modes, "--images", *map(str, images)] + ([] if fallback else ["--no-fallback"])
+               "--device", DEVICES.get(setting, "cpu"), "--modes", *modes, "--images", *map(str, images)]
+    command += [] if fallback else ["--no-fallback"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{setting} {action} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(model: str, images: list[Path], out: Path, settings=tuple(SETTINGS), writers=WRITERS, modes=MODES,
+def run(model: str, images: list[Path], out: Path, settings=CPU_SETTINGS, writers=WRITERS, modes=MODES,
         fallback: bool = True) -> dict:
     """Write with each writer, compare the bytes with the native ones, decode the native files
     under every setting. Returns the report (also written to out/portability.json)."""
@@ -153,8 +159,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", nargs="?", default="run", choices=["run", "write", "read", "merge"])
     parser.add_argument("--images", nargs="+", type=Path, default=[])
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
-                        help="(run) the settings to decode under")
+    parser.add_argument("--settings", nargs="+", default=list(CPU_SETTINGS), choices=list(SETTINGS),
+                        help="(run) the settings to decode under (cuda: on the GPU)")
+    parser.add_argument("--writers", nargs="+", default=list(WRITERS), choices=list(SETTINGS),
+                        help="(run) the settings to write under; the first writes the files every setting decodes")
+    parser.add_argument("--device", default="cpu", help="(write, read) where the codec runs")
     parser.add_argument("--reports", nargs="+", type=Path, default=[], help="(merge) portability.json files")
     parser.add_argument("--model", default="default")
     parser.add_argument("--modes", nargs="+", default=list(MODES))
@@ -164,14 +173,14 @@ def main() -> None:
                         help="bits-back chains even where a coder without the model is smaller")
     args = parser.parse_args()
     if args.action == "write":
-        print(json.dumps(write(args.model, args.images, args.folder, args.modes, args.fallback)))
+        print(json.dumps(write(args.model, args.images, args.folder, args.modes, args.fallback, args.device)))
     elif args.action == "read":
-        print(json.dumps(read(args.model, args.images, args.folder, args.modes)))
+        print(json.dumps(read(args.model, args.images, args.folder, args.modes, args.device)))
     elif args.action == "merge":
         print(table(merge([json.loads(path.read_text()) for path in args.reports], args.out)))
     else:
-        report = run(args.model, args.images, args.out, settings=args.settings, modes=args.modes,
-                     fallback=args.fallback)
+        report = run(args.model, args.images, args.out, settings=args.settings, writers=args.writers,
+                     modes=args.modes, fallback=args.fallback)
         print(table(report))
 
 

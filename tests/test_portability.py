@@ -49,6 +49,35 @@ def test_files_are_the_same_bytes_and_decode_exactly_everywhere(setup):
     assert report["images"] == [p.name for p in images]  # names only: no local paths in results
 
 
+def test_the_cuda_setting_runs_its_process_on_the_gpu(setup, monkeypatch):
+    """`--settings cuda` / `--writers cuda` hand the codec's process the device, not an
+    environment; the CPU settings stay on the CPU, and the default run asks for no GPU."""
+    import json
+
+    root, images = setup
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout=json.dumps({}), stderr="")
+
+    monkeypatch.setattr(portability.subprocess, "run", fake_run)
+    portability._in_process("cuda", "read", "m.pt", images, root, ["lossless"])
+    portability._in_process("1 thread", "read", "m.pt", images, root, ["lossless"])
+    devices = [c[c.index("--device") + 1] for c in commands]
+    assert devices == ["cuda", "cpu"]
+    assert "cuda" not in portability.CPU_SETTINGS and "cuda" in portability.SETTINGS
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a GPU")
+def test_files_written_on_the_gpu_are_the_cpus(setup):
+    root, images = setup
+    report = portability.run(str(root / "model.pt"), images, root / "gpu", settings=("native", "cuda"),
+                             writers=("native", "cuda"), fallback=False)
+    assert all(report["identical"]["cuda"].values())
+    assert all(exact for exact, _ in report["decoded"]["cuda"].values())
+
+
 def test_merge_joins_reports_of_other_images(tmp_path):
     def report(name, settings=("native", "1 thread")):
         files = {f"{name}.{m}.dfc": None for m in portability.MODES}
