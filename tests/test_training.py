@@ -220,3 +220,37 @@ def test_training_device_gives_cuda_an_index(monkeypatch):
     assert training_device("cuda", world=2, local_rank=1) == torch.device("cuda", 1)
     assert all(d.index is not None for d in chosen) and len(chosen) == 3
     assert training_device("cpu") == torch.device("cpu")
+
+
+def test_extra_data_reads_debian_licences_and_downscales(tmp_path):
+    """bin/extra-training-data: a machine-readable copyright file's multi-line Files and
+    Copyright fields give each photograph its holders and licence; images shrink to a
+    shorter side of 512 and smaller ones are left alone."""
+    import importlib.machinery
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    path = Path(__file__).resolve().parents[1] / "bin" / "extra-training-data"
+    loader = importlib.machinery.SourceFileLoader("extra_training_data", str(path))
+    tool = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(tool)
+    doc = tmp_path / "usr/share/doc/pkg"
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: nature/A.jpg\n       nature/B.jpg\nCopyright: 2008, Someone <a@b.c>\u00b4\n"
+        "           2009, Another\nLicense: GPL-2+\nComment: see AUTHORS\n\n"
+        "Files: 16.04/C.jpg\nCopyright: Third, 2018\nLicense: CC-BY-4.0\n\n"
+        "License: GPL-2+\n This package is free software\n")
+    found = tool.debian_licences(tmp_path, "pkg")
+    assert found == {"A.jpg": ("2008, Someone <a@b.c>; 2009, Another", "GPL-2+"),
+                     "B.jpg": ("2008, Someone <a@b.c>; 2009, Another", "GPL-2+"),
+                     "C.jpg": ("Third, 2018", "CC-BY-4.0")}
+    assert tool.pixels_in_name(Path("2560x1600.jpg")) == 2560 * 1600
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    Image.fromarray(np.zeros((1024, 1600, 3), np.uint8)).save(big)
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(small)
+    assert tool.downscaled(big).size == (800, 512) and tool.downscaled(small).size == (400, 300)
