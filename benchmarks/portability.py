@@ -107,6 +107,13 @@ def run(model: str, images: list[Path], out: Path, settings=CPU_SETTINGS, writer
         fallback: bool = True) -> dict:
     """Write with each writer, compare the bytes with the native ones, decode the native files
     under every setting. Returns the report (also written to out/portability.json)."""
+    if writers[0] != "native":
+        raise SystemExit("the first writer must be native: its files are the reference")
+    if any(s in DEVICES for s in (*settings, *writers)):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("the cuda setting needs a GPU, and torch sees none here")
     written = {w: _in_process(w, "write", model, images, out / w.replace(" ", "_"), modes, fallback)
                for w in writers}
     native = written[writers[0]]

@@ -52,6 +52,7 @@ def test_files_are_the_same_bytes_and_decode_exactly_everywhere(setup):
 def test_the_cuda_setting_runs_its_process_on_the_gpu(setup, monkeypatch):
     """`--settings cuda` / `--writers cuda` hand the codec's process the device, not an
     environment; the CPU settings stay on the CPU, and the default run asks for no GPU."""
+    import inspect
     import json
 
     root, images = setup
@@ -67,6 +68,7 @@ def test_the_cuda_setting_runs_its_process_on_the_gpu(setup, monkeypatch):
     devices = [c[c.index("--device") + 1] for c in commands]
     assert devices == ["cuda", "cpu"]
     assert "cuda" not in portability.CPU_SETTINGS and "cuda" in portability.SETTINGS
+    assert inspect.signature(portability.run).parameters["settings"].default == portability.CPU_SETTINGS
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a GPU")
@@ -75,7 +77,8 @@ def test_files_written_on_the_gpu_are_the_cpus(setup):
     report = portability.run(str(root / "model.pt"), images, root / "gpu", settings=("native", "cuda"),
                              writers=("native", "cuda"), fallback=False)
     assert all(report["identical"]["cuda"].values())
-    assert all(exact for exact, _ in report["decoded"]["cuda"].values())
+    for setting in ("native", "cuda"):
+        assert all(exact for exact, _ in report["decoded"][setting].values())
 
 
 def test_merge_joins_reports_of_other_images(tmp_path):

@@ -243,13 +243,16 @@ def test_extra_data_reads_debian_licences_and_downscales(tmp_path):
         "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
         "Files: nature/A.jpg\n       nature/B.jpg\nCopyright: 2008, Someone <a@b.c>\u00b4\n"
         "           2009, Another\nLicense: GPL-2+\nComment: see AUTHORS\n\n"
-        "Files: 16.04/C.jpg\nCopyright: Third, 2018\nLicense: CC-BY-4.0\n\n"
+        "Files: 16.04/C.jpg\nLicense: CC-BY-4.0\nCopyright: Third, 2018\n\n"
+        "Files: debian/*\nCopyright: Packager\nLicense: GPL-2+\n\n"
         "License: GPL-2+\n This package is free software\n")
     found = tool.debian_licences(tmp_path, "pkg")
-    assert found == {"A.jpg": ("2008, Someone <a@b.c>; 2009, Another", "GPL-2+"),
-                     "B.jpg": ("2008, Someone <a@b.c>; 2009, Another", "GPL-2+"),
-                     "C.jpg": ("Third, 2018", "CC-BY-4.0")}
-    assert tool.pixels_in_name(Path("2560x1600.jpg")) == 2560 * 1600
+    assert found["nature/B.jpg"] == ("2008, Someone <a@b.c>; 2009, Another", "GPL-2+")
+    assert tool.licence_of(found, "16.04/C.jpg") == ("Third, 2018", "CC-BY-4.0")  # any field order
+    assert tool.licence_of(found, "debian/x.jpg")[0] == "Packager"
+    with pytest.raises(SystemExit):
+        tool.licence_of(found, "elsewhere/C.jpg")
+    assert tool.pixels_in_name(Path("2560x1600.jpg")) == 2560 * 1600 and tool.pixels_in_name(Path("screenshot.png")) == 0
     big, small = tmp_path / "big.png", tmp_path / "small.png"
     Image.fromarray(np.zeros((1024, 1600, 3), np.uint8)).save(big)
     Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(small)
