@@ -184,16 +184,16 @@ def test_completion_steps_carry_the_predicted_error(codec, monkeypatch):
 
     calls = []
 
-    def recorded(sigma_q, c, log_scale, factor=1.0):
-        calls.append((sigma_q, c, float(np.exp(log_scale).mean()), factor))
-        return chain.reverse_std(sigma_q, c, log_scale, factor)
+    def recorded(sigma_q, c, log_scale):
+        calls.append((sigma_q, c, float(np.exp(log_scale).mean())))
+        return chain.reverse_std(sigma_q, c, log_scale)
 
     monkeypatch.setattr(progressive, "reverse_std", recorded)
     image = synthetic_image(16, 16, "shapes", seed=3)
     spread = [np.abs(_completion_with(codec, monkeypatch, image, s).astype(int) - image).mean() for s in (1e-9, 0.1)]
     assert spread[1] > spread[0] + 2
-    assert len(calls) == 16 and all(factor == 1.0 and c > 0 for _, c, _, factor in calls)
-    assert [round(s, 6) for _, _, s, _ in calls] == [0.0] * 8 + [0.1] * 8
+    assert len(calls) == 16 and all(c > 0 for _, c, _ in calls)
+    assert [round(s, 6) for _, _, s in calls] == [0.0] * 8 + [0.1] * 8
     std = chain.reverse_std(0.3, 0.5, np.log(np.array([0.2, 0.0 + 1e-300])))
     assert np.allclose(std, [np.sqrt(0.09 + 0.01), 0.3])
 

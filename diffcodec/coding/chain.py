@@ -140,11 +140,11 @@ def reverse_step(grid: BitsBackChain, z: np.ndarray, i: int, predict) -> tuple[n
     return coef.b * z.reshape(-1) + coef.c * x_hat.reshape(-1), exact.exp(log_scale.reshape(-1))
 
 
-def reverse_std(sigma_q: float, c: float, log_scale: np.ndarray, factor: float = 1.0) -> np.ndarray:
-    """The reverse step's std sqrt(sigma_Q^2 + (k c s_x)^2), s_x = exp(log_scale) the predicted
-    error of x_hat and k a calibration factor (step_context.step_std from the log-scale, for
+def reverse_std(sigma_q: float, c: float, log_scale: np.ndarray) -> np.ndarray:
+    """The model's reverse step std sqrt(sigma_Q^2 + (c s_x)^2), s_x = exp(log_scale) the
+    predicted error of x_hat, uncalibrated (step_context.step_std from the log-scale, for
     completion)."""
-    return step_context.step_std(sigma_q, c, exact.exp(log_scale), factor)
+    return step_context.step_std(sigma_q, c, exact.exp(log_scale))
 
 
 def push_step(stack: AnsStack, grid: BitsBackChain, i: int, n: np.ndarray, z: np.ndarray, predict) -> None:
