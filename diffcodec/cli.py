@@ -98,6 +98,8 @@ _MODEL_FLAGS = {"channels": "level_channels", "blocks": "blocks_per_level", "pat
 @click.option("--crop", type=click.IntRange(min=1), help="Training crop side [default: 64].")
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), help="[default: 5e-4]")
 @click.option("--warmup", "warmup_steps", type=click.IntRange(min=0), help="[default: 500]")
+@click.option("--cooldown", "cooldown_steps", type=click.IntRange(min=0),
+              help="Take the lr linearly to zero over the last N of --steps [default: 0, none].")
 @click.option("--grad-clip", type=FiniteFloat(), help="[default: 1.0]")
 @click.option("--ema", "ema_decay", type=FiniteFloat(0, 1), help="[default: 0.999]")
 @click.option("--val-every", "val_every_minutes", type=FiniteFloat(min=0), help="Minutes between validations [default: 10].")

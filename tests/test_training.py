@@ -12,7 +12,7 @@ from PIL import Image
 from diffcodec.errors import DatasetError, DiffcodecError
 from diffcodec.train.evaluation import image_nelbo
 from diffcodec.images import read_image
-from diffcodec.train import Trainer, TrainOptions
+from diffcodec.train import Trainer, TrainOptions, resolve_options
 
 from conftest import TINY_MODEL_OPTIONS
 
@@ -49,6 +49,20 @@ def test_resume_continues_where_it_stopped(image_folder, tmp_path):
     resumed = Trainer(options(image_folder, out, max_steps=9, resume=True), log=lambda m: None)
     assert resumed.step == 5
     assert resumed.run()["step"] == 9
+
+
+def test_cooldown_takes_the_rate_to_zero_at_the_last_step(image_folder, tmp_path):
+    from diffcodec.train.trainer import learning_rate
+
+    assert [learning_rate(s, 1.0, 0, 4, 10) for s in (0, 5, 6, 7, 9)] == [1.0, 1.0, 1.0, 0.75, 0.25]
+    assert learning_rate(0, 1.0, 10, 4, 10) == 0.1  # warm-up still applies
+    out = tmp_path / "run"
+    Trainer(options(image_folder, out, max_steps=6, cooldown_steps=4, warmup_steps=0, log_every_steps=3),
+            log=lambda m: None).run()
+    rates = [r["lr"] for r in map(json.loads, (out / "curve.jsonl").read_text().splitlines()) if "lr" in r]
+    assert rates == [2e-3, 2e-3 * 0.25]  # the rates of updates 3 and 6 (the last)
+    with pytest.raises(DiffcodecError, match="--steps"):
+        resolve_options(overrides=dict(data=["x"], out="y", cooldown_steps=5))
 
 
 def test_validation_writes_best(image_folder, tmp_path):

@@ -47,6 +47,7 @@ class TrainOptions:
     crop: int = 64
     lr: float = 5e-4
     warmup_steps: int = 500
+    cooldown_steps: int = 0  # the last N steps before max_steps take the lr linearly down to zero
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     max_steps: int | None = None
@@ -135,4 +136,6 @@ def resolve_options(config: str | Path | None = None, overrides: dict[str, Any] 
         raise DiffcodecError("no training data: pass --data (or 'data' in the config file)")
     if not options.out:
         raise DiffcodecError("no run directory: pass --out (or 'out' in the config file)")
+    if options.cooldown_steps and options.max_steps is None:
+        raise DiffcodecError("--cooldown counts back from the last step: pass --steps too")
     return options

@@ -87,8 +87,14 @@ def training_device(name: str, world: int = 1, local_rank: int = 0) -> torch.dev
     return device
 
 
-def learning_rate(step: int, base: float, warmup: int) -> float:
-    return base * min(1.0, (step + 1) / max(1, warmup))
+def learning_rate(step: int, base: float, warmup: int, cooldown: int = 0, max_steps: int | None = None) -> float:
+    """Linear warm-up, constant, then (with ``cooldown`` and ``max_steps``) linear decay to zero
+    over the last ``cooldown`` steps: the constant phase can be resumed for as long as it
+    pays, and the decay ends any run with the lower loss a small final rate gives."""
+    factor = min(1.0, (step + 1) / max(1, warmup))
+    if cooldown and max_steps is not None:
+        factor = min(factor, (max_steps - step) / cooldown)
+    return base * max(0.0, factor)
 
 
 class Trainer:
@@ -265,7 +271,7 @@ class Trainer:
             raise DiffcodecError(f"training diverged at step {self.step} (loss {loss.item()}); "
                                  "lower --lr or resume from the last checkpoint")
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step, opts.lr, opts.warmup_steps)
+            group["lr"] = learning_rate(self.step, opts.lr, opts.warmup_steps, opts.cooldown_steps, opts.max_steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # Clip the network and the schedule separately: the schedule's variance gradient
