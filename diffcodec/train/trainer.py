@@ -90,7 +90,8 @@ def training_device(name: str, world: int = 1, local_rank: int = 0) -> torch.dev
 def learning_rate(step: int, base: float, warmup: int, cooldown: int = 0, max_steps: int | None = None) -> float:
     """Linear warm-up, constant, then (with ``cooldown`` and ``max_steps``) linear decay to zero
     over the last ``cooldown`` steps: the constant phase can be resumed for as long as it
-    pays, and the decay ends any run with the lower loss a small final rate gives."""
+    pays, and a decay branched off it ends a run at a small rate (what that buys:
+    docs/training.md#choices-at-equal-steps)."""
     factor = min(1.0, (step + 1) / max(1, warmup))
     if cooldown and max_steps is not None:
         factor = min(factor, (max_steps - step) / cooldown)
