@@ -5,9 +5,14 @@ byte-identical, and every file must decode to the exact pixels under every setti
     python benchmarks/portability.py --images KODAK/*.png --out results/portability
     python benchmarks/portability.py merge --reports part1/portability.json part2/... --out all
     python benchmarks/portability.py --images ... --writers native cuda --settings native cuda  # on a GPU
+    python benchmarks/portability.py compare --report results/portability/kodak_v13/portability.json \
+        --images KODAK/kodim23.png --model MODEL --out here   # this machine against another's files
 
 writes ``portability.json`` and a markdown table (settings x modes: files exact / files);
-``merge`` joins the reports of runs over different images (a long run done in parts).
+``merge`` joins the reports of runs over different images (a long run done in parts);
+``compare`` writes the images of a stored report on this machine (a real other CPU, not a
+simulated one) and checks the bytes against the report's native files by their SHA-256, then
+decodes them here.
 The test suite runs the same on a tiny model and small images (tests/test_portability.py).
 """
 
@@ -17,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -90,6 +96,51 @@ def read(model: str, images: list[Path], folder: Path, modes, device: str = "cpu
     return results
 
 
+def machine() -> str:
+    """This machine in words: CPU model, the instruction set torch's kernels use, cores."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"
+
+
+def _model_hash(model: str) -> str:
+    from diffcodec.model.registry import load_named_model
+
+    return load_named_model(model).model_hash
+
+
+def compare(report: dict, model: str, images: list[Path], out: Path, fallback: bool = True) -> dict:
+    """Write ``images`` in the report's modes on this machine, compare each file's SHA-256 with
+    the report's native file of the same name (written on the machine of the report), and
+    decode every file here. Returns the comparison (also out/compare.json and compare.md)."""
+    reference = report["written"]["native"]
+    if report.get("model_hash") not in (None, _model_hash(model)):
+        raise SystemExit(f"the report was written with model {report['model_hash'][:16]}, not this one")
+    names = [_name(image, mode) for image in images for mode in report["modes"]]
+    if any(name not in reference for name in names):
+        raise SystemExit(f"the report has no files for {[n for n in names if n not in reference]}")
+    written = write(model, images, out / "files", report["modes"], fallback)
+    decoded = read(model, images, out / "files", report["modes"])
+    result = {"model": model, "machine": machine(), "reference_machine": report.get("machine"),
+              "images": [image.name for image in images], "modes": report["modes"],
+              "identical": {f: sha == reference[f][0] for f, (sha, _) in written.items()},
+              "decoded": decoded, "encode_seconds": {f: [seconds, reference[f][1]] for f, (_, seconds) in written.items()}}
+    (out / "compare.json").write_text(json.dumps(result, indent=1))
+    lines = [f"This machine: {result['machine']}; the report's: {result['reference_machine'] or 'not recorded'}.", "",
+             "| file | bytes identical to the report's | exact decode here | encode s here / there |", "|---|---|---|---|"]
+    for f, same in result["identical"].items():
+        here, there = result["encode_seconds"][f]
+        lines.append(f"| {f} | {'yes' if same else 'NO'} | {'yes' if decoded[f][0] else 'NO'} | {here:.1f} / {there:.1f} |")
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
 def _in_process(setting: str, action: str, model: str, images: list[Path], folder: Path, modes,
                 fallback: bool = True) -> dict:
     """Run ``action`` in a fresh Python under ``setting``'s environment."""
@@ -119,7 +170,8 @@ def run(model: str, images: list[Path], out: Path, settings=CPU_SETTINGS, writer
     native = written[writers[0]]
     identical = {w: {f: files[f][0] == native[f][0] for f in files} for w, files in written.items()}
     decoded = {s: _in_process(s, "read", model, images, out / writers[0].replace(" ", "_"), modes) for s in settings}
-    report = {"model": model, "images": [i.name for i in images], "modes": list(modes),
+    report = {"model": model, "model_hash": _model_hash(model), "machine": machine(),
+              "images": [i.name for i in images], "modes": list(modes),
               "written": written, "identical": identical, "decoded": decoded}
     (out / "portability.json").write_text(json.dumps(report, indent=1))
     (out / "portability.md").write_text(table(report))
@@ -130,10 +182,11 @@ def merge(reports: list[dict], out: Path) -> dict:
     """One report from runs over different images with the same model, modes and settings."""
     first = reports[0]
     for other in reports[1:]:
-        if (other["model"], other["modes"], list(other["decoded"])) != (first["model"], first["modes"], list(first["decoded"])):
+        if (other["model"], other.get("model_hash"), other["modes"], list(other["decoded"])) != (
+                first["model"], first.get("model_hash"), first["modes"], list(first["decoded"])):
             raise SystemExit("these reports differ in model, modes or settings")
-    merged = {"model": first["model"], "images": [Path(i).name for r in reports for i in r["images"]],
-              "modes": first["modes"]}
+    merged = {"model": first["model"], **{k: first[k] for k in ("model_hash", "machine") if k in first},
+              "images": [Path(i).name for r in reports for i in r["images"]], "modes": first["modes"]}
     for key in ("written", "identical", "decoded"):
         merged[key] = {name: {f: v for r in reports for f, v in r[key][name].items()} for name in first[key]}
     out.mkdir(parents=True, exist_ok=True)
@@ -164,7 +217,7 @@ def table(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", nargs="?", default="run", choices=["run", "write", "read", "merge"])
+    parser.add_argument("action", nargs="?", default="run", choices=["run", "write", "read", "merge", "compare"])
     parser.add_argument("--images", nargs="+", type=Path, default=[])
     parser.add_argument("--settings", nargs="+", default=list(CPU_SETTINGS), choices=list(SETTINGS),
                         help="(run) the settings to decode under (cuda: on the GPU)")
@@ -172,6 +225,7 @@ def main() -> None:
                         help="(run) the settings to write under; the first writes the files every setting decodes")
     parser.add_argument("--device", default="cpu", help="(write, read) where the codec runs")
     parser.add_argument("--reports", nargs="+", type=Path, default=[], help="(merge) portability.json files")
+    parser.add_argument("--report", type=Path, help="(compare) the portability.json whose native files to match")
     parser.add_argument("--model", default="default")
     parser.add_argument("--modes", nargs="+", default=list(MODES))
     parser.add_argument("--folder", type=Path, help="(write, read) where the files are")
@@ -183,6 +237,12 @@ def main() -> None:
         print(json.dumps(write(args.model, args.images, args.folder, args.modes, args.fallback, args.device)))
     elif args.action == "read":
         print(json.dumps(read(args.model, args.images, args.folder, args.modes, args.device)))
+    elif args.action == "compare":
+        if args.report is None:
+            raise SystemExit("compare needs --report")
+        args.out.mkdir(parents=True, exist_ok=True)
+        compare(json.loads(args.report.read_text()), args.model, args.images, args.out, args.fallback)
+        print((args.out / "compare.md").read_text())
     elif args.action == "merge":
         print(table(merge([json.loads(path.read_text()) for path in args.reports], args.out)))
     else:

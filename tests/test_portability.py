@@ -49,6 +49,27 @@ def test_files_are_the_same_bytes_and_decode_exactly_everywhere(setup):
     assert report["images"] == [p.name for p in images]  # names only: no local paths in results
 
 
+def test_compare_checks_this_machines_files_against_a_stored_report(setup, tmp_path):
+    """`compare` (a real other machine against a committed report): the same bytes and exact
+    decodes where the files agree, a changed digest reported as a difference, a report of
+    another model refused."""
+    import json
+
+    root, images = setup
+    model = str(root / "model.pt")
+    written = portability.write(model, images, tmp_path / "there", ["lossless"], fallback=False)
+    written[f"{images[0].stem}.lossless.dfc"] = ("0" * 64, 1.0)  # as if the other machine wrote other bytes
+    report = {"model": model, "model_hash": portability._model_hash(model), "machine": "elsewhere",
+              "modes": ["lossless"], "written": {"native": written}}
+    result = portability.compare(report, model, images, tmp_path / "here", fallback=False)
+    assert result["identical"] == {f: f != f"{images[0].stem}.lossless.dfc" for f in written}
+    assert all(exact for exact, _ in result["decoded"].values())
+    assert result["reference_machine"] == "elsewhere" and "| NO |" in (tmp_path / "here" / "compare.md").read_text()
+    assert json.loads((tmp_path / "here" / "compare.json").read_text())["machine"] == portability.machine()
+    with pytest.raises(SystemExit, match="another|model"):
+        portability.compare({**report, "model_hash": "f" * 64}, model, images, tmp_path / "again")
+
+
 def test_the_cuda_setting_runs_its_process_on_the_gpu(setup, monkeypatch):
     """`--settings cuda` / `--writers cuda` hand the codec's process the device, not an
     environment; the CPU settings stay on the CPU, and the default run asks for no GPU."""
