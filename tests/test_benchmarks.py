@@ -264,3 +264,21 @@ def test_negative_skip_is_refused(bench_inputs, script):
     root, folder, model_path = bench_inputs
     result = run_script(script, folder, "--model", model_path, "--skip", "-1", "--out", root / "neg", check=False)
     assert result.returncode != 0 and "--skip must be 0 or more" in result.stderr
+
+
+def test_release_figures_measures_every_quoted_figure(bench_inputs):
+    """benchmarks/release_figures.sh on two images: each benchmark in halves, merged."""
+    root, folder, model_path = bench_inputs
+    out = root / "release"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "release_figures.sh"), str(model_path), str(folder),
+                           str(folder), str(out), "2"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [i["image"] for i in json.loads((out / "eval_kodak.json").read_text())["images"]] == ["a.png", "b.png"]
+    full = json.loads((out / "full_file" / "full_file.json").read_text())
+    assert [i["image"] for i in full["images"]] == ["a.png", "b.png"] and all(i["exact"] for i in full["images"])
+    assert [i["name"] for i in json.loads((out / "rd" / "rd_raw.json").read_text())["images"]] == ["a.png", "b.png"]
+    assert (out / "completion" / "completion.md").is_file()
+    usage = subprocess.run(["bash", str(REPO / "benchmarks" / "release_figures.sh")], capture_output=True, text=True)
+    assert usage.returncode == 2 and "release_figures.sh MODEL KODAK" in usage.stdout
