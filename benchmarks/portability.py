@@ -5,7 +5,7 @@ byte-identical, and every file must decode to the exact pixels under every setti
     python benchmarks/portability.py --images KODAK/*.png --out results/portability
     python benchmarks/portability.py merge --reports part1/portability.json part2/... --out all
     python benchmarks/portability.py --images ... --writers native cuda --settings native cuda  # on a GPU
-    python benchmarks/portability.py compare --report results/portability/kodak_v13/portability.json \
+    python benchmarks/portability.py compare --report benchmarks/results/portability/REPORT/portability.json \
         --images KODAK/kodim23.png --model MODEL --out here   # this machine against another's files
 
 writes ``portability.json`` and a markdown table (settings x modes: files exact / files);
@@ -115,20 +115,34 @@ def _model_hash(model: str) -> str:
     return load_named_model(model).model_hash
 
 
-def compare(report: dict, model: str, images: list[Path], out: Path, fallback: bool = True) -> dict:
+def compare(report: dict, model: str, images: list[Path], out: Path) -> dict:
     """Write ``images`` in the report's modes on this machine, compare each file's SHA-256 with
     the report's native file of the same name (written on the machine of the report), and
     decode every file here. Returns the comparison (also out/compare.json and compare.md)."""
-    reference = report["written"]["native"]
-    if report.get("model_hash") not in (None, _model_hash(model)):
-        raise SystemExit(f"the report was written with model {report['model_hash'][:16]}, not this one")
-    names = [_name(image, mode) for image in images for mode in report["modes"]]
+    from diffcodec.format.container import VERSION
+
+    try:
+        reference, modes = report["written"]["native"], report["modes"]
+    except (KeyError, TypeError):
+        raise SystemExit("error: not a portability report (no native files in it)") from None
+    names = [_name(image, mode) for image in images for mode in modes]
+    if not names:
+        raise SystemExit("error: compare needs --images (the report's images, here)")
     if any(name not in reference for name in names):
-        raise SystemExit(f"the report has no files for {[n for n in names if n not in reference]}")
-    written = write(model, images, out / "files", report["modes"], fallback)
-    decoded = read(model, images, out / "files", report["modes"])
-    result = {"model": model, "machine": machine(), "reference_machine": report.get("machine"),
-              "images": [image.name for image in images], "modes": report["modes"],
+        raise SystemExit(f"error: the report has no files for {', '.join(n for n in names if n not in reference)}")
+    if report.get("format_version", VERSION) != VERSION:
+        raise SystemExit(f"error: the report's files are container {report['format_version']}, this code writes {VERSION}")
+    model_hash = _model_hash(model)
+    if report.get("model_hash", model_hash) != model_hash:
+        raise SystemExit(f"error: the report was written with model {report['model_hash'][:16]}, not this one")
+    if "model_hash" not in report:
+        print("warning: the report does not record its model: --model must be the one it was written with",
+              file=sys.stderr)
+    fallback = report.get("fallback", True)
+    written = write(model, images, out / "files", modes, fallback)
+    decoded = read(model, images, out / "files", modes)
+    result = {"model": model, "model_hash": model_hash, "machine": machine(), "reference_machine": report.get("machine"),
+              "images": [image.name for image in images], "modes": modes,
               "identical": {f: sha == reference[f][0] for f, (sha, _) in written.items()},
               "decoded": decoded, "encode_seconds": {f: [seconds, reference[f][1]] for f, (_, seconds) in written.items()}}
     (out / "compare.json").write_text(json.dumps(result, indent=1))
@@ -170,8 +184,10 @@ def run(model: str, images: list[Path], out: Path, settings=CPU_SETTINGS, writer
     native = written[writers[0]]
     identical = {w: {f: files[f][0] == native[f][0] for f in files} for w, files in written.items()}
     decoded = {s: _in_process(s, "read", model, images, out / writers[0].replace(" ", "_"), modes) for s in settings}
-    report = {"model": model, "model_hash": _model_hash(model), "machine": machine(),
-              "images": [i.name for i in images], "modes": list(modes),
+    from diffcodec.format.container import VERSION
+
+    report = {"model": model, "model_hash": _model_hash(model), "machine": machine(), "format_version": VERSION,
+              "fallback": fallback, "images": [i.name for i in images], "modes": list(modes),
               "written": written, "identical": identical, "decoded": decoded}
     (out / "portability.json").write_text(json.dumps(report, indent=1))
     (out / "portability.md").write_text(table(report))
@@ -185,8 +201,11 @@ def merge(reports: list[dict], out: Path) -> dict:
         if (other["model"], other.get("model_hash"), other["modes"], list(other["decoded"])) != (
                 first["model"], first.get("model_hash"), first["modes"], list(first["decoded"])):
             raise SystemExit("these reports differ in model, modes or settings")
-    merged = {"model": first["model"], **{k: first[k] for k in ("model_hash", "machine") if k in first},
+    merged = {"model": first["model"], **{k: first[k] for k in ("model_hash", "format_version", "fallback") if k in first},
               "images": [Path(i).name for r in reports for i in r["images"]], "modes": first["modes"]}
+    machines = sorted({r["machine"] for r in reports if "machine" in r})
+    if machines:
+        merged["machine"] = "; ".join(machines)
     for key in ("written", "identical", "decoded"):
         merged[key] = {name: {f: v for r in reports for f, v in r[key][name].items()} for name in first[key]}
     out.mkdir(parents=True, exist_ok=True)
@@ -239,9 +258,13 @@ def main() -> None:
         print(json.dumps(read(args.model, args.images, args.folder, args.modes, args.device)))
     elif args.action == "compare":
         if args.report is None:
-            raise SystemExit("compare needs --report")
+            raise SystemExit("error: compare needs --report")
+        try:
+            report = json.loads(args.report.read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"error: cannot read the report {args.report}: {exc}") from None
         args.out.mkdir(parents=True, exist_ok=True)
-        compare(json.loads(args.report.read_text()), args.model, args.images, args.out, args.fallback)
+        compare(report, args.model, args.images, args.out)
         print((args.out / "compare.md").read_text())
     elif args.action == "merge":
         print(table(merge([json.loads(path.read_text()) for path in args.reports], args.out)))

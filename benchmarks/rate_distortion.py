@@ -329,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip", type=int, default=0, help="start after this many images (to split a run)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="RD_RAW",
                         help="join the rd_raw.json files of parts of one run (IMAGES_DIR is then ignored)")
+    parser.add_argument("--against", type=Path, metavar="DIR",
+                        help="also table, plot and take BD-rates against the classical codecs' curves stored in "
+                             "DIR (their JSON files from an earlier run on the same images)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -398,6 +401,21 @@ def merged(parser, args) -> tuple[dict, list[dict]]:
     return config, raw_images
 
 
+def stored_curves(folder: Path) -> dict[str, dict]:
+    """The classical codecs' curves (CompressAI-format JSON files) of an earlier run."""
+    curves = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("kind") == "classical" and isinstance(doc.get("results"), dict):
+            curves[doc["name"]] = doc
+    if not curves:
+        sys.exit(f"error: no classical codec's curve (JSON with kind 'classical') in {folder}")
+    return curves
+
+
 def report(config: dict, raw_images: list[dict], args, out: Path) -> None:
     """rd_raw.json, one JSON per method, rd_table.md and the plots."""
     available = {c.name: c for c in classical_codecs()[0]}
@@ -419,6 +437,8 @@ def report(config: dict, raw_images: list[dict], args, out: Path) -> None:
     for name, doc in documents.items():
         write_json(out / f"{slug(name)}.json", doc)
     write_json(out / "rd_raw.json", dict(config=config, images=raw_images))
+    if args.against:
+        documents.update({name: doc for name, doc in stored_curves(args.against).items() if name not in documents})
 
     header = (f"# Rate-distortion: {len(raw_images)} image(s) from {args.images}"
               f"{' (quick: centre crops)' if args.quick else ''}, model {args.model}, {args.steps or 'default'} rate-placed layers")

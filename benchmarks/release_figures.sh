@@ -8,52 +8,70 @@
 #
 # OUT gets eval_kodak.json, eval_cid22_validation.json (NELBO, 8 samples), full_file/
 # (default and 16-step lossless files, every decode checked), rd/ (the 4-layer prefixes'
-# rate-distortion, diffcodec only: the classical codecs' points do not change) and
-# completion/ (generative completion, 10 steps, whole images). LIMIT (default 24): the
-# first LIMIT Kodak images only, split the same way (a smoke run).
+# rate-distortion beside the classical codecs' stored curves, benchmarks/results/kodak/, with
+# BD-rates) and completion/ (generative completion, 10 steps, whole images). LIMIT (at
+# least 2; default: all): the first LIMIT images of each folder only (a smoke run).
+# PYTHON: the interpreter to use [default: python3].
 set -euo pipefail
-if [ $# -lt 4 ]; then
-    sed -n 2,13p "$0" | sed 's/^# \{0,1\}//'
-    exit 2
-fi
-model=$1 kodak=$2 cid=$3 out=$4 limit=${5:-24}
-half=$(( (limit + 1) / 2 ))
+usage() { sed -n 2,14p "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 4 ] || usage
+model=$1 kodak=$2 cid=$3 out=$4 limit=${5:-all}
+[[ $limit == all || ( $limit =~ ^[0-9]+$ && $limit -ge 2 ) ]] || usage
+python=${PYTHON:-python3}
 here=$(cd "$(dirname "$0")" && pwd)
+diffcodec() { "$python" "$here/../bin/diffcodec" "$@"; }
+fail() { echo "release_figures.sh: $1 failed, see $2" >&2; exit 1; }
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT  # no half left running when the other fails
 mkdir -p "$out"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-# halves NAME SCRIPT ARGS...: SCRIPT on the first and the last images side by side, then merged
+# the first LIMIT images of a folder (in the benchmarks' order) in a folder of their own
+first_images() {
+    rm -rf "$2" && mkdir -p "$2"
+    "$python" - "$1" "$2" "$limit" <<'EOF' || fail "listing $1" "the message above"
+import shutil, sys
+from diffcodec.images import list_images
+for path in list_images(sys.argv[1])[: int(sys.argv[3])]:
+    shutil.copy(path, sys.argv[2])
+EOF
+}
+if [ "$limit" != all ]; then
+    first_images "$kodak" "$out/kodak" && kodak=$out/kodak
+    first_images "$cid" "$out/cid22" && cid=$out/cid22
+fi
+count=$("$python" -c "import sys; from diffcodec.images import list_images; print(len(list_images(sys.argv[1])))" "$kodak")
+half=$(( (count + 1) / 2 ))
+
+# halves NAME SCRIPT ARGS...: SCRIPT on the first and the last images side by side
 halves() {
     local name=$1 script=$2
     shift 2
-    python "$here/$script" "$kodak" --model "$model" --limit "$half" --out "$out/$name.a" "$@" > "$out/$name.a.log" 2>&1 &
+    "$python" "$here/$script" "$kodak" --model "$model" --limit "$half" --out "$out/$name.a" "$@" \
+        > "$out/$name.a.log" 2>&1 &
     local first=$!
-    python "$here/$script" "$kodak" --model "$model" --skip "$half" --limit "$(( limit - half ))" \
-        --out "$out/$name.b" "$@" > "$out/$name.b.log" 2>&1 &
+    "$python" "$here/$script" "$kodak" --model "$model" --skip "$half" --out "$out/$name.b" "$@" \
+        > "$out/$name.b.log" 2>&1 &
     local second=$!
-    wait "$first" || { echo "$script (first half) failed: $out/$name.a.log" >&2; exit 1; }
-    wait "$second" || { echo "$script (second half) failed: $out/$name.b.log" >&2; exit 1; }
+    wait "$first" || fail "$script on the first images" "$out/$name.a.log"
+    wait "$second" || fail "$script on the last images" "$out/$name.b.log"
 }
 
-if [ "$limit" -ne 24 ]; then  # a smoke run: the first LIMIT images in a folder of their own
-    mkdir -p "$out/images"
-    find "$kodak" -maxdepth 1 -name '*.png' | sort | head -n "$limit" | xargs -I{} cp {} "$out/images/"
-    kodak=$out/images
-fi
-
 diffcodec eval "$kodak" --model "$model" --json "$out/eval_kodak.json" > "$out/eval_kodak.log" 2>&1 &
-diffcodec eval "$cid" --model "$model" --json "$out/eval_cid22_validation.json" > "$out/eval_cid22.log" 2>&1
-wait
+kodak_eval=$!
+diffcodec eval "$cid" --model "$model" --json "$out/eval_cid22_validation.json" > "$out/eval_cid22.log" 2>&1 \
+    || fail "diffcodec eval (CID22 validation)" "$out/eval_cid22.log"
+wait "$kodak_eval" || fail "diffcodec eval (Kodak)" "$out/eval_kodak.log"
 
 halves full_file full_file.py --lossless-steps 16
-python "$here/full_file.py" --merge "$out/full_file.a/full_file.json" "$out/full_file.b/full_file.json" --out "$out/full_file"
+"$python" "$here/full_file.py" --merge "$out/full_file.a/full_file.json" "$out/full_file.b/full_file.json" \
+    --out "$out/full_file" > "$out/full_file.log" 2>&1 || fail "merging full_file" "$out/full_file.log"
 
 halves rd rate_distortion.py --steps 4 --completion-steps 0 --budget-bpps none --no-classical --ideal-points 0
-python "$here/rate_distortion.py" --merge "$out/rd.a/rd_raw.json" "$out/rd.b/rd_raw.json" --out "$out/rd" \
-    --steps 4 --completion-steps 0 --budget-bpps none --no-classical --ideal-points 0 > "$out/rd.log" 2>&1
+"$python" "$here/rate_distortion.py" --merge "$out/rd.a/rd_raw.json" "$out/rd.b/rd_raw.json" --out "$out/rd" \
+    --against "$here/results/kodak" > "$out/rd.log" 2>&1 || fail "merging rate_distortion" "$out/rd.log"
 
 halves completion completion.py --crop 0 --steps 10
-python "$here/completion.py" --merge "$out/completion.a/completion.json" "$out/completion.b/completion.json" \
-    --out "$out/completion" > "$out/completion.log" 2>&1
+"$python" "$here/completion.py" --merge "$out/completion.a/completion.json" "$out/completion.b/completion.json" \
+    --out "$out/completion" > "$out/completion.log" 2>&1 || fail "merging completion" "$out/completion.log"
 
 echo "figures in $out: eval_kodak.json, eval_cid22_validation.json, full_file/, rd/, completion/"

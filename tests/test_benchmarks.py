@@ -224,6 +224,14 @@ def test_rate_distortion_in_parts_and_merged(bench_inputs):
     assert layers["results"]["bpp"][1] == pytest.approx(mean_bpp)  # means over both parts' images
     assert "against the model's ideal channel" in (root / "rd12" / "rd_table.md").read_text()  # inf PSNR as null
     assert len(list((root / "rd12").glob("sheet_*.png"))) == 1
+    stored = root / "classical"
+    stored.mkdir()
+    (stored / "webp.json").write_text(json.dumps({"name": "WebP", "kind": "classical", "results": {
+        "bpp": layers["results"]["bpp"], "psnr-rgb": [p - 1 for p in layers["results"]["psnr-rgb"]]}}))
+    run_script("rate_distortion.py", "--merge", root / "rd1" / "rd_raw.json", root / "rd2" / "rd_raw.json",
+               "--out", root / "rd12against", "--against", stored)
+    table = (root / "rd12against" / "rd_table.md").read_text()
+    assert "| WebP |" in table and "WebP |" in table.split("## BD-rate")[1].splitlines()[4]  # a row and a BD column
     shared = run_script("rate_distortion.py", "--merge", root / "rd1" / "rd_raw.json", root / "rd1" / "rd_raw.json",
                         "--out", root / "rd11", check=False)
     assert shared.returncode == 2 and "share images" in shared.stderr
@@ -267,18 +275,26 @@ def test_negative_skip_is_refused(bench_inputs, script):
 
 
 def test_release_figures_measures_every_quoted_figure(bench_inputs):
-    """benchmarks/release_figures.sh on two images: each benchmark in halves, merged."""
+    """benchmarks/release_figures.sh on two images: each benchmark in halves, merged; a
+    failure names its log; a bad LIMIT gets the usage."""
     root, folder, model_path = bench_inputs
+    script = str(REPO / "benchmarks" / "release_figures.sh")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg", "PYTHON": sys.executable}
+
+    def release(*args):
+        return subprocess.run(["bash", script, *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+
     out = root / "release"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(["bash", str(REPO / "benchmarks" / "release_figures.sh"), str(model_path), str(folder),
-                           str(folder), str(out), "2"], capture_output=True, text=True, env=env, timeout=600)
+    done = release(model_path, folder, folder, out, 2)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [i["image"] for i in json.loads((out / "eval_kodak.json").read_text())["images"]] == ["a.png", "b.png"]
     full = json.loads((out / "full_file" / "full_file.json").read_text())
     assert [i["image"] for i in full["images"]] == ["a.png", "b.png"] and all(i["exact"] for i in full["images"])
     assert [i["name"] for i in json.loads((out / "rd" / "rd_raw.json").read_text())["images"]] == ["a.png", "b.png"]
+    assert "| WebP |" in (out / "rd" / "rd_table.md").read_text()  # beside the stored classical curves
     assert (out / "completion" / "completion.md").is_file()
-    usage = subprocess.run(["bash", str(REPO / "benchmarks" / "release_figures.sh")], capture_output=True, text=True)
-    assert usage.returncode == 2 and "release_figures.sh MODEL KODAK" in usage.stdout
+    broken = release(root / "missing.pt", folder, folder, root / "broken", 2)
+    assert broken.returncode == 1 and "failed, see" in broken.stderr and "eval" in broken.stderr
+    for args in ((), (model_path, folder, folder, root / "one", 1)):
+        usage = release(*args)
+        assert usage.returncode == 2 and "release_figures.sh MODEL KODAK" in usage.stdout

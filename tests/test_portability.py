@@ -61,13 +61,17 @@ def test_compare_checks_this_machines_files_against_a_stored_report(setup, tmp_p
     written[f"{images[0].stem}.lossless.dfc"] = ("0" * 64, 1.0)  # as if the other machine wrote other bytes
     report = {"model": model, "model_hash": portability._model_hash(model), "machine": "elsewhere",
               "modes": ["lossless"], "written": {"native": written}}
-    result = portability.compare(report, model, images, tmp_path / "here", fallback=False)
+    result = portability.compare({**report, "fallback": False}, model, images, tmp_path / "here")
     assert result["identical"] == {f: f != f"{images[0].stem}.lossless.dfc" for f in written}
     assert all(exact for exact, _ in result["decoded"].values())
     assert result["reference_machine"] == "elsewhere" and "| NO |" in (tmp_path / "here" / "compare.md").read_text()
     assert json.loads((tmp_path / "here" / "compare.json").read_text())["machine"] == portability.machine()
-    with pytest.raises(SystemExit, match="another|model"):
+    with pytest.raises(SystemExit, match="written with model"):
         portability.compare({**report, "model_hash": "f" * 64}, model, images, tmp_path / "again")
+    with pytest.raises(SystemExit, match="not a portability report"):
+        portability.compare({"images": []}, model, images, tmp_path / "again")
+    with pytest.raises(SystemExit, match="no files for"):
+        portability.compare(report, model, [root / "elsewhere.png"], tmp_path / "again")
 
 
 def test_the_cuda_setting_runs_its_process_on_the_gpu(setup, monkeypatch):
