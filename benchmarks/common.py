@@ -299,4 +299,10 @@ def machine_description(device: str) -> str:
 
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+    name = platform.processor() or platform.machine()
+    try:  # the CPU's model where Linux says it: what another machine's results need to name
+        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"cpu ({torch.get_num_threads()} threads, {name}, torch CPU capability {torch.backends.cpu.get_cpu_capability()})"

@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -97,16 +96,11 @@ def read(model: str, images: list[Path], folder: Path, modes, device: str = "cpu
 
 
 def machine() -> str:
-    """This machine in words: CPU model, the instruction set torch's kernels use, cores."""
-    import torch
+    """This machine in words (common.machine_description: CPU model, torch's instruction set)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import machine_description
 
-    model = platform.processor() or platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"
+    return machine_description("cpu")
 
 
 def _model_hash(model: str) -> str:
