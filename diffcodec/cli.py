@@ -127,6 +127,9 @@ _MODEL_FLAGS = {"channels": "level_channels", "blocks": "blocks_per_level", "pat
               help="With --objective chain: add this times the continuous NELBO to the loss [default: 0].")
 @click.option("--init", "init", type=click.Path(path_type=Path), help="Start from this checkpoint's weights.")
 @click.option("--train-trunk", is_flag=True, default=None, help="With --objective uq: train the whole network, not only the progressive heads.")
+@click.option("--weight-bits", type=click.Choice(["8"]), callback=lambda ctx, param, v: None if v is None else int(v),
+              help="Train quantization-aware for the exact network's 8-bit weights and 16-bit inputs "
+                   "(a float --init model becomes one; its input grids are fixed from the first batches).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def train(config, quiet, **flags):

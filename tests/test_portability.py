@@ -231,3 +231,76 @@ def test_frozen_streams_hold_with_no_simd_and_one_thread():
                            str(REPO / "tests" / "test_reference_stream.py")],
                           cwd=REPO, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def _quantized_conv(in_channels, out_channels, kernel, generator, exponent=-9, **kwargs):
+    import torch
+
+    from diffcodec.model.network import QuantizedConv2d
+
+    conv = QuantizedConv2d(in_channels, out_channels, kernel, padding=kernel // 2, weight_bits=8, **kwargs)
+    torch.nn.init.normal_(conv.weight, generator=generator)
+    torch.nn.init.normal_(conv.bias, generator=generator)
+    conv.input_exponent.fill_(exponent)
+    return conv
+
+
+def test_quantized_layers_take_the_exact_integer_sums():
+    """A quantization-aware layer's float64 products give exactly the integer sums of its
+    16-bit inputs and 8-bit weights, times the channel's step, plus the bias, in every layout
+    (same, strided, 1x1, upsampling, stacked), and stack only with layers on its grid."""
+    import torch
+    from torch.nn import functional as F
+
+    from diffcodec.model import exact_network as en
+    from diffcodec.model.network import weight_scales
+
+    generator = torch.Generator().manual_seed(4)
+    x = en.quantize(30 * torch.randn(6, 10, 5, generator=generator, dtype=torch.float64))  # some clamp at 2^15 units
+
+    def reference(conv, image, stride=1):
+        step = weight_scales(conv.weight.detach(), 8)
+        k = torch.round(conv.weight.detach() / step).long()
+        q = torch.clamp(torch.round(image * 2.0**-int(conv.input_exponent)), -en.INPUT_LIMIT, en.INPUT_LIMIT).long()
+        padded = F.pad(q.permute(2, 0, 1), (conv.padding[1],) * 2 + (conv.padding[0],) * 2)
+        patches = F.unfold(padded[None].double(), conv.kernel_size, stride=stride).long()[0]  # (C k k, L)
+        total = (k.reshape(k.shape[0], -1) @ patches).T  # integer sums, int64
+        side = (image.shape[0] + 2 * conv.padding[0] - conv.kernel_size[0]) // stride + 1
+        total = total.reshape(side, -1, k.shape[0]).double()
+        return total * (step.view(-1).double() * 2.0 ** int(conv.input_exponent)) + conv.bias.detach().double()
+
+    same, strided = _quantized_conv(5, 4, 3, generator), _quantized_conv(5, 3, 3, generator, stride=2)
+    pointwise, other_grid = _quantized_conv(5, 2, 1, generator), _quantized_conv(5, 2, 3, generator, exponent=-7)
+    assert torch.equal(en._Layer(same, x.device).conv(x), reference(same, x))
+    assert torch.equal(en._Layer(strided, x.device).conv(x), reference(strided, x, stride=2))
+    assert torch.equal(en._Layer(pointwise, x.device).conv(x), reference(pointwise, x))
+    upsampled = F.interpolate(x.permute(2, 0, 1)[None], scale_factor=2.0, mode="nearest")[0].permute(1, 2, 0)
+    assert torch.equal(en._Upsampler(same, x.device).conv(x), reference(same, upsampled))
+    stacked = en._Layer.stacked([en._Layer(same, x.device), en._Layer(same, x.device)])
+    assert stacked.widths == [4, 4] and torch.equal(stacked.conv(x), torch.cat([reference(same, x)] * 2, dim=-1))
+    with pytest.raises(ValueError, match="same input grid"):
+        en._Layer.stacked([en._Layer(same, x.device), en._Layer(other_grid, x.device)])
+    uncalibrated = _quantized_conv(5, 2, 3, generator)
+    uncalibrated.input_exponent.fill_(1 << 10)
+    with pytest.raises(ValueError, match="calibrated"):
+        en._Layer(uncalibrated, x.device)
+
+
+def test_quantized_exact_network_computes_what_it_trained():
+    """A quantization-aware model: the exact network gives the float network's outputs up to
+    the activation grid's rounding (every layer reads the integers it trained on)."""
+    import torch
+
+    from diffcodec.model.exact_network import ExactNetwork
+    from diffcodec.model.network import QuantizedConv2d, calibrate_inputs
+
+    model = randomize_output(DiffusionModel(tiny_config(progressive_heads=True, chain_scale_head=True,
+                                                        patch_size=2, weight_bits=8)), seed=5)
+    assert sum(isinstance(m, QuantizedConv2d) for m in model.network.modules()) > 10
+    z = torch.randn(1, 3, 20, 24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    calibrate_inputs(model.network, lambda: model.network(z.float(), torch.tensor([-2.0])))
+    with torch.no_grad():
+        reference = model.network(z.float(), torch.tensor([-2.0]))
+    exact = ExactNetwork(model.network)(z, -2.0)
+    for ref, out in zip(reference, exact):
+        assert float((ref.double() - out).abs().max()) < 1e-2 * max(1.0, float(ref.abs().max()))

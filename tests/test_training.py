@@ -271,3 +271,35 @@ def test_extra_data_reads_debian_licences_and_downscales(tmp_path):
     Image.fromarray(np.zeros((1024, 1600, 3), np.uint8)).save(big)
     Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(small)
     assert tool.downscaled(big).size == (800, 512) and tool.downscaled(small).size == (400, 300)
+
+
+def test_quantization_aware_training_makes_a_portable_integer_model(image_folder, tmp_path, trained_tiny_model):
+    """--weight-bits 8 from a float model: every convolution after the stem becomes
+    quantization-aware, its input grid fixed from the first batches before the first step,
+    and the saved model (resumable, grids kept) is one the codec round-trips with."""
+    import numpy as np
+
+    from diffcodec.codec import Codec
+    from diffcodec.model.checkpoint import load_model, save_model
+    from diffcodec.model.network import UNCALIBRATED, QuantizedConv2d
+
+    from conftest import synthetic_image
+
+    init = tmp_path / "init.pt"
+    save_model(trained_tiny_model, init)
+    run = tmp_path / "run"
+    Trainer(options(image_folder, run, max_steps=10, objective="uq", init=str(init), weight_bits=8),
+            log=lambda m: None).run()
+    model = load_model(run / "model.pt")
+    layers = [m for m in model.network.modules() if isinstance(m, QuantizedConv2d)]
+    assert model.config.weight_bits == 8 and len(layers) > 10 and not isinstance(model.network.stem, QuantizedConv2d)
+    exponents = [int(m.input_exponent) for m in layers]
+    assert UNCALIBRATED not in exponents
+    resumed = Trainer(options(image_folder, run, max_steps=12, objective="uq", weight_bits=8, resume=True),
+                      log=lambda m: None)
+    resumed.run()
+    assert [int(m.input_exponent) for m in resumed.model.network.modules() if isinstance(m, QuantizedConv2d)] == exponents
+    codec = Codec(str(run / "model.pt"))
+    image = synthetic_image(20, 28, "shapes", seed=2)
+    for mode, steps in (("progressive", 2), ("lossless", 3)):
+        assert np.array_equal(codec.decode(codec.encode(image, steps=steps, mode=mode, stored_fallback=False)), image)

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import CheckpointError
 
 NOISE_SCHEDULES = ("fixed_linear", "learned")
-_LATER_FIELDS = {"chain_scale_head": False}  # field -> the default a checkpoint without it means
+_LATER_FIELDS = {"chain_scale_head": False, "weight_bits": 0}  # field -> the default a checkpoint without it means
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ class ModelConfig:
     # A log-scale head for the error of the eps-based estimate, trained on the lossless
     # chain's step KL (train/losses.py chain_loss): the lossless coder's reverse variance.
     chain_scale_head: bool = False
+    # 0: a float network (the exact network rounds its weights to 16 bits); 8: trained
+    # quantization-aware for 8-bit weights and 16-bit inputs, which the exact network computes
+    # with float32 products (network.QuantizedConv2d, exact_network).
+    weight_bits: int = 0
 
     def __post_init__(self) -> None:
         if self.schedule not in NOISE_SCHEDULES:
@@ -48,6 +52,8 @@ class ModelConfig:
             raise ValueError("level_channels must be positive widths")
         if self.blocks_per_level < 1 or self.image_channels < 1 or self.patch_size < 1:
             raise ValueError("blocks_per_level, image_channels and patch_size must be at least 1")
+        if self.weight_bits not in (0, 8):
+            raise ValueError("weight_bits must be 0 (float) or 8")
         if self.chain_scale_head and not self.progressive_heads:
             raise ValueError("chain_scale_head needs progressive_heads")
 

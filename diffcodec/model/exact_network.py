@@ -16,6 +16,9 @@ this reason):
   are channels-last, a convolution is a sum of per-tap (pixels, in) x (in, out) float64
   matrix products on slices of the padded image, layers reading one input share one
   product, and an upsampler convolves the small image phase by phase.
+* A quantization-aware layer (a model trained with ``weight_bits``) reads its input as 16-bit
+  integers on its own power-of-two grid and has 8-bit integer weights times a step per
+  output channel: the integer sums are exact the same way, then scaled (:class:`_Layer`).
 * ChannelNorm sums grid values and their squares (exact), then divides and takes one square
   root (correctly rounded IEEE operations, elementwise, in a fixed order).
 * SiLU is a table on the activation grid; the Fourier features are tables indexed by the
@@ -36,7 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from . import exact
-from .network import UNet
+from .network import INPUT_LIMIT, UNCALIBRATED, QuantizedConv2d, UNet, weight_scales
 
 WEIGHT_BITS = 16
 ACT_FRACTION_BITS = 12
@@ -76,12 +79,28 @@ def _silu_table() -> np.ndarray:
 class _Layer:
     """A convolution or linear layer's rounded weights (float64) and bias, applied to
     channels-last activations: a convolution is a sum over its taps of (pixels, in) x (in,
-    out) matrix products, which BLAS runs fast in float64 and which are exact in any order."""
+    out) matrix products, which BLAS runs fast in float64 and which are exact in any order.
+
+    A quantization-aware convolution (network.QuantizedConv2d) computes what it trained:
+    its weights are 8-bit integers k times a step per output channel, and it reads its
+    input as 16-bit integers q on its own power-of-two grid 2^e (rounding half to even, then
+    clamping). The sum of q k (below 2^33) is exact in float64 in any order; times the
+    channel's step 2^e (one rounding), plus the bias (another), is the output."""
 
     def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
-        weight = round_weight(module.weight).to(device)
         self.bias = module.bias.detach().to(torch.float64).to(device)
         self.stride = getattr(module, "stride", (1,))[0]
+        self.exponent = None  # the input grid's exponent e of a quantization-aware layer
+        if isinstance(module, QuantizedConv2d):
+            weight = module.weight.detach().float().cpu()
+            step = weight_scales(weight, module.weight_bits)  # IEEE division: the same everywhere
+            weight = torch.round(weight / step).double().to(device)
+            self.exponent = int(module.input_exponent)
+            if self.exponent == UNCALIBRATED:
+                raise ValueError("a quantization-aware layer without a calibrated input grid")
+            self.factor = (step.reshape(-1).double() * 2.0**self.exponent).to(device)  # exact: a power of two
+        else:
+            weight = round_weight(module.weight).to(device)
         if weight.ndim == 4:  # (out, in, k, k) -> one (in, out) matrix per tap, row-major taps
             self.kernel = weight.shape[-1]
             self.taps = weight.permute(2, 3, 1, 0).reshape(self.kernel**2, weight.shape[1], -1).contiguous()
@@ -91,6 +110,7 @@ class _Layer:
     def conv(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of x (H, W, C), which must lie on an activation grid (every
         caller's input does by construction: tests/test_portability.py checks it)."""
+        x = self._input(x)
         height, width, channels = x.shape
         if self.kernel == 1:
             out = (x.reshape(-1, channels) @ self.taps[0]).view(height, width, -1)
@@ -98,7 +118,19 @@ class _Layer:
             out = self._same(x)
         else:
             out = self._strided(x)
-        return out + self.bias
+        return self._output(out)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """A quantization-aware layer's input as its integers q (scaling by a power of two and
+        rounding are exact); any other layer's as it is."""
+        if self.exponent is None:
+            return x
+        return torch.clamp(torch.round(x * 2.0**-self.exponent), -INPUT_LIMIT, INPUT_LIMIT)
+
+    def _output(self, sums: torch.Tensor) -> torch.Tensor:
+        if self.exponent is None:
+            return sums + self.bias
+        return sums * self.factor + self.bias  # two roundings, in this order
 
     def _same(self, x: torch.Tensor) -> torch.Tensor:
         """A 3x3 'same' convolution without copying shifted inputs: in the zero-padded image
@@ -134,9 +166,16 @@ class _Layer:
     @classmethod
     def stacked(cls, layers: list[_Layer]) -> _Layer:
         """Convolutions of one input as one layer (their outputs side by side, split by
-        ``widths``): one wider product instead of several narrow ones, the same sums."""
+        ``widths``): one wider product instead of several narrow ones, the same sums.
+        Quantization-aware layers stack when they read the same grid (layers calibrated on one
+        input do)."""
         stack = cls.__new__(cls)
         stack.kernel, stack.stride = layers[0].kernel, layers[0].stride
+        stack.exponent = layers[0].exponent
+        if any(layer.exponent != stack.exponent for layer in layers):
+            raise ValueError("stacked layers must read the same input grid")
+        if stack.exponent is not None:
+            stack.factor = torch.cat([layer.factor for layer in layers])
         stack.taps = torch.cat([layer.taps for layer in layers], dim=-1)
         stack.bias = torch.cat([layer.bias for layer in layers])
         stack.widths = [layer.bias.numel() for layer in layers]
@@ -156,6 +195,7 @@ class _Upsampler(_Layer):
         and y (i = 0) or y and y + 1 (i = 1), and the same for columns, so each of the four
         phases is a 2x2 convolution of x with taps summed in pairs (integers on the
         weights' grid, so the sums are the same ones, exactly)."""
+        x = self._input(x)
         height, width, channels = x.shape
         row = width + 2
         flat = F.pad(x, (0, 0, 1, 1, 1, 2)).view(-1, channels)
@@ -171,7 +211,7 @@ class _Upsampler(_Layer):
                         out = flat[start : start + length] @ tap if out is None else out.addmm_(flat[start : start + length], tap)
                 phases.append(out.view(height, row, -1)[:, :width])
         out = torch.stack(phases).view(2, 2, height, width, -1).permute(2, 0, 3, 1, 4)
-        return out.reshape(2 * height, 2 * width, -1) + self.bias
+        return self._output(out.reshape(2 * height, 2 * width, -1))
 
     def _phase_taps(self) -> torch.Tensor:
         """(2, 2, 2, 2, in, out): for phase (i, j), the summed taps reading source offsets

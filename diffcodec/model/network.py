@@ -8,11 +8,16 @@ Design choices, each for the codec's sake:
   training crop, a full image, or a tile of one.
 * Inputs of any size are padded (edge replication) to a multiple of the U-Net stride and
   the output is cropped back.
+* With ``weight_bits`` set, every convolution after the stem trains for the exact network's
+  integer arithmetic (quantization-aware, straight-through): the weights it will have and the
+  inputs it will read (:class:`QuantizedConv2d`).
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
+from typing import Callable
 
 import torch
 from torch import nn
@@ -55,6 +60,67 @@ class ChannelNorm(nn.Module):
         return y.permute(0, 3, 1, 2)
 
 
+# Quantization-aware layers read their inputs as INPUT_BITS-bit integers times a power of two.
+INPUT_BITS = 16
+INPUT_LIMIT = 2 ** (INPUT_BITS - 1) - 1
+UNCALIBRATED = 1 << 10  # an input_exponent no calibrated layer has: such a layer reads its input as it is
+
+
+def _straight_through(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
+    """rounded in the forward pass, the identity's gradient in the backward pass."""
+    return x + (rounded - x).detach()
+
+
+def weight_scales(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Each output channel's step: its largest |weight| maps to 2^(bits-1) - 1."""
+    peak = weight.detach().reshape(weight.shape[0], -1).abs().amax(dim=1)
+    steps = torch.where(peak > 0, peak, torch.ones_like(peak)) / (2 ** (bits - 1) - 1)
+    return steps.view(-1, *([1] * (weight.ndim - 1)))
+
+
+class QuantizedConv2d(nn.Conv2d):
+    """A convolution trained for the exact network's arithmetic: weights rounded to ``bits``
+    bits per output channel, inputs to INPUT_BITS-bit integers on a fixed power-of-two grid
+    (2^input_exponent, fixed once from training inputs by :func:`calibrate_inputs`), both with
+    straight-through gradients. The exact network computes the same layer in integers."""
+
+    def __init__(self, *args, weight_bits: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.weight_bits = weight_bits
+        self.register_buffer("input_exponent", torch.tensor(UNCALIBRATED, dtype=torch.int64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):  # 16-bit inputs do not fit bf16
+            x = x.float()
+            step = weight_scales(self.weight, self.weight_bits)
+            weight = _straight_through(self.weight, torch.round(self.weight / step) * step)
+            exponent = int(self.input_exponent)
+            if exponent != UNCALIBRATED:
+                grid = 2.0**exponent
+                x = _straight_through(x, torch.clamp(torch.round(x / grid), -INPUT_LIMIT, INPUT_LIMIT) * grid)
+            return self._conv_forward(x, weight, self.bias)
+
+
+@torch.no_grad()
+def calibrate_inputs(network: nn.Module, run: Callable[[], None]) -> None:
+    """Fix every uncalibrated quantized layer's input grid: the finest power of two whose
+    INPUT_BITS-bit range holds the largest input the layer saw while ``run`` ran the network."""
+    layers = [m for m in network.modules() if isinstance(m, QuantizedConv2d) and int(m.input_exponent) == UNCALIBRATED]
+    peaks = {m: 0.0 for m in layers}
+
+    def record(module, inputs):
+        peaks[module] = max(peaks[module], float(inputs[0].detach().abs().max()))
+
+    hooks = [m.register_forward_pre_hook(record) for m in layers]
+    try:
+        run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for module, peak in peaks.items():
+        module.input_exponent.fill_(math.ceil(math.log2(max(peak, 2.0**-30) / INPUT_LIMIT)))
+
+
 def gamma_embedding(gamma: torch.Tensor, dim: int, gamma_min: float, gamma_max: float) -> torch.Tensor:
     """Sinusoidal embedding of gamma rescaled to [0, 1000], as VDM embeds time."""
     position = (gamma - gamma_min) / (gamma_max - gamma_min) * 1000.0
@@ -67,16 +133,16 @@ def gamma_embedding(gamma: torch.Tensor, dim: int, gamma_min: float, gamma_max: 
 class ResBlock(nn.Module):
     """Norm -> SiLU -> conv, FiLM from the time embedding, norm -> SiLU -> conv, + skip."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, conv: Callable[..., nn.Conv2d] = nn.Conv2d) -> None:
         super().__init__()
         self.norm1 = ChannelNorm(in_ch)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv1 = conv(in_ch, out_ch, 3, padding=1)
         self.film = nn.Linear(emb_dim, 2 * out_ch)
         self.norm2 = ChannelNorm(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.conv2 = conv(out_ch, out_ch, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.skip = conv(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -90,12 +156,12 @@ class ResBlock(nn.Module):
 SCALE_HEAD_INIT = math.log(0.05)
 
 
-def _head(width: int, out_ch: int, bias: float) -> nn.Sequential:
+def _head(width: int, out_ch: int, bias: float, conv: Callable[..., nn.Conv2d]) -> nn.Sequential:
     """Two conv layers on the trunk's last features; starts out predicting ``bias``."""
-    last = nn.Conv2d(width, out_ch, 3, padding=1)
+    last = conv(width, out_ch, 3, padding=1)
     nn.init.zeros_(last.weight)
     nn.init.constant_(last.bias, bias)
-    return nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.SiLU(), last)
+    return nn.Sequential(conv(width, width, 3, padding=1), nn.SiLU(), last)
 
 
 class UNet(nn.Module):
@@ -112,6 +178,8 @@ class UNet(nn.Module):
         c = config.image_channels
         widths = config.level_channels
         emb_dim = config.time_embedding_dim
+        # every convolution after the stem (which reads the Fourier features on a finer grid)
+        conv = partial(QuantizedConv2d, weight_bits=config.weight_bits) if config.weight_bits else nn.Conv2d
         self.fourier = FourierFeatures(config.fourier_exponents)
         in_ch = c * (1 + 2 * len(config.fourier_exponents)) * config.patch_size**2
         self.embed = nn.Sequential(
@@ -125,39 +193,39 @@ class UNet(nn.Module):
         for level, width in enumerate(widths):
             blocks = nn.ModuleList()
             for _ in range(config.blocks_per_level):
-                blocks.append(ResBlock(prev, width, emb_dim))
+                blocks.append(ResBlock(prev, width, emb_dim, conv))
                 prev = width
             self.down_blocks.append(blocks)
             if level < len(widths) - 1:
-                self.downsamplers.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
+                self.downsamplers.append(conv(width, width, 3, stride=2, padding=1))
 
-        self.mid = ResBlock(prev, prev, emb_dim)
+        self.mid = ResBlock(prev, prev, emb_dim, conv)
 
         self.up_blocks = nn.ModuleList()
         self.upsamplers = nn.ModuleList()
         for level in reversed(range(len(widths))):
             width = widths[level]
-            blocks = nn.ModuleList([ResBlock(prev + width, width, emb_dim)])
+            blocks = nn.ModuleList([ResBlock(prev + width, width, emb_dim, conv)])
             for _ in range(config.blocks_per_level - 1):
-                blocks.append(ResBlock(width, width, emb_dim))
+                blocks.append(ResBlock(width, width, emb_dim, conv))
             prev = width
             self.up_blocks.append(blocks)
             if level > 0:
-                self.upsamplers.append(nn.Conv2d(width, widths[level - 1], 3, padding=1))
+                self.upsamplers.append(conv(width, widths[level - 1], 3, padding=1))
                 prev = widths[level - 1]
 
         self.out_norm = ChannelNorm(prev)
         out_ch = c * config.patch_size**2
-        self.out = nn.Conv2d(prev, out_ch, 3, padding=1)
+        self.out = conv(prev, out_ch, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         if config.progressive_heads:
             # Separate heads, so a model trained without them can be extended and the heads
             # trained on their own (the eps-prediction, the lossless model, stays as it was).
-            self.image_out = _head(prev, out_ch, 0.0)
-            self.scale_out = _head(prev, out_ch, SCALE_HEAD_INIT)
+            self.image_out = _head(prev, out_ch, 0.0, conv)
+            self.scale_out = _head(prev, out_ch, SCALE_HEAD_INIT, conv)
         if config.chain_scale_head:
-            self.chain_scale_out = _head(prev, out_ch, SCALE_HEAD_INIT)
+            self.chain_scale_out = _head(prev, out_ch, SCALE_HEAD_INIT, conv)
 
     def features(self, z: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """The trunk: last feature map (padded, at patch resolution) both heads read."""

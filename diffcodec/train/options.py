@@ -43,6 +43,7 @@ class TrainOptions:
     elbo_weight: float = 0.0  # with "chain": plus this times the continuous NELBO (keeps the bound while tuning)
     init: str | None = None  # start from this checkpoint's weights
     train_trunk: bool = False  # with "uq": also train the trunk (otherwise only the heads)
+    weight_bits: int = 0  # 8: train quantization-aware for the exact network's 8-bit weights (ModelConfig)
     batch_size: int = 8
     crop: int = 64
     lr: float = 5e-4
@@ -72,6 +73,8 @@ class TrainOptions:
         objectives, the chain scale head with chain)."""
         values = {"progressive_heads": self.objective in ("uq", "chain"),
                   "chain_scale_head": self.objective == "chain", **self.model}
+        if self.weight_bits:
+            values["weight_bits"] = self.weight_bits
         try:
             return ModelConfig.from_dict(values)
         except DiffcodecError as exc:

@@ -32,6 +32,7 @@ from ..errors import CheckpointError, DiffcodecError
 from ..images import SkipHandler, load_folder_images
 from ..model import DiffusionModel, ModelConfig
 from ..model.checkpoint import atomic_save, load_model, read_torch_file, save_model
+from ..model.network import calibrate_inputs
 from .data import CropSampler, center_crop
 from ..model.time_grid import grid_fractions
 from .evaluation import chain_validation, mean_nelbo, progressive_code_length
@@ -40,6 +41,7 @@ from .options import OPTIONS_FILE, TrainOptions
 
 STATE_FORMAT = "diffcodec-train-state"
 HEAD_PREFIXES = ("network.image_out.", "network.scale_out.", "network.chain_scale_out.")
+CALIBRATION_BATCHES = 8  # training batches that fix a quantization-aware model's input grids
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -140,14 +142,16 @@ class Trainer:
         else:
             torch.manual_seed(options.seed)
             self.model = self._initial_model(options.model_config()).to(device)
-            self.ema = EMA(self.model, options.ema_decay)
-            self.optimizer = torch.optim.Adam(self._trained_parameters(), lr=options.lr)
-        self.model.use_bf16 = options.bf16 and device.type == "cuda"
         self.chain_times = None
         if options.objective == "chain":
             if options.chain_times is None:  # fixed when the run starts: the --init model's grid
                 options.chain_times = grid_fractions(getattr(self.model, "metadata", {}), options.chain_steps)
             self.chain_times = torch.tensor(options.chain_times, dtype=torch.float32)
+        if not options.resume:
+            self._calibrate()
+            self.ema = EMA(self.model, options.ema_decay)
+            self.optimizer = torch.optim.Adam(self._trained_parameters(), lr=options.lr)
+        self.model.use_bf16 = options.bf16 and device.type == "cuda"
         self.train_model: nn.Module = Objective(self.model, options.objective, options.variance_schedule,
                                                 options.train_trunk, self.chain_times, options.elbo_weight)
         if self.world > 1:
@@ -162,9 +166,11 @@ class Trainer:
         chain = self.options.objective == "chain"
         wanted = dataclasses.replace(
             base.config, progressive_heads=base.config.progressive_heads or self.options.objective in ("uq", "chain"),
-            chain_scale_head=base.config.chain_scale_head or chain)
+            chain_scale_head=base.config.chain_scale_head or chain,
+            weight_bits=self.options.weight_bits or base.config.weight_bits)
         model = DiffusionModel(wanted)
         missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+        missing = [name for name in missing if not name.endswith(".input_exponent")]  # calibrated below
         if unexpected or any(not name.startswith(HEAD_PREFIXES) for name in missing):
             raise CheckpointError(f"{self.options.init} does not fit the model being trained")
         if chain and not base.config.chain_scale_head and base.config.progressive_heads:
@@ -173,6 +179,21 @@ class Trainer:
         model.metadata = base.metadata  # its grids, for the chain objective
         self.log(f"initialised from {self.options.init}" + (" (new heads)" if missing else ""))
         return model
+
+    def _calibrate(self) -> None:
+        """A quantization-aware model's input grids, fixed once from training batches run
+        through the objective (the inputs each layer sees in training)."""
+        if not self.model.config.weight_bits:
+            return
+        objective = Objective(self.model, self.options.objective, False, self.options.train_trunk,
+                              self.chain_times, self.options.elbo_weight)
+        generator = torch.Generator().manual_seed(self.options.seed)
+
+        def run() -> None:
+            for _ in range(CALIBRATION_BATCHES):
+                objective(self.sampler.sample(self.options.batch_size).to(self.device), generator=generator)
+
+        calibrate_inputs(self.model.network, run)
 
     def _trained_parameters(self) -> list:
         """With the progressive objective and a frozen trunk, only the progressive heads train."""
