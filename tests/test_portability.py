@@ -245,11 +245,20 @@ def _quantized_conv(in_channels, out_channels, kernel, generator, exponent=-9, *
     return conv
 
 
-def test_quantized_layers_take_the_exact_integer_sums():
-    """A quantization-aware layer's float64 products give exactly the integer sums of its
-    16-bit inputs and 8-bit weights, times the channel's step, plus the bias, in every layout
-    (same, strided, 1x1, upsampling, stacked), and stack only with layers on its grid."""
+@pytest.mark.parametrize("kernel", ["off", "plain", "auto"])
+def test_quantized_layers_take_the_exact_integer_sums(kernel, monkeypatch):
+    """A quantization-aware layer's sums, from float64 products (kernel off) or from the
+    compiled loop (its plain C path, or AVX2 where the CPU has it), are exactly the integer
+    sums of its 16-bit inputs and 8-bit weights, times the channel's step, plus the bias, in
+    every layout (same, strided, 1x1, upsampling, stacked), and it stacks only with layers on
+    its grid."""
     import torch
+
+    from diffcodec.model import int_kernel
+
+    if kernel != "off" and int_kernel.library() is None:
+        pytest.skip("no C compiler here: the float64 products run instead")
+    monkeypatch.setenv("DIFFCODEC_KERNEL", kernel)
     from torch.nn import functional as F
 
     from diffcodec.model import exact_network as en
@@ -271,6 +280,7 @@ def test_quantized_layers_take_the_exact_integer_sums():
 
     same, strided = _quantized_conv(5, 4, 3, generator), _quantized_conv(5, 3, 3, generator, stride=2)
     pointwise, other_grid = _quantized_conv(5, 2, 1, generator), _quantized_conv(5, 2, 3, generator, exponent=-7)
+    assert en._Layer(same, x.device)._compiled(x) == (kernel != "off")
     assert torch.equal(en._Layer(same, x.device).conv(x), reference(same, x))
     assert torch.equal(en._Layer(strided, x.device).conv(x), reference(strided, x, stride=2))
     assert torch.equal(en._Layer(pointwise, x.device).conv(x), reference(pointwise, x))
@@ -304,3 +314,51 @@ def test_quantized_exact_network_computes_what_it_trained():
     exact = ExactNetwork(model.network)(z, -2.0)
     for ref, out in zip(reference, exact):
         assert float((ref.double() - out).abs().max()) < 1e-2 * max(1.0, float(ref.abs().max()))
+
+
+def test_the_compiled_loop_changes_no_bit(monkeypatch):
+    """A quantization-aware network's outputs with the compiled loop (AVX2 and plain paths,
+    one and two threads) are bit for bit those of the float64 products."""
+    import torch
+
+    from diffcodec.model import int_kernel
+    from diffcodec.model.exact_network import ExactNetwork
+    from diffcodec.model.network import calibrate_inputs
+
+    if int_kernel.library() is None:
+        pytest.skip("no C compiler here: the float64 products run instead")
+    model = randomize_output(DiffusionModel(tiny_config(progressive_heads=True, chain_scale_head=True,
+                                                        patch_size=2, weight_bits=8)), seed=6)
+    z = torch.randn(1, 3, 36, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    calibrate_inputs(model.network, lambda: model.network(z.float(), torch.tensor([1.0])))
+    network = ExactNetwork(model.network)
+    monkeypatch.setenv("DIFFCODEC_KERNEL", "off")
+    reference = network(z, 1.0)
+    threads = torch.get_num_threads()
+    try:
+        for setting, count in (("auto", 1), ("auto", 2), ("plain", 2)):
+            monkeypatch.setenv("DIFFCODEC_KERNEL", setting)
+            torch.set_num_threads(count)
+            assert all(torch.equal(a, b) for a, b in zip(network(z, 1.0), reference)), (setting, count)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_without_a_compiler_the_float64_products_run(tmp_path, monkeypatch):
+    """No C compiler: the loop is not built, quantization-aware layers take the float64
+    products (the same sums); a tap outside the rows is refused before the C loop runs."""
+    import torch
+
+    from diffcodec.model import int_kernel
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    int_kernel.library.cache_clear()
+    try:
+        assert int_kernel.library() is None and not int_kernel.available()
+    finally:
+        int_kernel.library.cache_clear()
+    if int_kernel.library() is not None:
+        packed = int_kernel.pack(torch.ones(1, 2, 3))
+        with pytest.raises(IndexError):
+            int_kernel.tap_products(torch.ones(4, 2), torch.arange(4), [1], packed, 3)

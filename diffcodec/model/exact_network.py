@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import exact
+from . import exact, int_kernel
 from .network import INPUT_LIMIT, UNCALIBRATED, QuantizedConv2d, UNet, weight_scales
 
 WEIGHT_BITS = 16
@@ -112,7 +112,9 @@ class _Layer:
         caller's input does by construction: tests/test_portability.py checks it)."""
         x = self._input(x)
         height, width, channels = x.shape
-        if self.kernel == 1:
+        if self._compiled(x):
+            out = self._compiled_sums(x)
+        elif self.kernel == 1:
             out = (x.reshape(-1, channels) @ self.taps[0]).view(height, width, -1)
         elif self.stride == 1:
             out = self._same(x)
@@ -126,6 +128,41 @@ class _Layer:
         if self.exponent is None:
             return x
         return torch.clamp(torch.round(x * 2.0**-self.exponent), -INPUT_LIMIT, INPUT_LIMIT)
+
+    def _compiled(self, x: torch.Tensor) -> bool:
+        """Whether this layer's integer sums run in the compiled loop (int_kernel.py): a
+        quantization-aware layer on the CPU, where the loop could be built."""
+        return self.exponent is not None and x.device.type == "cpu" and int_kernel.available()
+
+    def _packed(self, key: str = "taps") -> torch.Tensor:
+        if not hasattr(self, "_packs"):
+            self._packs = {}
+        if key not in self._packs:
+            taps = getattr(self, key)
+            self._packs[key] = int_kernel.pack(taps.reshape(-1, *taps.shape[-2:]))
+        return self._packs[key]
+
+    def _compiled_sums(self, q: torch.Tensor) -> torch.Tensor:
+        """The sums of :meth:`conv` from the compiled loop: the same integers, the same layouts
+        (each tap a row offset into the padded image, channels last)."""
+        height, width, channels = q.shape
+        q = q.to(torch.int16)
+        outputs = self.taps.shape[-1]
+        if self.kernel == 1:
+            base = torch.arange(height * width)
+            return int_kernel.tap_products(q.view(-1, channels), base, [0], self._packed(), outputs).view(height, width, -1)
+        if self.stride == 1:
+            row = width + 2
+            flat = F.pad(q, (0, 0, 1, 1, 1, 2)).view(-1, channels)
+            offsets = [(k // 3) * row + k % 3 for k in range(9)]
+            out = int_kernel.tap_products(flat, torch.arange(height * row), offsets, self._packed(), outputs)
+            return out.view(height, row, -1)[:, :width]
+        row = width + 2
+        padded = F.pad(q, (0, 0, 1, 1, 1, 1)).view(-1, channels)
+        out_h, out_w = height // 2, width // 2
+        base = (torch.arange(out_h).view(-1, 1) * 2 * row + torch.arange(out_w).view(1, -1) * 2).reshape(-1)
+        offsets = [(k // 3) * row + k % 3 for k in range(9)]
+        return int_kernel.tap_products(padded, base, offsets, self._packed(), outputs).view(out_h, out_w, -1)
 
     def _output(self, sums: torch.Tensor) -> torch.Tensor:
         if self.exponent is None:
@@ -198,11 +235,20 @@ class _Upsampler(_Layer):
         x = self._input(x)
         height, width, channels = x.shape
         row = width + 2
+        compiled = self._compiled(x)
+        if compiled:
+            x = x.to(torch.int16)
         flat = F.pad(x, (0, 0, 1, 1, 1, 2)).view(-1, channels)
         length = height * row
         phases = []
         for i in range(2):
             for j in range(2):
+                if compiled:
+                    offsets = [(i + a) * row + j + b for a in range(2) for b in range(2)]
+                    packed = self._packed("phase_taps")[4 * (2 * i + j) : 4 * (2 * i + j + 1)]
+                    out = int_kernel.tap_products(flat, torch.arange(length), offsets, packed, self.taps.shape[-1])
+                    phases.append(out.view(height, row, -1)[:, :width])
+                    continue
                 out = None
                 for a in range(2):
                     for b in range(2):

@@ -1,0 +1,111 @@
+/* Integer tap products for the exact network's quantization-aware layers.
+
+   out[r][n] = sum over taps t and input channels c of in[base[r] + offset[t]][c] * w[t][c][n]
+
+   in: 16-bit integers (rows x cin, cin even), w: 16-bit integers packed in pairs along c,
+   (taps, cin / 2, n_pad, 2) with n_pad a multiple of 16; out: float64, rows x n_pad. Every
+   product and partial sum is an integer: the caller passes ``chunk``, how many pairs of
+   products stay below 2^31 in 32 bits (for |in| < 2^15 and 8-bit weights, 258; an
+   upsampler's merged taps are larger), after which they move to 64-bit sums, written
+   exactly as float64 (below 2^53).
+   Integer sums do not depend on their order, so the AVX2 path and the plain C path give
+   the same numbers, on every machine and with any number of threads. */
+#include <stdint.h>
+#include <string.h>
+
+#define ROWS 4    /* output rows per tile */
+#define COLS 16   /* output columns per tile */
+
+static void tile_plain(const int16_t *in, const int64_t *base, int64_t r0, int rows, const int64_t *offset,
+                       int taps, const int16_t *w, int cin, int64_t n_pad, int64_t j, double *out) {
+    int64_t acc[ROWS][COLS];
+    memset(acc, 0, sizeof acc);
+    int pairs = cin / 2;
+    for (int r = 0; r < rows; ++r) {
+        for (int t = 0; t < taps; ++t) {
+            const int16_t *a = in + (base[r0 + r] + offset[t]) * cin;
+            const int16_t *wt = w + (int64_t)t * pairs * n_pad * 2 + j * 2;
+            for (int p = 0; p < pairs; ++p) {
+                const int16_t *wp = wt + (int64_t)p * n_pad * 2;
+                for (int s = 0; s < COLS; ++s)
+                    acc[r][s] += (int32_t)a[2 * p] * wp[2 * s] + (int32_t)a[2 * p + 1] * wp[2 * s + 1];
+            }
+        }
+        for (int s = 0; s < COLS; ++s) out[(r0 + r) * n_pad + j + s] = (double)acc[r][s];
+    }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+__attribute__((target("avx2"))) static void tile_avx2(const int16_t *in, const int64_t *base, int64_t r0, int rows,
+                                                      const int64_t *offset, int taps, const int16_t *w, int cin,
+                                                      int64_t n_pad, int64_t j, double *out, int chunk) {
+    int64_t acc[ROWS][COLS];
+    memset(acc, 0, sizeof acc);
+    __m256i sum[ROWS][2];
+    for (int r = 0; r < ROWS; ++r) sum[r][0] = sum[r][1] = _mm256_setzero_si256();
+    int pairs = cin / 2, counted = 0;
+    int32_t spill[COLS];
+    for (int t = 0; t < taps; ++t) {
+        const int32_t *a[ROWS];
+        for (int r = 0; r < ROWS; ++r) /* a short tile repeats its first row, whose sums are dropped */
+            a[r] = (const int32_t *)(in + (base[r0 + (r < rows ? r : 0)] + offset[t]) * cin);
+        const int16_t *wt = w + (int64_t)t * pairs * n_pad * 2 + j * 2;
+        for (int p = 0; p < pairs; ++p) {
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)(wt + (int64_t)p * n_pad * 2));
+            __m256i w1 = _mm256_loadu_si256((const __m256i *)(wt + (int64_t)p * n_pad * 2 + 16));
+            for (int r = 0; r < ROWS; ++r) {
+                int32_t pair;
+                memcpy(&pair, a[r] + p, sizeof pair);
+                __m256i v = _mm256_set1_epi32(pair);
+                sum[r][0] = _mm256_add_epi32(sum[r][0], _mm256_madd_epi16(v, w0));
+                sum[r][1] = _mm256_add_epi32(sum[r][1], _mm256_madd_epi16(v, w1));
+            }
+            if (++counted == chunk) {
+                for (int r = 0; r < ROWS; ++r) {
+                    _mm256_storeu_si256((__m256i *)spill, sum[r][0]);
+                    _mm256_storeu_si256((__m256i *)(spill + 8), sum[r][1]);
+                    for (int s = 0; s < COLS; ++s) acc[r][s] += spill[s];
+                    sum[r][0] = sum[r][1] = _mm256_setzero_si256();
+                }
+                counted = 0;
+            }
+        }
+    }
+    for (int r = 0; r < rows; ++r) {
+        _mm256_storeu_si256((__m256i *)spill, sum[r][0]);
+        _mm256_storeu_si256((__m256i *)(spill + 8), sum[r][1]);
+        for (int s = 0; s < COLS; ++s) out[(r0 + r) * n_pad + j + s] = (double)(acc[r][s] + spill[s]);
+    }
+}
+#endif
+
+/* path: 0 plain C, 1 AVX2 where the CPU has it (else plain); returns the path taken. */
+int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t *offset, int taps,
+            const int16_t *w, int cin, int64_t n_pad, double *out, int chunk, int threads, int path) {
+#ifdef HAVE_AVX2_PATH
+    int avx2 = path == 1 && __builtin_cpu_supports("avx2");
+#else
+    int avx2 = 0;
+#endif
+    int64_t tiles = (rows + ROWS - 1) / ROWS;
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+    for (int64_t i = 0; i < tiles; ++i) {
+        int64_t r0 = i * ROWS;
+        int count = (int)(rows - r0 < ROWS ? rows - r0 : ROWS);
+        for (int64_t j = 0; j < n_pad; j += COLS) {
+#ifdef HAVE_AVX2_PATH
+            if (avx2) {
+                tile_avx2(in, base, r0, count, offset, taps, w, cin, n_pad, j, out, chunk);
+                continue;
+            }
+#endif
+            tile_plain(in, base, r0, count, offset, taps, w, cin, n_pad, j, out);
+        }
+    }
+    return avx2;
+}
