@@ -110,11 +110,11 @@ class _Layer:
     def conv(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of x (H, W, C), which must lie on an activation grid (every
         caller's input does by construction: tests/test_portability.py checks it)."""
+        if self._compiled(x):
+            return self._compiled_conv(x)
         x = self._input(x)
         height, width, channels = x.shape
-        if self._compiled(x):
-            out = self._compiled_sums(x)
-        elif self.kernel == 1:
+        if self.kernel == 1:
             out = (x.reshape(-1, channels) @ self.taps[0]).view(height, width, -1)
         elif self.stride == 1:
             out = self._same(x)
@@ -142,27 +142,26 @@ class _Layer:
             self._packs[key] = int_kernel.pack(taps.reshape(-1, *taps.shape[-2:]))
         return self._packs[key]
 
-    def _compiled_sums(self, q: torch.Tensor) -> torch.Tensor:
-        """The sums of :meth:`conv` from the compiled loop: the same integers, the same layouts
-        (each tap a row offset into the padded image, channels last)."""
-        height, width, channels = q.shape
-        q = q.to(torch.int16)
-        outputs = self.taps.shape[-1]
+    def _compiled_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`conv` in the compiled loop: the same integers, sums and roundings, in the same
+        layouts (each tap a row offset into the padded image, channels last)."""
+        height, width, channels = x.shape
+        outputs, scaled = self.taps.shape[-1], dict(factor=self.factor, bias=self.bias)
         if self.kernel == 1:
-            base = torch.arange(height * width)
-            return int_kernel.tap_products(q.view(-1, channels), base, [0], self._packed(), outputs).view(height, width, -1)
-        if self.stride == 1:
-            row = width + 2
-            flat = F.pad(q, (0, 0, 1, 1, 1, 2)).view(-1, channels)
-            offsets = [(k // 3) * row + k % 3 for k in range(9)]
-            out = int_kernel.tap_products(flat, torch.arange(height * row), offsets, self._packed(), outputs)
-            return out.view(height, row, -1)[:, :width]
+            q = int_kernel.to_int16(x, self.exponent).view(-1, channels)
+            out = int_kernel.tap_products(q, torch.arange(height * width), [0], self._packed(), outputs, **scaled)
+            return out.view(height, width, -1)
         row = width + 2
-        padded = F.pad(q, (0, 0, 1, 1, 1, 1)).view(-1, channels)
+        offsets = [(k // 3) * row + k % 3 for k in range(9)]
+        if self.stride == 1:
+            flat = int_kernel.to_int16(x, self.exponent, (1, 2, 1, 1)).view(-1, channels)
+            out = int_kernel.tap_products(flat, torch.arange(height * row), offsets, self._packed(), outputs, **scaled)
+            return out.view(height, row, -1)[:, :width]
+        padded = int_kernel.to_int16(x, self.exponent, (1, 1, 1, 1)).view(-1, channels)
         out_h, out_w = height // 2, width // 2
         base = (torch.arange(out_h).view(-1, 1) * 2 * row + torch.arange(out_w).view(1, -1) * 2).reshape(-1)
-        offsets = [(k // 3) * row + k % 3 for k in range(9)]
-        return int_kernel.tap_products(padded, base, offsets, self._packed(), outputs).view(out_h, out_w, -1)
+        out = int_kernel.tap_products(padded, base, offsets, self._packed(), outputs, **scaled)
+        return out.view(out_h, out_w, -1)
 
     def _output(self, sums: torch.Tensor) -> torch.Tensor:
         if self.exponent is None:
@@ -232,21 +231,22 @@ class _Upsampler(_Layer):
         and y (i = 0) or y and y + 1 (i = 1), and the same for columns, so each of the four
         phases is a 2x2 convolution of x with taps summed in pairs (integers on the
         weights' grid, so the sums are the same ones, exactly)."""
-        x = self._input(x)
+        compiled = self._compiled(x)
         height, width, channels = x.shape
         row = width + 2
-        compiled = self._compiled(x)
         if compiled:
-            x = x.to(torch.int16)
-        flat = F.pad(x, (0, 0, 1, 1, 1, 2)).view(-1, channels)
+            flat = int_kernel.to_int16(x, self.exponent, (1, 2, 1, 1)).view(-1, channels)
+        else:
+            flat = F.pad(self._input(x), (0, 0, 1, 1, 1, 2)).view(-1, channels)
         length = height * row
         phases = []
         for i in range(2):
             for j in range(2):
-                if compiled:
+                if compiled:  # the sums scaled and biased in the loop
                     offsets = [(i + a) * row + j + b for a in range(2) for b in range(2)]
                     packed = self._packed("phase_taps")[4 * (2 * i + j) : 4 * (2 * i + j + 1)]
-                    out = int_kernel.tap_products(flat, torch.arange(length), offsets, packed, self.taps.shape[-1])
+                    out = int_kernel.tap_products(flat, torch.arange(length), offsets, packed, self.taps.shape[-1],
+                                                  self.factor, self.bias)
                     phases.append(out.view(height, row, -1)[:, :width])
                     continue
                 out = None
@@ -256,8 +256,8 @@ class _Upsampler(_Layer):
                         tap = self.phase_taps[i, j, a, b]
                         out = flat[start : start + length] @ tap if out is None else out.addmm_(flat[start : start + length], tap)
                 phases.append(out.view(height, row, -1)[:, :width])
-        out = torch.stack(phases).view(2, 2, height, width, -1).permute(2, 0, 3, 1, 4)
-        return self._output(out.reshape(2 * height, 2 * width, -1))
+        out = torch.stack(phases).view(2, 2, height, width, -1).permute(2, 0, 3, 1, 4).reshape(2 * height, 2 * width, -1)
+        return out if compiled else self._output(out)
 
     def _phase_taps(self) -> torch.Tensor:
         """(2, 2, 2, 2, in, out): for phase (i, j), the summed taps reading source offsets

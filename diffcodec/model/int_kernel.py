@@ -41,7 +41,7 @@ def _compile(target: Path) -> bool:
         built = Path(scratch) / target.name
         for extra in (["-fopenmp"], []):  # threads where OpenMP is there, else one thread
             # no contraction of a * b + c into one rounding, whatever the target's FMA
-            command = [compiler, "-O3", "-ffp-contract=off", "-shared", "-fPIC", *extra, str(SOURCE), "-o", str(built)]
+            command = [compiler, "-O3", "-ffp-contract=off", "-shared", "-fPIC", *extra, str(SOURCE), "-o", str(built), "-lm"]
             try:
                 done = subprocess.run(command, capture_output=True, timeout=120, check=False)
             except (OSError, subprocess.SubprocessError):
@@ -65,8 +65,10 @@ def library() -> ctypes.CDLL | None:
     except OSError:
         return None
     pointer, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.intconv.argtypes = [pointer, pointer, i64, pointer, i32, pointer, i32, i64, pointer, i32, i32, i32]
+    lib.intconv.argtypes = [pointer, pointer, i64, pointer, i32, pointer, i32, i64, pointer, i32, pointer, pointer, i32, i32]
     lib.intconv.restype = i32
+    lib.to_int16.argtypes = [pointer, i64, i64, i64, ctypes.c_double, pointer, i64, i64, i64, i32]
+    lib.to_int16.restype = None
     return lib
 
 
@@ -89,9 +91,24 @@ def pack(taps: torch.Tensor) -> torch.Tensor:
     return packed.view(count, packed.shape[1] // 2, 2, -1).permute(0, 1, 3, 2).contiguous()
 
 
+def to_int16(x: torch.Tensor, exponent: int, pad: tuple[int, int, int, int] = (0, 0, 0, 0)) -> torch.Tensor:
+    """x (H, W, C) float64 as a quantization-aware layer reads it: round(x 2^-exponent), half to
+    even, clamped to +-(2^15 - 1), as int16, inside zeros (pad: top, bottom, left, right rows
+    and columns). One pass in C; the same numbers as exact_network._Layer._input."""
+    height, width, channels = x.shape
+    top, bottom, left, right = pad
+    out = torch.zeros(height + top + bottom, width + left + right, channels, dtype=torch.int16)
+    x = x.contiguous()
+    library().to_int16(x.data_ptr(), height, width, channels, 2.0**-exponent, out.data_ptr(), out.shape[1], top, left,
+                       torch.get_num_threads())
+    return out
+
+
 def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], packed: torch.Tensor,
-                 outputs: int) -> torch.Tensor:
-    """sum over taps t of rows[base + offsets[t]] @ weights[t], exactly, as float64 (len(base), outputs).
+                 outputs: int, factor: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """sum over taps t of rows[base + offsets[t]] @ weights[t], exactly, as float64 (len(base),
+    outputs); with ``factor`` and ``bias`` (float64 per output), that sum times the factor plus
+    the bias, two roundings in this order.
 
     ``rows``: (N, in) integers |q| <= 2^15 - 1 (any dtype); ``base``: int64 row indices, every
     base + offset inside ``rows``. The loop keeps pairs of products in 32 bits for as many
@@ -111,6 +128,12 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
     pair = 2 * INPUT_LIMIT * max(1, int(packed.abs().max()))
     chunk = (2**31 - 1) // pair
     path = 0 if os.environ.get("DIFFCODEC_KERNEL") == "plain" else 1
+    scale = shift = None
+    if factor is not None:
+        scale = torch.zeros(width, dtype=torch.float64)
+        shift = torch.zeros(width, dtype=torch.float64)
+        scale[:outputs], shift[:outputs] = factor, bias
     lib.intconv(data.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets), packed.data_ptr(),
-                inputs, width, out.data_ptr(), chunk, torch.get_num_threads(), path)
+                inputs, width, out.data_ptr(), chunk, None if scale is None else scale.data_ptr(),
+                None if shift is None else shift.data_ptr(), torch.get_num_threads(), path)
     return out[:, :outputs] if width != outputs else out

@@ -12,12 +12,20 @@
    the same numbers, on every machine and with any number of threads. */
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 
 #define ROWS 4    /* output rows per tile */
 #define COLS 16   /* output columns per tile */
 
+/* a sum, exact as float64, times the channel's factor, plus its bias: two IEEE roundings in
+   this order (built with -ffp-contract=off, so never one fused multiply-add) */
+static inline double scaled(int64_t sum, const double *factor, const double *bias, int64_t n) {
+    return factor ? (double)sum * factor[n] + bias[n] : (double)sum;
+}
+
 static void tile_plain(const int16_t *in, const int64_t *base, int64_t r0, int rows, const int64_t *offset,
-                       int taps, const int16_t *w, int cin, int64_t n_pad, int64_t j, double *out) {
+                       int taps, const int16_t *w, int cin, int64_t n_pad, int64_t j, double *out,
+                       const double *factor, const double *bias) {
     int64_t acc[ROWS][COLS];
     memset(acc, 0, sizeof acc);
     int pairs = cin / 2;
@@ -31,7 +39,7 @@ static void tile_plain(const int16_t *in, const int64_t *base, int64_t r0, int r
                     acc[r][s] += (int32_t)a[2 * p] * wp[2 * s] + (int32_t)a[2 * p + 1] * wp[2 * s + 1];
             }
         }
-        for (int s = 0; s < COLS; ++s) out[(r0 + r) * n_pad + j + s] = (double)acc[r][s];
+        for (int s = 0; s < COLS; ++s) out[(r0 + r) * n_pad + j + s] = scaled(acc[r][s], factor, bias, j + s);
     }
 }
 
@@ -40,7 +48,8 @@ static void tile_plain(const int16_t *in, const int64_t *base, int64_t r0, int r
 #define HAVE_AVX2_PATH 1
 __attribute__((target("avx2"))) static void tile_avx2(const int16_t *in, const int64_t *base, int64_t r0, int rows,
                                                       const int64_t *offset, int taps, const int16_t *w, int cin,
-                                                      int64_t n_pad, int64_t j, double *out, int chunk) {
+                                                      int64_t n_pad, int64_t j, double *out, int chunk,
+                                                      const double *factor, const double *bias) {
     int64_t acc[ROWS][COLS];
     memset(acc, 0, sizeof acc);
     __m256i sum[ROWS][2];
@@ -76,14 +85,16 @@ __attribute__((target("avx2"))) static void tile_avx2(const int16_t *in, const i
     for (int r = 0; r < rows; ++r) {
         _mm256_storeu_si256((__m256i *)spill, sum[r][0]);
         _mm256_storeu_si256((__m256i *)(spill + 8), sum[r][1]);
-        for (int s = 0; s < COLS; ++s) out[(r0 + r) * n_pad + j + s] = (double)(acc[r][s] + spill[s]);
+        for (int s = 0; s < COLS; ++s) out[(r0 + r) * n_pad + j + s] = scaled(acc[r][s] + spill[s], factor, bias, j + s);
     }
 }
 #endif
 
-/* path: 0 plain C, 1 AVX2 where the CPU has it (else plain); returns the path taken. */
+/* path: 0 plain C, 1 AVX2 where the CPU has it (else plain); returns the path taken.
+   factor, bias: n_pad values each, or both NULL for the bare sums. */
 int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t *offset, int taps,
-            const int16_t *w, int cin, int64_t n_pad, double *out, int chunk, int threads, int path) {
+            const int16_t *w, int cin, int64_t n_pad, double *out, int chunk, const double *factor,
+            const double *bias, int threads, int path) {
 #ifdef HAVE_AVX2_PATH
     int avx2 = path == 1 && __builtin_cpu_supports("avx2");
 #else
@@ -100,12 +111,31 @@ int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t 
         for (int64_t j = 0; j < n_pad; j += COLS) {
 #ifdef HAVE_AVX2_PATH
             if (avx2) {
-                tile_avx2(in, base, r0, count, offset, taps, w, cin, n_pad, j, out, chunk);
+                tile_avx2(in, base, r0, count, offset, taps, w, cin, n_pad, j, out, chunk, factor, bias);
                 continue;
             }
 #endif
-            tile_plain(in, base, r0, count, offset, taps, w, cin, n_pad, j, out);
+            tile_plain(in, base, r0, count, offset, taps, w, cin, n_pad, j, out, factor, bias);
         }
     }
     return avx2;
+}
+
+/* x (h, w, c) float64 on any grid finer than 2^-e, times scale = 2^-e (exact), rounded half to
+   even (the default rounding mode), clamped to +-(2^15 - 1), into the int16 image out (rows
+   of out_w pixels) at row top, column left; the rest of out is left as it is (zeros). */
+void to_int16(const double *x, int64_t h, int64_t w, int64_t c, double scale, int16_t *out, int64_t out_w,
+              int64_t top, int64_t left, int threads) {
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+    for (int64_t y = 0; y < h; ++y) {
+        const double *row = x + y * w * c;
+        int16_t *dst = out + ((y + top) * out_w + left) * c;
+        for (int64_t i = 0; i < w * c; ++i) {
+            double v = nearbyint(row[i] * scale);
+            dst[i] = (int16_t)(v > 32767.0 ? 32767.0 : (v < -32767.0 ? -32767.0 : v));
+        }
+    }
 }
