@@ -155,6 +155,13 @@ def test_every_sum_of_the_exact_network_reads_grid_values(tiny_model, monkeypatc
     monkeypatch.setattr(en._Layer, "conv", checked(en._Layer.conv, en.FOURIER_FRACTION_BITS))
     monkeypatch.setattr(en._Upsampler, "conv", checked(en._Upsampler.conv, en.ACT_FRACTION_BITS))
     monkeypatch.setattr(en._Norm, "__call__", checked(en._Norm.__call__, en.ACT_FRACTION_BITS))
+    norm_silu = en.ExactNetwork.norm_silu
+
+    def checked_norm_silu(self, norm, x, film=None):  # the compiled norm's input
+        seen.append(en.on_grid(x, en.ACT_FRACTION_BITS))
+        return norm_silu(self, norm, x, film)
+
+    monkeypatch.setattr(en.ExactNetwork, "norm_silu", checked_norm_silu)
     model = DiffusionModel(tiny_config(progressive_heads=True, chain_scale_head=True, patch_size=2))
     randomize_output(model)
     z = 3 * torch.randn(1, 3, 19, 22, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -316,9 +323,11 @@ def test_quantized_exact_network_computes_what_it_trained():
         assert float((ref.double() - out).abs().max()) < 1e-2 * max(1.0, float(ref.abs().max()))
 
 
-def test_the_compiled_loop_changes_no_bit(monkeypatch):
-    """A quantization-aware network's outputs with the compiled loop (AVX2 and plain paths,
-    one and two threads) are bit for bit those of the float64 products."""
+@pytest.mark.parametrize("weight_bits", [0, 8])
+def test_the_compiled_loop_changes_no_bit(weight_bits, monkeypatch):
+    """A network's outputs with the compiled loops (norm and SiLU for every model, integer
+    products for a quantization-aware one; AVX2 and plain paths, one and two threads) are bit
+    for bit those of the torch code."""
     import torch
 
     from diffcodec.model import int_kernel
@@ -328,8 +337,13 @@ def test_the_compiled_loop_changes_no_bit(monkeypatch):
     if int_kernel.library() is None:
         pytest.skip("no C compiler here: the float64 products run instead")
     model = randomize_output(DiffusionModel(tiny_config(progressive_heads=True, chain_scale_head=True,
-                                                        patch_size=2, weight_bits=8)), seed=6)
-    z = torch.randn(1, 3, 36, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+                                                        patch_size=2, weight_bits=weight_bits)), seed=6)
+    with torch.no_grad():  # norms with a spread of scales and offsets
+        for module in model.network.modules():
+            if hasattr(module, "weight") and module.__class__.__name__ == "ChannelNorm":
+                module.weight.copy_(1 + torch.randn(module.weight.shape, generator=torch.Generator().manual_seed(2)))
+                module.bias.copy_(torch.randn(module.bias.shape, generator=torch.Generator().manual_seed(3)))
+    z = 2 * torch.randn(1, 3, 36, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     calibrate_inputs(model.network, lambda: model.network(z.float(), torch.tensor([1.0])))
     network = ExactNetwork(model.network)
     monkeypatch.setenv("DIFFCODEC_KERNEL", "off")

@@ -358,12 +358,23 @@ class ExactNetwork:
         emb = self.silu(self.embed[0].linear(emb))
         return self.embed[1].linear(emb)
 
+    def norm_silu(self, norm: _Norm, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """SiLU of the norm of x (on the grid), with a FiLM (scale, shift) between them where
+        given; on the CPU in one compiled pass with the same operations (int_kernel.py)."""
+        if x.device.type == "cpu" and int_kernel.available():
+            mul, add = (None, None) if film is None else (1 + film[0], film[1])
+            return int_kernel.norm_silu(x, norm.weight, norm.bias, mul, add, self.silu_table, self.silu_offset,
+                                        ACT_LIMIT * _ACT_SCALE)
+        h = norm(x)
+        if film is not None:
+            h = h * (1 + film[0]) + film[1]
+        return self.silu(h)
+
     def block(self, block: _Block, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """A ResBlock on x (on the grid); its output is on the grid."""
-        h = block.conv1.conv(self.silu(block.norm1(x)))
-        scale, shift = block.film.linear(emb).chunk(2, dim=1)  # (1, C) each, over (H, W, C)
-        h = block.norm2(quantize(h)) * (1 + scale) + shift
-        h = block.conv2.conv(self.silu(h))
+        h = block.conv1.conv(self.norm_silu(block.norm1, x))
+        film = block.film.linear(emb).chunk(2, dim=1)  # scale, shift: (1, C) each, over (H, W, C)
+        h = block.conv2.conv(self.norm_silu(block.norm2, quantize(h), film))
         skip = x if block.skip is None else block.skip.conv(x)
         return quantize(skip + h)
 
@@ -398,7 +409,7 @@ class ExactNetwork:
                 h = self.block(block, h, emb)
             if index < len(self.upsamplers):
                 h = quantize(self.upsamplers[index].conv(h))
-        h = self.silu(self.out_norm(h))
+        h = self.norm_silu(self.out_norm, h)
 
         def crop(out: torch.Tensor) -> torch.Tensor:
             return F.pixel_shuffle(out.permute(2, 0, 1)[None], config.patch_size)[:, :, :height, :width]

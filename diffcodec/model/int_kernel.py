@@ -1,8 +1,10 @@
-"""Integer tap products in C, for the exact network's quantization-aware layers.
+"""The exact network's hot loops in C: integer tap products for quantization-aware layers,
+and the channel norm with SiLU for every model.
 
 Their sums are sums of integers (16-bit inputs times 8-bit weights), the same in any order,
 so a compiled loop gives exactly the numbers the float64 products give, only faster (about
-three times on one core: docs/portability.md). The C source ships with the package and is
+three times on one core: docs/portability.md); the norm and SiLU are the same IEEE
+operations as the torch code, one by one, in the same order. The C source ships with the package and is
 compiled on first use with the system's C compiler into the user's cache; where there is
 no compiler, or ``DIFFCODEC_KERNEL=off``, the float64 products run instead, and the files
 are the same bytes either way. ``DIFFCODEC_KERNEL=plain`` keeps the compiled loop off its
@@ -69,6 +71,9 @@ def library() -> ctypes.CDLL | None:
     lib.intconv.restype = i32
     lib.to_int16.argtypes = [pointer, i64, i64, i64, ctypes.c_double, pointer, i64, i64, i64, i32]
     lib.to_int16.restype = None
+    lib.norm_silu.argtypes = [pointer, i64, i64, pointer, pointer, pointer, pointer, pointer, i64, ctypes.c_double,
+                              pointer, i32]
+    lib.norm_silu.restype = None
     return lib
 
 
@@ -137,3 +142,17 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
                 inputs, width, out.data_ptr(), chunk, None if scale is None else scale.data_ptr(),
                 None if shift is None else shift.data_ptr(), torch.get_num_threads(), path)
     return out[:, :outputs] if width != outputs else out
+
+
+def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mul: torch.Tensor | None,
+              add: torch.Tensor | None, table: torch.Tensor, offset: int, limit: float) -> torch.Tensor:
+    """exact_network's ChannelNorm of x (H, W, C) on the activation grid, times ``mul`` plus
+    ``add`` where given (a FiLM), then SiLU by ``table``: the same numbers, in one pass."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    flat = [t.reshape(-1).contiguous() for t in (weight, bias)]
+    film = [None, None] if mul is None else [t.reshape(-1).contiguous() for t in (mul, add)]
+    library().norm_silu(x.data_ptr(), x.numel() // x.shape[-1], x.shape[-1], flat[0].data_ptr(), flat[1].data_ptr(),
+                        None if mul is None else film[0].data_ptr(), None if mul is None else film[1].data_ptr(),
+                        table.data_ptr(), offset, limit, out.data_ptr(), torch.get_num_threads())
+    return out

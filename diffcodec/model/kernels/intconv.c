@@ -139,3 +139,36 @@ void to_int16(const double *x, int64_t h, int64_t w, int64_t c, double scale, in
         }
     }
 }
+
+/* The exact network's ChannelNorm, then (film) times mul plus add, then SiLU by its table, for
+   each of the rows pixels of x (rows, c), every value on the grid 2^-12 (so the sums of x and
+   x^2 are exact in any order): the IEEE operations of exact_network._Norm and
+   ExactNetwork.silu, one by one, in their order. table: SiLU at index = round(y 2^12) +
+   offset, the index clamped to +-limit first. */
+void norm_silu(const double *x, int64_t rows, int64_t c, const double *weight, const double *bias,
+               const double *mul, const double *add, const double *table, int64_t offset, double limit,
+               double *out, int threads) {
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+    for (int64_t p = 0; p < rows; ++p) {
+        const double *v = x + p * c;
+        double sum = 0.0, squares = 0.0;
+        for (int64_t i = 0; i < c; ++i) {
+            sum += v[i];
+            squares += v[i] * v[i];
+        }
+        double mean = sum / (double)c;
+        double variance = squares / (double)c - mean * mean;
+        double deviation = sqrt((variance < 0.0 ? 0.0 : variance) + 1e-6);
+        for (int64_t i = 0; i < c; ++i) {
+            double y = (v[i] - mean) / deviation;
+            y = y * weight[i] + bias[i];
+            if (mul) y = y * mul[i] + add[i];
+            double k = y * 4096.0;
+            k = k < -limit ? -limit : (k > limit ? limit : k);
+            out[p * c + i] = table[(int64_t)nearbyint(k) + offset];
+        }
+    }
+}
