@@ -28,8 +28,10 @@ this reason):
 The float network stays the one that trains; this one is derived from its weights when a
 model is loaded (no extra state: every checkpoint is portable). At 16-bit weights and 2^-12
 activations its rate is the float network's within noise (docs/portability.md); it runs in
-float64, several times slower than the float32 network. One module, over 300 lines, so
-that everything the exactness argument rests on reads together.
+float64, several times slower than the float32 network. On the CPU the quantization-aware
+layers' integer sums and the norms run in compiled C loops where they can be built
+(int_kernel.py: the same numbers, faster). One module, over 300 lines, so that everything
+the exactness argument rests on reads together.
 """
 
 from __future__ import annotations
