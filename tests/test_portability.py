@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from diffcodec import DiffusionModel, save_model
+from diffcodec.errors import CheckpointError
 
 from conftest import randomize_output, synthetic_image, tiny_config
 
@@ -195,7 +196,7 @@ def test_every_convolution_layout_takes_the_same_sums():
     same, strided, other = module(4), module(3, stride=2), module(2)
     assert torch.equal(en._Layer(same, x.device).conv(x), channels_last(reference(same, nchw)))
     assert torch.equal(en._Layer(strided, x.device).conv(x), channels_last(reference(strided, nchw)))
-    stacked = en._Layer.stacked([en._Layer(same, x.device), en._Layer(other, x.device)])
+    [stacked] = en._Layer.stacked([en._Layer(same, x.device), en._Layer(other, x.device)])
     expected = torch.cat([channels_last(reference(same, nchw)), channels_last(reference(other, nchw))], dim=-1)
     assert stacked.widths == [4, 2] and torch.equal(stacked.conv(x), expected)
     upsampled = F.interpolate(nchw, scale_factor=2.0, mode="nearest")
@@ -261,9 +262,9 @@ def test_quantized_layers_take_the_exact_integer_sums(kernel, monkeypatch):
     its grid."""
     import torch
 
-    from diffcodec.model import int_kernel
+    from diffcodec.model import compiled
 
-    if kernel != "off" and int_kernel.library() is None:
+    if kernel != "off" and compiled.library() is None:
         pytest.skip("no C compiler here: the float64 products run instead")
     monkeypatch.setenv("DIFFCODEC_KERNEL", kernel)
     from torch.nn import functional as F
@@ -293,13 +294,13 @@ def test_quantized_layers_take_the_exact_integer_sums(kernel, monkeypatch):
     assert torch.equal(en._Layer(pointwise, x.device).conv(x), reference(pointwise, x))
     upsampled = F.interpolate(x.permute(2, 0, 1)[None], scale_factor=2.0, mode="nearest")[0].permute(1, 2, 0)
     assert torch.equal(en._Upsampler(same, x.device).conv(x), reference(same, upsampled))
-    stacked = en._Layer.stacked([en._Layer(same, x.device), en._Layer(same, x.device)])
-    assert stacked.widths == [4, 4] and torch.equal(stacked.conv(x), torch.cat([reference(same, x)] * 2, dim=-1))
-    with pytest.raises(ValueError, match="same input grid"):
-        en._Layer.stacked([en._Layer(same, x.device), en._Layer(other_grid, x.device)])
+    stacks = en._Layer.stacked([en._Layer(m, x.device) for m in (same, same, other_grid)])
+    assert [s.widths for s in stacks] == [[4, 4], [2]]
+    assert torch.equal(torch.cat([s.conv(x) for s in stacks], dim=-1),
+                       torch.cat([reference(same, x), reference(same, x), reference(other_grid, x)], dim=-1))
     uncalibrated = _quantized_conv(5, 2, 3, generator)
     uncalibrated.input_exponent.fill_(1 << 10)
-    with pytest.raises(ValueError, match="calibrated"):
+    with pytest.raises(CheckpointError, match="calibrated"):
         en._Layer(uncalibrated, x.device)
 
 
@@ -330,11 +331,11 @@ def test_the_compiled_loop_changes_no_bit(weight_bits, monkeypatch):
     for bit those of the torch code."""
     import torch
 
-    from diffcodec.model import int_kernel
+    from diffcodec.model import compiled
     from diffcodec.model.exact_network import ExactNetwork
     from diffcodec.model.network import calibrate_inputs
 
-    if int_kernel.library() is None:
+    if compiled.library() is None:
         pytest.skip("no C compiler here: the float64 products run instead")
     model = randomize_output(DiffusionModel(tiny_config(progressive_heads=True, chain_scale_head=True,
                                                         patch_size=2, weight_bits=weight_bits)), seed=6)
@@ -363,16 +364,48 @@ def test_without_a_compiler_the_float64_products_run(tmp_path, monkeypatch):
     products (the same sums); a tap outside the rows is refused before the C loop runs."""
     import torch
 
-    from diffcodec.model import int_kernel
+    from diffcodec.model import compiled
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    int_kernel.library.cache_clear()
+    compiled.library.cache_clear()
     try:
-        assert int_kernel.library() is None and not int_kernel.available()
+        assert compiled.library() is None and not compiled.available()
     finally:
-        int_kernel.library.cache_clear()
-    if int_kernel.library() is not None:
-        packed = int_kernel.pack(torch.ones(1, 2, 3))
-        with pytest.raises(IndexError):
-            int_kernel.tap_products(torch.ones(4, 2), torch.arange(4), [1], packed, 3)
+        monkeypatch.undo()
+        compiled.library.cache_clear()
+    if compiled.library() is None:
+        pytest.skip("no C compiler here")
+    packed = compiled.pack(torch.ones(1, 2, 3))
+    with pytest.raises(IndexError):
+        compiled.tap_products(torch.ones(4, 2), torch.arange(4), [1], packed, 3)
+    with pytest.raises(TypeError):
+        compiled.to_int16(torch.ones(2, 2, 2), 0)  # float32: refused, not misread
+
+
+@pytest.mark.parametrize("path", ["auto", "plain"])
+def test_the_compiled_products_cannot_overflow(path, monkeypatch):
+    """The integer loop at its bounds: every input 2^15 - 1, weights of 8 bits (and an
+    upsampler's merged taps, four of them summed) all of one sign, over 4,608 terms: its
+    32-bit sums move to 64 bits in time, on both paths, with one and two threads."""
+    import torch
+
+    from diffcodec.model import compiled
+
+    if compiled.library() is None:
+        pytest.skip("no C compiler here: the float64 products run instead")
+    monkeypatch.setenv("DIFFCODEC_KERNEL", path)
+    rows = torch.full((13, 512), compiled.INPUT_LIMIT, dtype=torch.int16)
+    rows[5] = -compiled.INPUT_LIMIT
+    threads = torch.get_num_threads()
+    try:
+        for peak in (127, 508):
+            taps = torch.full((9, 512, 20), peak, dtype=torch.int64)
+            taps[:, :, 3] = -peak
+            expected = sum(rows[k : k + 4].long() @ taps[k] for k in range(9)).double()
+            for count in (1, 2):
+                torch.set_num_threads(count)
+                got = compiled.tap_products(rows, torch.arange(4), list(range(9)), compiled.pack(taps), 20)
+                assert torch.equal(got, expected), (peak, count)
+    finally:
+        torch.set_num_threads(threads)

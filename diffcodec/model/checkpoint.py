@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .config import ModelConfig
+from .network import UNCALIBRATED
 from ..errors import CheckpointError
 from ..files import write_atomic
 from .time_grid import check_time_grids
@@ -78,6 +79,10 @@ def _check_weights(path, config: ModelConfig, state: Any) -> None:
         want = expected[name]
         if tensor.shape != want.shape or tensor.dtype != want.dtype or tensor.layout != torch.strided:
             raise CheckpointError(f"{path}: weights do not fit the architecture in its config ({name})")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path} is damaged: {name} holds a value that is not a finite number")
+        if name.endswith(".input_exponent") and not (-100 <= int(tensor) <= 100 or int(tensor) == UNCALIBRATED):
+            raise CheckpointError(f"{path} is damaged: {name} is out of range")
 
 
 def weights_hash(config: ModelConfig | dict, state_dict: dict[str, torch.Tensor]) -> str:

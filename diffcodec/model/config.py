@@ -39,8 +39,8 @@ class ModelConfig:
     # chain's step KL (train/losses.py chain_loss): the lossless coder's reverse variance.
     chain_scale_head: bool = False
     # 0: a float network (the exact network rounds its weights to 16 bits); 8: trained
-    # quantization-aware for 8-bit weights and 16-bit inputs, which the exact network computes
-    # with float32 products (network.QuantizedConv2d, exact_network).
+    # quantization-aware for 8-bit weights and 16-bit inputs, whose integer products the exact
+    # network sums exactly (network.QuantizedConv2d, exact_network, compiled).
     weight_bits: int = 0
 
     def __post_init__(self) -> None:

@@ -30,17 +30,20 @@ model is loaded (no extra state: every checkpoint is portable). At 16-bit weight
 activations its rate is the float network's within noise (docs/portability.md); it runs in
 float64, several times slower than the float32 network. On the CPU the quantization-aware
 layers' integer sums and the norms run in compiled C loops where they can be built
-(int_kernel.py: the same numbers, faster). One module, over 300 lines, so that everything
+(compiled.py: the same numbers, faster). One module, over 300 lines, so that everything
 the exactness argument rests on reads together.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import exact, int_kernel
+from . import compiled, exact
+from ..errors import CheckpointError
 from .network import INPUT_LIMIT, UNCALIBRATED, QuantizedConv2d, UNet, weight_scales
 
 WEIGHT_BITS = 16
@@ -72,6 +75,7 @@ def round_weight(weight: torch.Tensor) -> torch.Tensor:
     return torch.round(w / unit) * unit
 
 
+@lru_cache(maxsize=1)
 def _silu_table() -> np.ndarray:
     """SiLU at every point of the activation grid (x sigmoid(x), rounded to the grid)."""
     x = np.arange(-ACT_LIMIT * _ACT_SCALE, ACT_LIMIT * _ACT_SCALE + 1) / _ACT_SCALE
@@ -99,7 +103,8 @@ class _Layer:
             weight = torch.round(weight / step).double().to(device)
             self.exponent = int(module.input_exponent)
             if self.exponent == UNCALIBRATED:
-                raise ValueError("a quantization-aware layer without a calibrated input grid")
+                raise CheckpointError("the model has a quantization-aware layer that was never calibrated "
+                                      "(trained without running it): it cannot be computed exactly")
             self.factor = (step.reshape(-1).double() * 2.0**self.exponent).to(device)  # exact: a power of two
         else:
             weight = round_weight(module.weight).to(device)
@@ -114,6 +119,9 @@ class _Layer:
         caller's input does by construction: tests/test_portability.py checks it)."""
         if self._compiled(x):
             return self._compiled_conv(x)
+        return self._torch_conv(x)
+
+    def _torch_conv(self, x: torch.Tensor) -> torch.Tensor:
         x = self._input(x)
         height, width, channels = x.shape
         if self.kernel == 1:
@@ -132,16 +140,16 @@ class _Layer:
         return torch.clamp(torch.round(x * 2.0**-self.exponent), -INPUT_LIMIT, INPUT_LIMIT)
 
     def _compiled(self, x: torch.Tensor) -> bool:
-        """Whether this layer's integer sums run in the compiled loop (int_kernel.py): a
-        quantization-aware layer on the CPU, where the loop could be built."""
-        return self.exponent is not None and x.device.type == "cpu" and int_kernel.available()
+        """Whether this layer's integer sums run in the compiled loop (compiled.py): a
+        quantization-aware layer on the CPU, where the loops were built and agree."""
+        return self.exponent is not None and x.device.type == "cpu" and compiled_loops_agree()
 
     def _packed(self, key: str = "taps") -> torch.Tensor:
         if not hasattr(self, "_packs"):
             self._packs = {}
         if key not in self._packs:
             taps = getattr(self, key)
-            self._packs[key] = int_kernel.pack(taps.reshape(-1, *taps.shape[-2:]))
+            self._packs[key] = compiled.pack(taps.reshape(-1, *taps.shape[-2:]))
         return self._packs[key]
 
     def _compiled_conv(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,19 +158,19 @@ class _Layer:
         height, width, channels = x.shape
         outputs, scaled = self.taps.shape[-1], dict(factor=self.factor, bias=self.bias)
         if self.kernel == 1:
-            q = int_kernel.to_int16(x, self.exponent).view(-1, channels)
-            out = int_kernel.tap_products(q, torch.arange(height * width), [0], self._packed(), outputs, **scaled)
+            q = compiled.to_int16(x, self.exponent).view(-1, channels)
+            out = compiled.tap_products(q, torch.arange(height * width), [0], self._packed(), outputs, **scaled)
             return out.view(height, width, -1)
         row = width + 2
         offsets = [(k // 3) * row + k % 3 for k in range(9)]
         if self.stride == 1:
-            flat = int_kernel.to_int16(x, self.exponent, (1, 2, 1, 1)).view(-1, channels)
-            out = int_kernel.tap_products(flat, torch.arange(height * row), offsets, self._packed(), outputs, **scaled)
+            flat = compiled.to_int16(x, self.exponent, (1, 2, 1, 1)).view(-1, channels)
+            out = compiled.tap_products(flat, torch.arange(height * row), offsets, self._packed(), outputs, **scaled)
             return out.view(height, row, -1)[:, :width]
-        padded = int_kernel.to_int16(x, self.exponent, (1, 1, 1, 1)).view(-1, channels)
+        padded = compiled.to_int16(x, self.exponent, (1, 1, 1, 1)).view(-1, channels)
         out_h, out_w = height // 2, width // 2
         base = (torch.arange(out_h).view(-1, 1) * 2 * row + torch.arange(out_w).view(1, -1) * 2).reshape(-1)
-        out = int_kernel.tap_products(padded, base, offsets, self._packed(), outputs, **scaled)
+        out = compiled.tap_products(padded, base, offsets, self._packed(), outputs, **scaled)
         return out.view(out_h, out_w, -1)
 
     def _output(self, sums: torch.Tensor) -> torch.Tensor:
@@ -202,16 +210,24 @@ class _Layer:
         return quantize(x) @ self.matrix + self.bias
 
     @classmethod
-    def stacked(cls, layers: list[_Layer]) -> _Layer:
-        """Convolutions of one input as one layer (their outputs side by side, split by
-        ``widths``): one wider product instead of several narrow ones, the same sums.
-        Quantization-aware layers stack when they read the same grid (layers calibrated on one
-        input do)."""
+    def stacked(cls, layers: list[_Layer]) -> list[_Layer]:
+        """Convolutions of one input as few layers (their outputs side by side, split by
+        ``widths``): one wider product instead of several narrow ones, the same sums. Layers
+        that read the input on different grids (quantization-aware layers calibrated apart)
+        go in different stacks, in order."""
+        groups: list[list[_Layer]] = []
+        for layer in layers:
+            if groups and groups[-1][0].exponent == layer.exponent:
+                groups[-1].append(layer)
+            else:
+                groups.append([layer])
+        return [cls._stack(group) for group in groups]
+
+    @classmethod
+    def _stack(cls, layers: list[_Layer]) -> _Layer:
         stack = cls.__new__(cls)
         stack.kernel, stack.stride = layers[0].kernel, layers[0].stride
         stack.exponent = layers[0].exponent
-        if any(layer.exponent != stack.exponent for layer in layers):
-            raise ValueError("stacked layers must read the same input grid")
         if stack.exponent is not None:
             stack.factor = torch.cat([layer.factor for layer in layers])
         stack.taps = torch.cat([layer.taps for layer in layers], dim=-1)
@@ -233,24 +249,16 @@ class _Upsampler(_Layer):
         and y (i = 0) or y and y + 1 (i = 1), and the same for columns, so each of the four
         phases is a 2x2 convolution of x with taps summed in pairs (integers on the
         weights' grid, so the sums are the same ones, exactly)."""
-        compiled = self._compiled(x)
+        return super().conv(x)
+
+    def _torch_conv(self, x: torch.Tensor) -> torch.Tensor:
         height, width, channels = x.shape
         row = width + 2
-        if compiled:
-            flat = int_kernel.to_int16(x, self.exponent, (1, 2, 1, 1)).view(-1, channels)
-        else:
-            flat = F.pad(self._input(x), (0, 0, 1, 1, 1, 2)).view(-1, channels)
+        flat = F.pad(self._input(x), (0, 0, 1, 1, 1, 2)).view(-1, channels)
         length = height * row
         phases = []
         for i in range(2):
             for j in range(2):
-                if compiled:  # the sums scaled and biased in the loop
-                    offsets = [(i + a) * row + j + b for a in range(2) for b in range(2)]
-                    packed = self._packed("phase_taps")[4 * (2 * i + j) : 4 * (2 * i + j + 1)]
-                    out = int_kernel.tap_products(flat, torch.arange(length), offsets, packed, self.taps.shape[-1],
-                                                  self.factor, self.bias)
-                    phases.append(out.view(height, row, -1)[:, :width])
-                    continue
                 out = None
                 for a in range(2):
                     for b in range(2):
@@ -258,8 +266,27 @@ class _Upsampler(_Layer):
                         tap = self.phase_taps[i, j, a, b]
                         out = flat[start : start + length] @ tap if out is None else out.addmm_(flat[start : start + length], tap)
                 phases.append(out.view(height, row, -1)[:, :width])
-        out = torch.stack(phases).view(2, 2, height, width, -1).permute(2, 0, 3, 1, 4).reshape(2 * height, 2 * width, -1)
-        return out if compiled else self._output(out)
+        return self._output(self._interleaved(phases, height, width))
+
+    def _compiled_conv(self, x: torch.Tensor) -> torch.Tensor:
+        height, width, channels = x.shape
+        row = width + 2
+        flat = compiled.to_int16(x, self.exponent, (1, 2, 1, 1)).view(-1, channels)
+        phases = []
+        for phase in range(4):  # (i, j) = divmod(phase, 2); the sums scaled and biased in the loop
+            i, j = divmod(phase, 2)
+            offsets = [(i + a) * row + j + b for a in range(2) for b in range(2)]
+            packed = self._packed("phase_taps")[4 * phase : 4 * (phase + 1)]
+            out = compiled.tap_products(flat, torch.arange(height * row), offsets, packed, self.taps.shape[-1],
+                                        self.factor, self.bias)
+            phases.append(out.view(height, row, -1)[:, :width])
+        return self._interleaved(phases, height, width)
+
+    @staticmethod
+    def _interleaved(phases: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
+        """The four phases' outputs (H, W, out) as the upsampled image (2H, 2W, out)."""
+        out = torch.stack(phases).view(2, 2, height, width, -1).permute(2, 0, 3, 1, 4)
+        return out.reshape(2 * height, 2 * width, -1)
 
     def _phase_taps(self) -> torch.Tensor:
         """(2, 2, 2, 2, in, out): for phase (i, j), the summed taps reading source offsets
@@ -297,6 +324,47 @@ class _Block:
         self.skip = None if isinstance(block.skip, torch.nn.Identity) else _Layer(block.skip, device)
 
 
+def _silu_lookup(x: torch.Tensor, table: torch.Tensor, offset: int) -> torch.Tensor:
+    limit = ACT_LIMIT * _ACT_SCALE  # quantize(x) in grid steps (rint rounds half to even too)
+    index = (x * _ACT_SCALE).clamp_(-limit, limit).round_().long().add_(offset)
+    return torch.take(table, index)
+
+
+def compiled_loops_agree() -> bool:
+    """Whether the compiled loops (compiled.py) can be used here: built and loaded, not turned
+    off (DIFFCODEC_KERNEL=off), and giving bit for bit what the torch code gives on a small
+    quantization-aware convolution, an upsampler and a norm with SiLU (a compiler that broke
+    the IEEE arithmetic despite its flags is caught here, and the torch code runs instead;
+    checked once per process)."""
+    return compiled.available() and _loops_agree()
+
+
+@lru_cache(maxsize=1)
+def _loops_agree() -> bool:
+    from .network import ChannelNorm, QuantizedConv2d
+
+    generator = torch.Generator().manual_seed(0)
+    conv = QuantizedConv2d(6, 20, 3, padding=1, weight_bits=8)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+        conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator))
+    conv.input_exponent.fill_(-9)
+    x = quantize(40 * torch.randn(6, 8, 6, generator=generator, dtype=torch.float64))
+    norm = ChannelNorm(6)
+    with torch.no_grad():
+        norm.weight.copy_(1 + torch.randn(6, generator=generator))
+        norm.bias.copy_(torch.randn(6, generator=generator))
+    norm = _Norm(norm, x.device)
+    film = (torch.randn(1, 6, generator=generator, dtype=torch.float64), torch.randn(1, 6, generator=generator, dtype=torch.float64))
+    table = torch.from_numpy(_silu_table())
+    offset, limit = int(ACT_LIMIT * _ACT_SCALE), ACT_LIMIT * _ACT_SCALE
+    with torch.no_grad():
+        pairs = [(layer._compiled_conv(x), layer._torch_conv(x)) for layer in (_Layer(conv, x.device), _Upsampler(conv, x.device))]
+        looked_up = _silu_lookup(norm(x) * (1 + film[0]) + film[1], table, offset)
+        pairs.append((compiled.norm_silu(x, norm.weight, norm.bias, 1 + film[0], film[1], table, offset, limit), looked_up))
+    return all(a.shape == b.shape and torch.equal(a.view(torch.int64), b.contiguous().view(torch.int64)) for a, b in pairs)
+
+
 class ExactNetwork:
     """:class:`UNet`'s forward in exact arithmetic (float64 tensors on its device)."""
 
@@ -317,7 +385,7 @@ class ExactNetwork:
         if config.progressive_heads:
             heads = [network.image_out, network.scale_out] + ([network.chain_scale_out] if config.chain_scale_head else [])
         # the eps output and every head's first convolution read the same features: one product
-        self.first = _Layer.stacked([layer(network.out)] + [layer(h[0]) for h in heads])
+        self.first = _Layer.stacked([layer(network.out)] + [layer(h[0]) for h in heads])  # one stack per input grid
         self.head_lasts = [layer(h[2]) for h in heads]
         self.silu_table = torch.from_numpy(_silu_table()).to(device)
         self.silu_offset = int(ACT_LIMIT * _ACT_SCALE)
@@ -334,9 +402,7 @@ class ExactNetwork:
 
     def silu(self, x: torch.Tensor) -> torch.Tensor:
         """SiLU of x rounded to the activation grid, looked up: the result is on the grid."""
-        limit = ACT_LIMIT * _ACT_SCALE  # quantize(x) in grid steps (rint rounds half to even too)
-        index = (x * _ACT_SCALE).clamp_(-limit, limit).round_().long().add_(self.silu_offset)
-        return torch.take(self.silu_table, index)
+        return _silu_lookup(x, self.silu_table, self.silu_offset)
 
     def fourier(self, z: torch.Tensor) -> torch.Tensor:
         if not self.fourier_tables:
@@ -362,10 +428,10 @@ class ExactNetwork:
 
     def norm_silu(self, norm: _Norm, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """SiLU of the norm of x (on the grid), with a FiLM (scale, shift) between them where
-        given; on the CPU in one compiled pass with the same operations (int_kernel.py)."""
-        if x.device.type == "cpu" and int_kernel.available():
+        given; on the CPU in one compiled pass with the same operations (compiled.py)."""
+        if x.device.type == "cpu" and compiled_loops_agree():
             mul, add = (None, None) if film is None else (1 + film[0], film[1])
-            return int_kernel.norm_silu(x, norm.weight, norm.bias, mul, add, self.silu_table, self.silu_offset,
+            return compiled.norm_silu(x, norm.weight, norm.bias, mul, add, self.silu_table, self.silu_offset,
                                         ACT_LIMIT * _ACT_SCALE)
         h = norm(x)
         if film is not None:
@@ -416,6 +482,6 @@ class ExactNetwork:
         def crop(out: torch.Tensor) -> torch.Tensor:
             return F.pixel_shuffle(out.permute(2, 0, 1)[None], config.patch_size)[:, :, :height, :width]
 
-        eps, *hidden = self.first.conv(h).split(self.first.widths, dim=-1)
+        eps, *hidden = [part for stack in self.first for part in stack.conv(h).split(stack.widths, dim=-1)]
         outputs = [crop(eps)] + [crop(last.conv(self.silu(x))) for last, x in zip(self.head_lasts, hidden)]
         return tuple(outputs)

@@ -118,7 +118,8 @@ def calibrate_inputs(network: nn.Module, run: Callable[[], None]) -> None:
         for hook in hooks:
             hook.remove()
     for module, peak in peaks.items():
-        module.input_exponent.fill_(math.ceil(math.log2(max(peak, 2.0**-30) / INPUT_LIMIT)))
+        if peak > 0:  # a layer that did not run (or saw only zeros) waits for a later calibration
+            module.input_exponent.fill_(math.ceil(math.log2(peak / INPUT_LIMIT)))
 
 
 def gamma_embedding(gamma: torch.Tensor, dim: int, gamma_min: float, gamma_max: float) -> torch.Tensor:

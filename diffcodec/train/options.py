@@ -141,4 +141,6 @@ def resolve_options(config: str | Path | None = None, overrides: dict[str, Any] 
         raise DiffcodecError("no run directory: pass --out (or 'out' in the config file)")
     if options.cooldown_steps and options.max_steps is None:
         raise DiffcodecError("--cooldown counts back from the last step: pass --steps too")
+    if options.weight_bits not in (0, 8):
+        raise DiffcodecError(f"weight_bits {options.weight_bits!r}: 0 (a float network) or 8")
     return options

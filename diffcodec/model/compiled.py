@@ -17,6 +17,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("kernels") / "intconv.c"
+SOURCE = Path(__file__).with_name("kernels") / "compiled.c"
 COLUMNS = 16  # the loop's output tile width: packed weights are padded to a multiple of it
 
 
@@ -34,51 +35,80 @@ def _cache_dir() -> Path:
     return Path(root) / "diffcodec"
 
 
-def _compile(target: Path) -> bool:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not compiler:
-        return False
+def _builds() -> list[list[str]]:
+    """The compile commands to try, best first: with OpenMP threads (not on macOS, where a
+    second OpenMP runtime beside torch's can abort the process), then without."""
+    compiler = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or "cc"]
+    # strict IEEE double arithmetic (compiled.c also refuses to build without it)
+    base = [*compiler, "-O3", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC"]
+    threads = [] if platform.system() == "Darwin" else [[*base, "-fopenmp"]]
+    return threads + [base]
+
+
+def _load(path: Path) -> ctypes.CDLL | None:
+    try:
+        lib = ctypes.CDLL(str(path))
+        pointer, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        lib.intconv.argtypes = [pointer, pointer, i64, pointer, i32, pointer, i32, i64, pointer, i32, pointer, pointer,
+                                i32, i32]
+        lib.intconv.restype = i32
+        lib.to_int16.argtypes = [pointer, i64, i64, i64, ctypes.c_double, pointer, i64, i64, i64, i32]
+        lib.to_int16.restype = None
+        lib.norm_silu.argtypes = [pointer, i64, i64, pointer, pointer, pointer, pointer, pointer, i64,
+                                  ctypes.c_double, pointer, i32]
+        lib.norm_silu.restype = None
+        return lib
+    except (OSError, AttributeError):  # not a library for this machine, or not this source's
+        return None
+
+
+def _build(command: list[str], target: Path) -> bool:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
-        for extra in (["-fopenmp"], []):  # threads where OpenMP is there, else one thread
-            # no contraction of a * b + c into one rounding, whatever the target's FMA
-            command = [compiler, "-O3", "-ffp-contract=off", "-shared", "-fPIC", *extra, str(SOURCE), "-o", str(built), "-lm"]
-            try:
-                done = subprocess.run(command, capture_output=True, timeout=120, check=False)
-            except (OSError, subprocess.SubprocessError):
-                return False
-            if done.returncode == 0:
-                os.replace(built, target)  # atomic: a concurrent process sees all of it or none
-                return True
-    return False
+        try:
+            done = subprocess.run([*command, str(SOURCE), "-o", str(built), "-lm"], capture_output=True,
+                                  timeout=120, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        if done.returncode != 0:
+            return False
+        os.replace(built, target)  # atomic: a concurrent process sees all of it or none
+        return True
 
 
 @lru_cache(maxsize=None)
 def library() -> ctypes.CDLL | None:
-    """The compiled loop, built once per source and machine type; None where it cannot be."""
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + platform.machine().encode()).hexdigest()[:16]
-    target = _cache_dir() / f"intconv-{key}.so"
+    """The compiled loops, built once per source, machine type and compile command (cached
+    in the user's cache folder, a damaged copy rebuilt); None where they cannot be built or
+    loaded. Whether they compute what the torch code does is checked where they are used
+    (exact_network.compiled_loops_agree)."""
     try:
-        if not target.exists() and not _compile(target):
-            return None
-        lib = ctypes.CDLL(str(target))
-    except OSError:
+        source = SOURCE.read_bytes()
+        for command in _builds():
+            key = hashlib.sha256(source + platform.machine().encode() + " ".join(command).encode()).hexdigest()[:16]
+            target = _cache_dir() / f"compiled-{key}.so"
+            lib = _load(target) if target.exists() else None
+            if lib is None and _build(command, target):
+                lib = _load(target)
+            if lib is not None:
+                return lib
+    except OSError:  # no source, an unwritable cache: the torch code runs
         return None
-    pointer, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.intconv.argtypes = [pointer, pointer, i64, pointer, i32, pointer, i32, i64, pointer, i32, pointer, pointer, i32, i32]
-    lib.intconv.restype = i32
-    lib.to_int16.argtypes = [pointer, i64, i64, i64, ctypes.c_double, pointer, i64, i64, i64, i32]
-    lib.to_int16.restype = None
-    lib.norm_silu.argtypes = [pointer, i64, i64, pointer, pointer, pointer, pointer, pointer, i64, ctypes.c_double,
-                              pointer, i32]
-    lib.norm_silu.restype = None
-    return lib
+    return None
+
+
+def _threads() -> int:
+    """torch's thread count; one in a process forked after the library was loaded (an OpenMP
+    runtime's thread pool does not survive a fork)."""
+    return torch.get_num_threads() if os.getpid() == _PID else 1
+
+
+_PID = os.getpid()
 
 
 def available() -> bool:
-    """Whether quantization-aware layers use the compiled loop (not with DIFFCODEC_KERNEL=off)."""
+    """Whether the compiled loops can run here: built and loaded, and not DIFFCODEC_KERNEL=off."""
     return os.environ.get("DIFFCODEC_KERNEL") != "off" and library() is not None
 
 
@@ -100,12 +130,14 @@ def to_int16(x: torch.Tensor, exponent: int, pad: tuple[int, int, int, int] = (0
     """x (H, W, C) float64 as a quantization-aware layer reads it: round(x 2^-exponent), half to
     even, clamped to +-(2^15 - 1), as int16, inside zeros (pad: top, bottom, left, right rows
     and columns). One pass in C; the same numbers as exact_network._Layer._input."""
+    if x.dtype != torch.float64 or x.dim() != 3 or x.device.type != "cpu":
+        raise TypeError("to_int16 reads a float64 (H, W, C) CPU tensor")
     height, width, channels = x.shape
     top, bottom, left, right = pad
     out = torch.zeros(height + top + bottom, width + left + right, channels, dtype=torch.int16)
     x = x.contiguous()
     library().to_int16(x.data_ptr(), height, width, channels, 2.0**-exponent, out.data_ptr(), out.shape[1], top, left,
-                       torch.get_num_threads())
+                       _threads())
     return out
 
 
@@ -119,6 +151,10 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
     base + offset inside ``rows``. The loop keeps pairs of products in 32 bits for as many
     pairs as stay below 2^31 with these weights, then sums in 64 bits."""
     lib = library()
+    if packed.dtype != torch.int16 or packed.dim() != 4 or packed.shape[2] % COLUMNS or not packed.is_contiguous():
+        raise TypeError("tap_products reads weights as pack() writes them")
+    if rows.dim() != 2 or rows.shape[1] > packed.shape[1] * 2:
+        raise TypeError("tap_products reads (rows, in) inputs, at most as many as the weights have")
     if base.numel() and (int(base.min()) + min(offsets) < 0 or int(base.max()) + max(offsets) >= rows.shape[0]):
         raise IndexError("a tap reads outside the rows")  # the C loop does not check
     inputs = packed.shape[1] * 2
@@ -140,7 +176,7 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
         scale[:outputs], shift[:outputs] = factor, bias
     lib.intconv(data.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets), packed.data_ptr(),
                 inputs, width, out.data_ptr(), chunk, None if scale is None else scale.data_ptr(),
-                None if shift is None else shift.data_ptr(), torch.get_num_threads(), path)
+                None if shift is None else shift.data_ptr(), _threads(), path)
     return out[:, :outputs] if width != outputs else out
 
 
@@ -148,11 +184,17 @@ def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mul: to
               add: torch.Tensor | None, table: torch.Tensor, offset: int, limit: float) -> torch.Tensor:
     """exact_network's ChannelNorm of x (H, W, C) on the activation grid, times ``mul`` plus
     ``add`` where given (a FiLM), then SiLU by ``table``: the same numbers, in one pass."""
+    channels = x.shape[-1]
+    tensors = [x, weight, bias, table] + ([] if mul is None else [mul, add])
+    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in tensors) or any(
+            t.numel() != channels for t in tensors[1:3] + tensors[4:]) or table.numel() != 2 * offset + 1 or limit != offset:
+        raise TypeError("norm_silu reads float64 CPU tensors, one weight, bias (and FiLM) value per channel")
     x = x.contiguous()
     out = torch.empty_like(x)
+    table = table.contiguous()
     flat = [t.reshape(-1).contiguous() for t in (weight, bias)]
     film = [None, None] if mul is None else [t.reshape(-1).contiguous() for t in (mul, add)]
     library().norm_silu(x.data_ptr(), x.numel() // x.shape[-1], x.shape[-1], flat[0].data_ptr(), flat[1].data_ptr(),
                         None if mul is None else film[0].data_ptr(), None if mul is None else film[1].data_ptr(),
-                        table.data_ptr(), offset, limit, out.data_ptr(), torch.get_num_threads())
+                        table.data_ptr(), offset, limit, out.data_ptr(), _threads())
     return out

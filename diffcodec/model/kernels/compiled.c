@@ -10,9 +10,18 @@
    exactly as float64 (below 2^53).
    Integer sums do not depend on their order, so the AVX2 path and the plain C path give
    the same numbers, on every machine and with any number of threads. */
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include <math.h>
+
+/* The norm's IEEE operations must round one by one, in double: no fused multiply-adds, no
+   fast-math reassociation, no x87 extended precision (the build fails, and the codec runs
+   its torch code instead, where any of these is in force). */
+#pragma STDC FP_CONTRACT OFF
+#if defined(__FAST_MATH__) || (defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0)
+#error "compiled.c needs strict IEEE double arithmetic"
+#endif
 
 #define ROWS 4    /* output rows per tile */
 #define COLS 16   /* output columns per tile */
@@ -135,7 +144,8 @@ void to_int16(const double *x, int64_t h, int64_t w, int64_t c, double scale, in
         int16_t *dst = out + ((y + top) * out_w + left) * c;
         for (int64_t i = 0; i < w * c; ++i) {
             double v = nearbyint(row[i] * scale);
-            dst[i] = (int16_t)(v > 32767.0 ? 32767.0 : (v < -32767.0 ? -32767.0 : v));
+            /* clamped so that even a NaN lands in range (a conversion out of range is undefined) */
+            dst[i] = (int16_t)(v <= 32767.0 ? (v >= -32767.0 ? v : -32767.0) : 32767.0);
         }
     }
 }
@@ -167,7 +177,7 @@ void norm_silu(const double *x, int64_t rows, int64_t c, const double *weight, c
             y = y * weight[i] + bias[i];
             if (mul) y = y * mul[i] + add[i];
             double k = y * 4096.0;
-            k = k < -limit ? -limit : (k > limit ? limit : k);
+            k = k <= limit ? (k >= -limit ? k : -limit) : limit; /* a NaN reads the table's end, not past it */
             out[p * c + i] = table[(int64_t)nearbyint(k) + offset];
         }
     }
