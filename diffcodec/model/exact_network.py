@@ -90,7 +90,7 @@ class _Layer:
     A quantization-aware convolution (network.QuantizedConv2d) computes what it trained:
     its weights are 8-bit integers k times a step per output channel, and it reads its
     input as 16-bit integers q on its own power-of-two grid 2^e (rounding half to even, then
-    clamping). The sum of q k (below 2^33) is exact in float64 in any order; times the
+    clamping). The sum of q k (below 2^34) is exact in float64 in any order; times the
     channel's step 2^e (one rounding), plus the bias (another), is the output."""
 
     def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
