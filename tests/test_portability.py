@@ -409,3 +409,29 @@ def test_the_compiled_products_cannot_overflow(path, monkeypatch):
                 assert torch.equal(got, expected), (peak, count)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_loops_that_disagree_with_the_torch_code_are_not_used(monkeypatch):
+    """A compiled norm one ulp off (as a compiler that fused a multiply-add would make it)
+    fails the check, and the torch code runs instead."""
+    import torch
+
+    from diffcodec.model import compiled
+    from diffcodec.model import exact_network as en
+
+    if compiled.library() is None:
+        pytest.skip("no C compiler here: the float64 products run instead")
+    real = compiled.norm_silu
+
+    def one_ulp_off(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return torch.nextafter(out, torch.full_like(out, float("inf")))
+
+    monkeypatch.setattr(compiled, "norm_silu", one_ulp_off)
+    en._loops_agree.cache_clear()
+    try:
+        assert not en.compiled_loops_agree()
+    finally:
+        monkeypatch.undo()
+        en._loops_agree.cache_clear()
+    assert en.compiled_loops_agree()

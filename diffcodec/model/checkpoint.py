@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .config import ModelConfig
-from .network import UNCALIBRATED
+from .network import EXPONENT_RANGE, UNCALIBRATED
 from ..errors import CheckpointError
 from ..files import write_atomic
 from .time_grid import check_time_grids
@@ -81,7 +81,7 @@ def _check_weights(path, config: ModelConfig, state: Any) -> None:
             raise CheckpointError(f"{path}: weights do not fit the architecture in its config ({name})")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"{path} is damaged: {name} holds a value that is not a finite number")
-        if name.endswith(".input_exponent") and not (-100 <= int(tensor) <= 100 or int(tensor) == UNCALIBRATED):
+        if name.endswith(".input_exponent") and not (abs(int(tensor)) <= EXPONENT_RANGE or int(tensor) == UNCALIBRATED):
             raise CheckpointError(f"{path} is damaged: {name} is out of range")
 
 

@@ -38,7 +38,8 @@ def _cache_dir() -> Path:
 def _builds() -> list[list[str]]:
     """The compile commands to try, best first: with OpenMP threads (not on macOS, where a
     second OpenMP runtime beside torch's can abort the process), then without."""
-    compiler = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or "cc"]
+    compiler = shlex.split(os.environ.get("CC", "")) or [
+        shutil.which("cc") or shutil.which("gcc") or shutil.which("clang") or "cc"]
     # strict IEEE double arithmetic (compiled.c also refuses to build without it)
     base = [*compiler, "-O3", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC"]
     threads = [] if platform.system() == "Darwin" else [[*base, "-fopenmp"]]
@@ -92,15 +93,17 @@ def library() -> ctypes.CDLL | None:
             if lib is None and _build(command, target):
                 lib = _load(target)
             if lib is not None:
+                global _PID
+                _PID = os.getpid()
                 return lib
-    except OSError:  # no source, an unwritable cache: the torch code runs
+    except (OSError, ValueError):  # no source, an unwritable cache, a $CC that does not parse
         return None
     return None
 
 
 def _threads() -> int:
     """torch's thread count; one in a process forked after the library was loaded (an OpenMP
-    runtime's thread pool does not survive a fork)."""
+    runtime's thread pool does not survive a fork; without OpenMP, as on macOS, always one)."""
     return torch.get_num_threads() if os.getpid() == _PID else 1
 
 
@@ -130,8 +133,8 @@ def to_int16(x: torch.Tensor, exponent: int, pad: tuple[int, int, int, int] = (0
     """x (H, W, C) float64 as a quantization-aware layer reads it: round(x 2^-exponent), half to
     even, clamped to +-(2^15 - 1), as int16, inside zeros (pad: top, bottom, left, right rows
     and columns). One pass in C; the same numbers as exact_network._Layer._input."""
-    if x.dtype != torch.float64 or x.dim() != 3 or x.device.type != "cpu":
-        raise TypeError("to_int16 reads a float64 (H, W, C) CPU tensor")
+    if x.dtype != torch.float64 or x.dim() != 3 or x.device.type != "cpu" or min(pad) < 0:
+        raise TypeError("to_int16 reads a float64 (H, W, C) CPU tensor into non-negative padding")
     height, width, channels = x.shape
     top, bottom, left, right = pad
     out = torch.zeros(height + top + bottom, width + left + right, channels, dtype=torch.int16)
@@ -155,6 +158,9 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
         raise TypeError("tap_products reads weights as pack() writes them")
     if rows.dim() != 2 or rows.shape[1] > packed.shape[1] * 2:
         raise TypeError("tap_products reads (rows, in) inputs, at most as many as the weights have")
+    if not offsets or len(offsets) != packed.shape[0] or outputs > packed.shape[2] or (
+            factor is not None and (factor.numel() != outputs or bias.numel() != outputs)):
+        raise TypeError("tap_products: one offset per tap, at most the packed outputs, a factor and bias each")
     if base.numel() and (int(base.min()) + min(offsets) < 0 or int(base.max()) + max(offsets) >= rows.shape[0]):
         raise IndexError("a tap reads outside the rows")  # the C loop does not check
     inputs = packed.shape[1] * 2
@@ -181,20 +187,22 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
 
 
 def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mul: torch.Tensor | None,
-              add: torch.Tensor | None, table: torch.Tensor, offset: int, limit: float) -> torch.Tensor:
+              add: torch.Tensor | None, table: torch.Tensor | None, offset: int = 0, limit: float = 0.0) -> torch.Tensor:
     """exact_network's ChannelNorm of x (H, W, C) on the activation grid, times ``mul`` plus
-    ``add`` where given (a FiLM), then SiLU by ``table``: the same numbers, in one pass."""
+    ``add`` where given (a FiLM), then SiLU by ``table``: the same numbers, in one pass.
+    Without a table, the values before the lookup (for exact_network's check)."""
     channels = x.shape[-1]
-    tensors = [x, weight, bias, table] + ([] if mul is None else [mul, add])
-    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in tensors) or any(
-            t.numel() != channels for t in tensors[1:3] + tensors[4:]) or table.numel() != 2 * offset + 1 or limit != offset:
+    tensors = [x, weight, bias] + ([] if mul is None else [mul, add])
+    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in tensors + [table] if t is not None) or any(
+            t.numel() != channels for t in tensors[1:]) or (
+            table is not None and (table.numel() != 2 * offset + 1 or limit != offset)):
         raise TypeError("norm_silu reads float64 CPU tensors, one weight, bias (and FiLM) value per channel")
     x = x.contiguous()
     out = torch.empty_like(x)
-    table = table.contiguous()
+    table = None if table is None else table.contiguous()
     flat = [t.reshape(-1).contiguous() for t in (weight, bias)]
     film = [None, None] if mul is None else [t.reshape(-1).contiguous() for t in (mul, add)]
     library().norm_silu(x.data_ptr(), x.numel() // x.shape[-1], x.shape[-1], flat[0].data_ptr(), flat[1].data_ptr(),
                         None if mul is None else film[0].data_ptr(), None if mul is None else film[1].data_ptr(),
-                        table.data_ptr(), offset, limit, out.data_ptr(), _threads())
+                        None if table is None else table.data_ptr(), offset, limit, out.data_ptr(), _threads())
     return out

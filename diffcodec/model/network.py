@@ -64,6 +64,7 @@ class ChannelNorm(nn.Module):
 INPUT_BITS = 16
 INPUT_LIMIT = 2 ** (INPUT_BITS - 1) - 1
 UNCALIBRATED = 1 << 10  # an input_exponent no calibrated layer has: such a layer reads its input as it is
+EXPONENT_RANGE = 100  # a calibrated input grid is 2^e with |e| <= this
 
 
 def _straight_through(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
@@ -119,7 +120,8 @@ def calibrate_inputs(network: nn.Module, run: Callable[[], None]) -> None:
             hook.remove()
     for module, peak in peaks.items():
         if peak > 0:  # a layer that did not run (or saw only zeros) waits for a later calibration
-            module.input_exponent.fill_(math.ceil(math.log2(peak / INPUT_LIMIT)))
+            exponent = math.ceil(math.log2(min(peak, 2.0**EXPONENT_RANGE) / INPUT_LIMIT))
+            module.input_exponent.fill_(max(-EXPONENT_RANGE, min(EXPONENT_RANGE, exponent)))
 
 
 def gamma_embedding(gamma: torch.Tensor, dim: int, gamma_min: float, gamma_max: float) -> torch.Tensor:

@@ -154,7 +154,8 @@ void to_int16(const double *x, int64_t h, int64_t w, int64_t c, double scale, in
    each of the rows pixels of x (rows, c), every value on the grid 2^-12 (so the sums of x and
    x^2 are exact in any order): the IEEE operations of exact_network._Norm and
    ExactNetwork.silu, one by one, in their order. table: SiLU at index = round(y 2^12) +
-   offset, the index clamped to +-limit first. */
+   offset, the index clamped to +-limit first; NULL: y itself (for the check that these
+   operations round as torch's do, before a lookup can hide a last-bit difference). */
 void norm_silu(const double *x, int64_t rows, int64_t c, const double *weight, const double *bias,
                const double *mul, const double *add, const double *table, int64_t offset, double limit,
                double *out, int threads) {
@@ -176,6 +177,10 @@ void norm_silu(const double *x, int64_t rows, int64_t c, const double *weight, c
             double y = (v[i] - mean) / deviation;
             y = y * weight[i] + bias[i];
             if (mul) y = y * mul[i] + add[i];
+            if (!table) {
+                out[p * c + i] = y;
+                continue;
+            }
             double k = y * 4096.0;
             k = k <= limit ? (k >= -limit ? k : -limit) : limit; /* a NaN reads the table's end, not past it */
             out[p * c + i] = table[(int64_t)nearbyint(k) + offset];
