@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .network import INPUT_LIMIT  # the inputs' bound, also the packed weights'
+
 SOURCE = Path(__file__).with_name("kernels") / "compiled.c"
 COLUMNS = 16  # the loop's output tile width: packed weights are padded to a multiple of it
 
@@ -114,8 +116,6 @@ def available() -> bool:
     """Whether the compiled loops can run here: built and loaded, and not DIFFCODEC_KERNEL=off."""
     return os.environ.get("DIFFCODEC_KERNEL") != "off" and library() is not None
 
-
-INPUT_LIMIT = 2**15 - 1
 
 
 def pack(taps: torch.Tensor) -> torch.Tensor:
