@@ -40,7 +40,9 @@ SETTINGS = {
     "numpy avx512 off": {"NPY_DISABLE_CPU_FEATURES": NUMPY_AVX512_OFF},
     "1 thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     "no SIMD (default + SSE41)": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-                                  "NPY_DISABLE_CPU_FEATURES": "X86_V3 " + NUMPY_AVX512_OFF},
+                                  "NPY_DISABLE_CPU_FEATURES": "X86_V3 " + NUMPY_AVX512_OFF,
+                                  "DIFFCODEC_KERNEL": "plain"},
+    "compiled loops off": {"DIFFCODEC_KERNEL": "off"},  # no C compiler: the torch code
     "cuda": {},
 }
 # A setting that is another device rather than another CPU: its process runs the codec there.
