@@ -117,7 +117,6 @@ def available() -> bool:
     return os.environ.get("DIFFCODEC_KERNEL") != "off" and library() is not None
 
 
-
 def pack(taps: torch.Tensor) -> torch.Tensor:
     """(taps, in, out) integer weights, |k| < 2^15, as the loop reads them: int16 pairs along
     the inputs, (taps, in / 2, out padded to COLUMNS, 2), zeros where padded."""
