@@ -411,6 +411,45 @@ def test_the_compiled_products_cannot_overflow(path, monkeypatch):
         torch.set_num_threads(threads)
 
 
+def test_the_compiled_roundings_agree_at_their_edges(monkeypatch):
+    """to_int16 and the norm with SiLU on values at their edges (halves, beyond the clamps,
+    NaN, infinities) and channel counts that leave a tail beside the AVX2 path's groups of
+    four: the AVX2 and plain paths give the torch code's numbers."""
+    import torch
+
+    from diffcodec.model import compiled
+    from diffcodec.model import exact_network as en
+
+    if compiled.library() is None:
+        pytest.skip("no C compiler here: the float64 products run instead")
+    edges = torch.tensor([0.5, 1.5, 2.5, -2.5, -0.5, 32766.5, -32767.5, 4e4, -4e4, float("nan"), float("inf"),
+                          -float("inf"), 3.25, -7.75], dtype=torch.float64)
+    x = edges.repeat(3)[:39].view(1, 3, 13) * 2.0**-3  # read at exponent -3: the edges themselves
+    expected = torch.nan_to_num(torch.round(x * 8), nan=compiled.INPUT_LIMIT).clamp(-compiled.INPUT_LIMIT,
+                                                                                     compiled.INPUT_LIMIT)
+    table = torch.from_numpy(en._silu_table())
+    offset, limit = int(en.ACT_LIMIT * en._ACT_SCALE), en.ACT_LIMIT * en._ACT_SCALE
+    generator = torch.Generator().manual_seed(4)
+    for setting in ("auto", "plain"):
+        monkeypatch.setenv("DIFFCODEC_KERNEL", setting)
+        got = compiled.to_int16(x, -3, (1, 0, 2, 1))
+        assert torch.equal(got[1:, 2:-1].double(), expected), setting
+        for channels in (1, 4, 7, 12):
+            v = en.quantize(60 * torch.randn(2, 5, channels, generator=generator, dtype=torch.float64))
+            v[0, 0] = 0.0  # a constant pixel: variance 0
+            weight, bias = 1 + torch.randn(channels, dtype=torch.float64, generator=generator), torch.randn(
+                channels, dtype=torch.float64, generator=generator)
+            mul, add = 40 * torch.randn(channels, dtype=torch.float64, generator=generator), torch.zeros(channels,
+                                                                                                      dtype=torch.float64)
+            add[0] = float("nan")  # a NaN reads the table's end
+            norm = en._Norm.__new__(en._Norm)
+            norm.weight, norm.bias = weight, bias
+            filmed = norm(v) * mul + add
+            got = compiled.norm_silu(v, weight, bias, mul, add, table, offset, limit)
+            assert torch.equal(got, en._silu_lookup(torch.nan_to_num(filmed, nan=float("inf")), table, offset)), (
+                setting, channels)
+
+
 def test_loops_that_disagree_with_the_torch_code_are_not_used(monkeypatch):
     """A compiled norm one ulp off (as a compiler that fused a multiply-add would make it)
     fails the check, and the torch code runs instead."""

@@ -4,11 +4,12 @@ and the channel norm with SiLU for every model.
 Their sums are sums of integers (16-bit inputs times 8-bit weights), the same in any order,
 so a compiled loop gives exactly the numbers the float64 products give, only faster (about
 three times on one core: docs/portability.md); the norm and SiLU are the same IEEE
-operations as the torch code, one by one, in the same order. The C source ships with the package and is
+operations as the torch code, each correctly rounded (in a vector lane or a scalar one), in
+the same order. The C source ships with the package and is
 compiled on first use with the system's C compiler into the user's cache; where there is
 no compiler, or ``DIFFCODEC_KERNEL=off``, the float64 products run instead, and the files
-are the same bytes either way. ``DIFFCODEC_KERNEL=plain`` keeps the compiled loop off its
-AVX2 path (for tests: both paths take the same sums).
+are the same bytes either way. ``DIFFCODEC_KERNEL=plain`` keeps the compiled loops off their
+AVX2 paths (for tests: both paths give the same numbers).
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ def _load(path: Path) -> ctypes.CDLL | None:
         lib.intconv.argtypes = [pointer, pointer, i64, pointer, i32, pointer, i32, i64, pointer, i32, pointer, pointer,
                                 i32, i32]
         lib.intconv.restype = i32
-        lib.to_int16.argtypes = [pointer, i64, i64, i64, ctypes.c_double, pointer, i64, i64, i64, i32]
+        lib.to_int16.argtypes = [pointer, i64, i64, i64, ctypes.c_double, pointer, i64, i64, i64, i32, i32]
         lib.to_int16.restype = None
         lib.norm_silu.argtypes = [pointer, i64, i64, pointer, pointer, pointer, pointer, pointer, i64,
-                                  ctypes.c_double, pointer, i32]
+                                  ctypes.c_double, pointer, i32, i32]
         lib.norm_silu.restype = None
         return lib
     except (OSError, AttributeError):  # not a library for this machine, or not this source's
@@ -112,6 +113,11 @@ def _threads() -> int:
 _PID = os.getpid()
 
 
+def _path() -> int:
+    """The loops' path: 1, AVX2 where the CPU has it; 0 (DIFFCODEC_KERNEL=plain), plain C."""
+    return 0 if os.environ.get("DIFFCODEC_KERNEL") == "plain" else 1
+
+
 def available() -> bool:
     """Whether the compiled loops can run here: built and loaded, and not DIFFCODEC_KERNEL=off."""
     return os.environ.get("DIFFCODEC_KERNEL") != "off" and library() is not None
@@ -139,7 +145,7 @@ def to_int16(x: torch.Tensor, exponent: int, pad: tuple[int, int, int, int] = (0
     out = torch.zeros(height + top + bottom, width + left + right, channels, dtype=torch.int16)
     x = x.contiguous()
     library().to_int16(x.data_ptr(), height, width, channels, 2.0**-exponent, out.data_ptr(), out.shape[1], top, left,
-                       _threads())
+                       _threads(), _path())
     return out
 
 
@@ -173,7 +179,6 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
     out = torch.empty(base.numel(), width, dtype=torch.float64)
     pair = 2 * INPUT_LIMIT * max(1, int(packed.abs().max()))
     chunk = (2**31 - 1) // pair
-    path = 0 if os.environ.get("DIFFCODEC_KERNEL") == "plain" else 1
     scale = shift = None
     if factor is not None:
         scale = torch.zeros(width, dtype=torch.float64)
@@ -181,7 +186,7 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
         scale[:outputs], shift[:outputs] = factor, bias
     lib.intconv(data.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets), packed.data_ptr(),
                 inputs, width, out.data_ptr(), chunk, None if scale is None else scale.data_ptr(),
-                None if shift is None else shift.data_ptr(), _threads(), path)
+                None if shift is None else shift.data_ptr(), _threads(), _path())
     return out[:, :outputs] if width != outputs else out
 
 
@@ -203,5 +208,5 @@ def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mul: to
     film = [None, None] if mul is None else [t.reshape(-1).contiguous() for t in (mul, add)]
     library().norm_silu(x.data_ptr(), x.numel() // x.shape[-1], x.shape[-1], flat[0].data_ptr(), flat[1].data_ptr(),
                         None if mul is None else film[0].data_ptr(), None if mul is None else film[1].data_ptr(),
-                        None if table is None else table.data_ptr(), offset, limit, out.data_ptr(), _threads())
+                        None if table is None else table.data_ptr(), offset, limit, out.data_ptr(), _threads(), _path())
     return out

@@ -133,20 +133,51 @@ int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t 
 /* x (h, w, c) float64 on any grid finer than 2^-e, times scale = 2^-e (exact), rounded half to
    even (the default rounding mode), clamped to +-(2^15 - 1), into the int16 image out (rows
    of out_w pixels) at row top, column left; the rest of out is left as it is (zeros). */
+static inline int16_t int16_of(double v) {
+    v = nearbyint(v);
+    /* clamped so that even a NaN lands in range (a conversion out of range is undefined) */
+    return (int16_t)(v <= 32767.0 ? (v >= -32767.0 ? v : -32767.0) : 32767.0);
+}
+
+#ifdef HAVE_AVX2_PATH
+/* the same products, roundings and clamps as int16_of, four at a time */
+__attribute__((target("avx2"))) static int64_t int16_row_avx2(const double *row, int64_t n, double scale,
+                                                              int16_t *dst) {
+    const __m256d s = _mm256_set1_pd(scale), high = _mm256_set1_pd(32767.0), low = _mm256_set1_pd(-32767.0);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d v = _mm256_round_pd(_mm256_mul_pd(_mm256_loadu_pd(row + i), s),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm256_blendv_pd(high, v, _mm256_cmp_pd(v, high, _CMP_LE_OQ)); /* a NaN becomes high */
+        v = _mm256_blendv_pd(low, v, _mm256_cmp_pd(v, low, _CMP_GE_OQ));
+        __m128i k = _mm256_cvtpd_epi32(v);
+        _mm_storel_epi64((__m128i *)(dst + i), _mm_packs_epi32(k, k));
+    }
+    return i;
+}
+#endif
+
+/* path as intconv's */
 void to_int16(const double *x, int64_t h, int64_t w, int64_t c, double scale, int16_t *out, int64_t out_w,
-              int64_t top, int64_t left, int threads) {
+              int64_t top, int64_t left, int threads, int path) {
+#ifdef HAVE_AVX2_PATH
+    int avx2 = path == 1 && __builtin_cpu_supports("avx2");
+#else
+    int avx2 = 0;
+#endif
     (void)threads;
+    (void)path;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
     for (int64_t y = 0; y < h; ++y) {
         const double *row = x + y * w * c;
         int16_t *dst = out + ((y + top) * out_w + left) * c;
-        for (int64_t i = 0; i < w * c; ++i) {
-            double v = nearbyint(row[i] * scale);
-            /* clamped so that even a NaN lands in range (a conversion out of range is undefined) */
-            dst[i] = (int16_t)(v <= 32767.0 ? (v >= -32767.0 ? v : -32767.0) : 32767.0);
-        }
+        int64_t i = 0;
+#ifdef HAVE_AVX2_PATH
+        if (avx2) i = int16_row_avx2(row, w * c, scale, dst);
+#endif
+        for (; i < w * c; ++i) dst[i] = int16_of(row[i] * scale);
     }
 }
 
@@ -156,15 +187,86 @@ void to_int16(const double *x, int64_t h, int64_t w, int64_t c, double scale, in
    ExactNetwork.silu, one by one, in their order. table: SiLU at index = round(y 2^12) +
    offset, the index clamped to +-limit first; NULL: y itself (for the check that these
    operations round as torch's do, before a lookup can hide a last-bit difference). */
+static inline double normed(double v, double mean, double deviation, const double *weight, const double *bias,
+                            const double *mul, const double *add, const double *table, int64_t offset,
+                            double limit, int64_t i) {
+    double y = (v - mean) / deviation;
+    y = y * weight[i] + bias[i];
+    if (mul) y = y * mul[i] + add[i];
+    if (!table) return y;
+    double k = y * 4096.0;
+    k = k <= limit ? (k >= -limit ? k : -limit) : limit; /* a NaN reads the table's end, not past it */
+    return table[(int64_t)nearbyint(k) + offset];
+}
+
+#ifdef HAVE_AVX2_PATH
+/* one pixel's sums (exact, so in any order) and then normed() four channels at a time: the
+   same IEEE operations, each correctly rounded in a vector lane as in a scalar one */
+__attribute__((target("avx2"))) static void norm_pixel_avx2(const double *v, int64_t c, const double *weight,
+                                                            const double *bias, const double *mul, const double *add,
+                                                            const double *table, int64_t offset, double limit,
+                                                            double *out) {
+    __m256d sum4 = _mm256_setzero_pd(), squares4 = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 4 <= c; i += 4) {
+        __m256d x = _mm256_loadu_pd(v + i);
+        sum4 = _mm256_add_pd(sum4, x);
+        squares4 = _mm256_add_pd(squares4, _mm256_mul_pd(x, x));
+    }
+    double lanes[4], lanes2[4];
+    _mm256_storeu_pd(lanes, sum4);
+    _mm256_storeu_pd(lanes2, squares4);
+    double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    double squares = (lanes2[0] + lanes2[1]) + (lanes2[2] + lanes2[3]);
+    for (int64_t j = i; j < c; ++j) {
+        sum += v[j];
+        squares += v[j] * v[j];
+    }
+    double mean = sum / (double)c;
+    double variance = squares / (double)c - mean * mean;
+    double deviation = sqrt((variance < 0.0 ? 0.0 : variance) + 1e-6);
+    const __m256d m4 = _mm256_set1_pd(mean), d4 = _mm256_set1_pd(deviation), scale = _mm256_set1_pd(4096.0);
+    const __m256d high = _mm256_set1_pd(limit), low = _mm256_set1_pd(-limit);
+    const __m128i shift = _mm_set1_epi32((int)offset);
+    for (i = 0; i + 4 <= c; i += 4) {
+        __m256d y = _mm256_div_pd(_mm256_sub_pd(_mm256_loadu_pd(v + i), m4), d4);
+        y = _mm256_add_pd(_mm256_mul_pd(y, _mm256_loadu_pd(weight + i)), _mm256_loadu_pd(bias + i));
+        if (mul) y = _mm256_add_pd(_mm256_mul_pd(y, _mm256_loadu_pd(mul + i)), _mm256_loadu_pd(add + i));
+        if (table) {
+            __m256d k = _mm256_mul_pd(y, scale);
+            k = _mm256_blendv_pd(high, k, _mm256_cmp_pd(k, high, _CMP_LE_OQ)); /* a NaN becomes high */
+            k = _mm256_blendv_pd(low, k, _mm256_cmp_pd(k, low, _CMP_GE_OQ));
+            k = _mm256_round_pd(k, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            y = _mm256_i32gather_pd(table, _mm_add_epi32(_mm256_cvtpd_epi32(k), shift), 8);
+        }
+        _mm256_storeu_pd(out + i, y);
+    }
+    for (; i < c; ++i) out[i] = normed(v[i], mean, deviation, weight, bias, mul, add, table, offset, limit, i);
+}
+#endif
+
+/* path as intconv's; the AVX2 path needs offset < 2^31 (the default grid's is 2^20) */
 void norm_silu(const double *x, int64_t rows, int64_t c, const double *weight, const double *bias,
                const double *mul, const double *add, const double *table, int64_t offset, double limit,
-               double *out, int threads) {
+               double *out, int threads, int path) {
+#ifdef HAVE_AVX2_PATH
+    int avx2 = path == 1 && offset < (1LL << 30) && __builtin_cpu_supports("avx2");
+#else
+    int avx2 = 0;
+#endif
     (void)threads;
+    (void)path;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
     for (int64_t p = 0; p < rows; ++p) {
         const double *v = x + p * c;
+#ifdef HAVE_AVX2_PATH
+        if (avx2) {
+            norm_pixel_avx2(v, c, weight, bias, mul, add, table, offset, limit, out + p * c);
+            continue;
+        }
+#endif
         double sum = 0.0, squares = 0.0;
         for (int64_t i = 0; i < c; ++i) {
             sum += v[i];
@@ -173,17 +275,7 @@ void norm_silu(const double *x, int64_t rows, int64_t c, const double *weight, c
         double mean = sum / (double)c;
         double variance = squares / (double)c - mean * mean;
         double deviation = sqrt((variance < 0.0 ? 0.0 : variance) + 1e-6);
-        for (int64_t i = 0; i < c; ++i) {
-            double y = (v[i] - mean) / deviation;
-            y = y * weight[i] + bias[i];
-            if (mul) y = y * mul[i] + add[i];
-            if (!table) {
-                out[p * c + i] = y;
-                continue;
-            }
-            double k = y * 4096.0;
-            k = k <= limit ? (k >= -limit ? k : -limit) : limit; /* a NaN reads the table's end, not past it */
-            out[p * c + i] = table[(int64_t)nearbyint(k) + offset];
-        }
+        for (int64_t i = 0; i < c; ++i)
+            out[p * c + i] = normed(v[i], mean, deviation, weight, bias, mul, add, table, offset, limit, i);
     }
 }
