@@ -425,7 +425,7 @@ def test_the_compiled_roundings_agree_at_their_edges(monkeypatch):
     edges = torch.tensor([0.5, 1.5, 2.5, -2.5, -0.5, 32766.5, -32767.5, 4e4, -4e4, float("nan"), float("inf"),
                           -float("inf"), 3.25, -7.75], dtype=torch.float64)
     x = edges.repeat(3)[:39].view(1, 3, 13) * 2.0**-3  # read at exponent -3: the edges themselves
-    expected = torch.nan_to_num(torch.round(x * 8), nan=compiled.INPUT_LIMIT).clamp(-compiled.INPUT_LIMIT,
+    integers = torch.nan_to_num(torch.round(x * 8), nan=compiled.INPUT_LIMIT).clamp(-compiled.INPUT_LIMIT,
                                                                                      compiled.INPUT_LIMIT)
     table = torch.from_numpy(en._silu_table())
     offset, limit = int(en.ACT_LIMIT * en._ACT_SCALE), en.ACT_LIMIT * en._ACT_SCALE
@@ -433,7 +433,7 @@ def test_the_compiled_roundings_agree_at_their_edges(monkeypatch):
     for setting in ("auto", "plain"):
         monkeypatch.setenv("DIFFCODEC_KERNEL", setting)
         got = compiled.to_int16(x, -3, (1, 0, 2, 1))
-        assert torch.equal(got[1:, 2:-1].double(), expected), setting
+        assert torch.equal(got[1:, 2:-1].double(), integers), setting
         for channels in (1, 4, 7, 12):
             v = en.quantize(60 * torch.randn(2, 5, channels, generator=generator, dtype=torch.float64))
             v[0, 0] = 0.0  # a constant pixel: variance 0
@@ -446,8 +446,23 @@ def test_the_compiled_roundings_agree_at_their_edges(monkeypatch):
             norm.weight, norm.bias = weight, bias
             filmed = norm(v) * mul + add
             got = compiled.norm_silu(v, weight, bias, mul, add, table, offset, limit)
-            assert torch.equal(got, en._silu_lookup(torch.nan_to_num(filmed, nan=float("inf")), table, offset)), (
-                setting, channels)
+            expected = en._silu_lookup(torch.nan_to_num(filmed, nan=float("inf")), table, offset)
+            assert torch.equal(got, expected), (setting, channels)
+            assert torch.equal(compiled.silu(filmed, table, offset, limit), expected), (setting, channels)
+
+
+def test_where_there_is_a_compiler_the_loops_build_and_agree():
+    """A C compiler on the path builds the loops and they pass their check (else the codec
+    quietly runs the torch code, the same numbers several times slower)."""
+    import os
+    import shutil
+
+    from diffcodec.model import compiled
+    from diffcodec.model import exact_network as en
+
+    if os.environ.get("DIFFCODEC_KERNEL") == "off" or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here (or the loops are turned off)")
+    assert compiled.library() is not None and en.compiled_loops_agree()
 
 
 def test_loops_that_disagree_with_the_torch_code_are_not_used(monkeypatch):

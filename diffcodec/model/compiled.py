@@ -1,5 +1,5 @@
 """The exact network's hot loops in C: integer tap products for quantization-aware layers,
-and the channel norm with SiLU for every model.
+and the channel norm with SiLU and the SiLU lookup for every model.
 
 Their sums are sums of integers (16-bit inputs times 8-bit weights), the same in any order,
 so a compiled loop gives exactly the numbers the float64 products give, only faster (about
@@ -61,6 +61,8 @@ def _load(path: Path) -> ctypes.CDLL | None:
         lib.norm_silu.argtypes = [pointer, i64, i64, pointer, pointer, pointer, pointer, pointer, i64,
                                   ctypes.c_double, pointer, i32, i32]
         lib.norm_silu.restype = None
+        lib.silu.argtypes = [pointer, i64, pointer, i64, ctypes.c_double, pointer, i32, i32]
+        lib.silu.restype = None
         return lib
     except (OSError, AttributeError):  # not a library for this machine, or not this source's
         return None
@@ -209,4 +211,14 @@ def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mul: to
     library().norm_silu(x.data_ptr(), x.numel() // x.shape[-1], x.shape[-1], flat[0].data_ptr(), flat[1].data_ptr(),
                         None if mul is None else film[0].data_ptr(), None if mul is None else film[1].data_ptr(),
                         None if table is None else table.data_ptr(), offset, limit, out.data_ptr(), _threads(), _path())
+    return out
+
+
+def silu(x: torch.Tensor, table: torch.Tensor, offset: int, limit: float) -> torch.Tensor:
+    """exact_network's SiLU of x (float64, CPU) by its table, in one pass: the same numbers."""
+    if x.dtype != torch.float64 or x.device.type != "cpu" or table.numel() != 2 * offset + 1 or limit != offset:
+        raise TypeError("silu reads float64 CPU tensors and the SiLU table")
+    x, table = x.contiguous(), table.contiguous()
+    out = torch.empty_like(x)
+    library().silu(x.data_ptr(), x.numel(), table.data_ptr(), offset, limit, out.data_ptr(), _threads(), _path())
     return out

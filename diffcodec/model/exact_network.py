@@ -334,7 +334,7 @@ def _silu_lookup(x: torch.Tensor, table: torch.Tensor, offset: int) -> torch.Ten
 def compiled_loops_agree() -> bool:
     """Whether the compiled loops (compiled.py) can be used here: built and loaded, not turned
     off (DIFFCODEC_KERNEL=off), and giving bit for bit what the torch code gives on a small
-    quantization-aware convolution, an upsampler and a norm with SiLU (a compiler that broke
+    quantization-aware convolution, an upsampler, a norm with SiLU and a SiLU (a compiler that broke
     the IEEE arithmetic despite its flags is caught here, and the torch code runs instead;
     checked once per library and path)."""
     if not compiled.available():
@@ -353,7 +353,7 @@ def _loops_agree(library: int, path: str | None) -> bool:
 
 def _compare_loops() -> bool:
     """The compiled loops against the torch code on a quantization-aware convolution, an
-    upsampler, and a norm before its lookup, with and without a FiLM, and after it."""
+    upsampler, and a norm before its lookup, with and without a FiLM, and after it; a SiLU alone."""
     from .network import ChannelNorm, QuantizedConv2d
 
     generator = torch.Generator().manual_seed(0)
@@ -378,6 +378,7 @@ def _compare_loops() -> bool:
         pairs.append((compiled.norm_silu(x, norm.weight, norm.bias, 1 + film[0], film[1], None), filmed))
         pairs.append((compiled.norm_silu(x, norm.weight, norm.bias, 1 + film[0], film[1], table, offset, limit),
                       _silu_lookup(filmed, table, offset)))
+        pairs.append((compiled.silu(filmed, table, offset, limit), _silu_lookup(filmed, table, offset)))
     return all(a.shape == b.shape and torch.equal(a.view(torch.int64), b.contiguous().view(torch.int64)) for a, b in pairs)
 
 
@@ -417,7 +418,10 @@ class ExactNetwork:
         return period, grid(exact.sin(phase)), grid(exact.cos(phase))
 
     def silu(self, x: torch.Tensor) -> torch.Tensor:
-        """SiLU of x rounded to the activation grid, looked up: the result is on the grid."""
+        """SiLU of x rounded to the activation grid, looked up: the result is on the grid (on
+        the CPU in a compiled pass, compiled.py)."""
+        if x.device.type == "cpu" and compiled_loops_agree():
+            return compiled.silu(x, self.silu_table, self.silu_offset, ACT_LIMIT * _ACT_SCALE)
         return _silu_lookup(x, self.silu_table, self.silu_offset)
 
     def fourier(self, z: torch.Tensor) -> torch.Tensor:

@@ -187,19 +187,33 @@ void to_int16(const double *x, int64_t h, int64_t w, int64_t c, double scale, in
    ExactNetwork.silu, one by one, in their order. table: SiLU at index = round(y 2^12) +
    offset, the index clamped to +-limit first; NULL: y itself (for the check that these
    operations round as torch's do, before a lookup can hide a last-bit difference). */
+static inline double lookup(double y, const double *table, int64_t offset, double limit) {
+    double k = y * 4096.0;
+    k = k <= limit ? (k >= -limit ? k : -limit) : limit; /* a NaN reads the table's end, not past it */
+    return table[(int64_t)nearbyint(k) + offset];
+}
+
 static inline double normed(double v, double mean, double deviation, const double *weight, const double *bias,
                             const double *mul, const double *add, const double *table, int64_t offset,
                             double limit, int64_t i) {
     double y = (v - mean) / deviation;
     y = y * weight[i] + bias[i];
     if (mul) y = y * mul[i] + add[i];
-    if (!table) return y;
-    double k = y * 4096.0;
-    k = k <= limit ? (k >= -limit ? k : -limit) : limit; /* a NaN reads the table's end, not past it */
-    return table[(int64_t)nearbyint(k) + offset];
+    return table ? lookup(y, table, offset, limit) : y;
 }
 
 #ifdef HAVE_AVX2_PATH
+/* lookup() of four values */
+__attribute__((target("avx2"))) static inline __m256d lookup_avx2(__m256d y, const double *table, int64_t offset,
+                                                                  double limit) {
+    const __m256d high = _mm256_set1_pd(limit), low = _mm256_set1_pd(-limit);
+    __m256d k = _mm256_mul_pd(y, _mm256_set1_pd(4096.0));
+    k = _mm256_blendv_pd(high, k, _mm256_cmp_pd(k, high, _CMP_LE_OQ)); /* a NaN becomes high */
+    k = _mm256_blendv_pd(low, k, _mm256_cmp_pd(k, low, _CMP_GE_OQ));
+    k = _mm256_round_pd(k, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm256_i32gather_pd(table, _mm_add_epi32(_mm256_cvtpd_epi32(k), _mm_set1_epi32((int)offset)), 8);
+}
+
 /* one pixel's sums (exact, so in any order) and then normed() four channels at a time: the
    same IEEE operations, each correctly rounded in a vector lane as in a scalar one */
 __attribute__((target("avx2"))) static void norm_pixel_avx2(const double *v, int64_t c, const double *weight,
@@ -225,21 +239,12 @@ __attribute__((target("avx2"))) static void norm_pixel_avx2(const double *v, int
     double mean = sum / (double)c;
     double variance = squares / (double)c - mean * mean;
     double deviation = sqrt((variance < 0.0 ? 0.0 : variance) + 1e-6);
-    const __m256d m4 = _mm256_set1_pd(mean), d4 = _mm256_set1_pd(deviation), scale = _mm256_set1_pd(4096.0);
-    const __m256d high = _mm256_set1_pd(limit), low = _mm256_set1_pd(-limit);
-    const __m128i shift = _mm_set1_epi32((int)offset);
+    const __m256d m4 = _mm256_set1_pd(mean), d4 = _mm256_set1_pd(deviation);
     for (i = 0; i + 4 <= c; i += 4) {
         __m256d y = _mm256_div_pd(_mm256_sub_pd(_mm256_loadu_pd(v + i), m4), d4);
         y = _mm256_add_pd(_mm256_mul_pd(y, _mm256_loadu_pd(weight + i)), _mm256_loadu_pd(bias + i));
         if (mul) y = _mm256_add_pd(_mm256_mul_pd(y, _mm256_loadu_pd(mul + i)), _mm256_loadu_pd(add + i));
-        if (table) {
-            __m256d k = _mm256_mul_pd(y, scale);
-            k = _mm256_blendv_pd(high, k, _mm256_cmp_pd(k, high, _CMP_LE_OQ)); /* a NaN becomes high */
-            k = _mm256_blendv_pd(low, k, _mm256_cmp_pd(k, low, _CMP_GE_OQ));
-            k = _mm256_round_pd(k, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            y = _mm256_i32gather_pd(table, _mm_add_epi32(_mm256_cvtpd_epi32(k), shift), 8);
-        }
-        _mm256_storeu_pd(out + i, y);
+        _mm256_storeu_pd(out + i, table ? lookup_avx2(y, table, offset, limit) : y);
     }
     for (; i < c; ++i) out[i] = normed(v[i], mean, deviation, weight, bias, mul, add, table, offset, limit, i);
 }
@@ -277,5 +282,37 @@ void norm_silu(const double *x, int64_t rows, int64_t c, const double *weight, c
         double deviation = sqrt((variance < 0.0 ? 0.0 : variance) + 1e-6);
         for (int64_t i = 0; i < c; ++i)
             out[p * c + i] = normed(v[i], mean, deviation, weight, bias, mul, add, table, offset, limit, i);
+    }
+}
+
+#ifdef HAVE_AVX2_PATH
+/* lookup() of x[i..end) four at a time; returns where the scalar tail starts */
+__attribute__((target("avx2"))) static int64_t silu_avx2(const double *x, int64_t i, int64_t end, const double *table,
+                                                         int64_t offset, double limit, double *out) {
+    for (; i + 4 <= end; i += 4) _mm256_storeu_pd(out + i, lookup_avx2(_mm256_loadu_pd(x + i), table, offset, limit));
+    return i;
+}
+#endif
+
+/* SiLU by its table (as in norm_silu) of n values; path as intconv's */
+void silu(const double *x, int64_t n, const double *table, int64_t offset, double limit, double *out, int threads,
+          int path) {
+#ifdef HAVE_AVX2_PATH
+    int avx2 = path == 1 && offset < (1LL << 30) && __builtin_cpu_supports("avx2");
+#else
+    int avx2 = 0;
+#endif
+    int64_t blocks = (n + 4095) / 4096;
+    (void)threads;
+    (void)path;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+    for (int64_t b = 0; b < blocks; ++b) {
+        int64_t i = b * 4096, end = i + 4096 < n ? i + 4096 : n;
+#ifdef HAVE_AVX2_PATH
+        if (avx2) i = silu_avx2(x, i, end, table, offset, limit, out);
+#endif
+        for (; i < end; ++i) out[i] = lookup(x[i], table, offset, limit);
     }
 }
