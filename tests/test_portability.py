@@ -412,9 +412,10 @@ def test_the_compiled_products_cannot_overflow(path, monkeypatch):
 
 
 def test_the_compiled_roundings_agree_at_their_edges(monkeypatch):
-    """to_int16 and the norm with SiLU on values at their edges (halves, beyond the clamps,
-    NaN, infinities) and channel counts that leave a tail beside the AVX2 path's groups of
-    four: the AVX2 and plain paths give the torch code's numbers."""
+    """to_int16, the rounding to the grid, the norm with SiLU and the SiLU on values at their
+    edges (halves, beyond the clamps, NaN, infinities), on views with gaps between their rows,
+    and channel counts that leave a tail beside the AVX2 path's groups of four: the AVX2 and
+    plain paths give the torch code's numbers."""
     import torch
 
     from diffcodec.model import compiled
@@ -434,6 +435,12 @@ def test_the_compiled_roundings_agree_at_their_edges(monkeypatch):
         monkeypatch.setenv("DIFFCODEC_KERNEL", setting)
         got = compiled.to_int16(x, -3, (1, 0, 2, 1))
         assert torch.equal(got[1:, 2:-1].double(), integers), setting
+        wide = torch.cat([x * 2.0**-9, x * 2.0**6, x * 2.0**-14], dim=1)  # halves of the grid; beyond the clamp
+        other = torch.randn(1, 9, 13, dtype=torch.float64, generator=generator)
+        for a, b in ((wide, None), (wide[:, :, 1:12], wide[:, :, :11]), (wide[:, 1:], other[:, 1:])):
+            expected = en.quantize(a if b is None else a + b)
+            assert torch.equal(compiled.to_grid(a, b, en.ACT_LIMIT, en._magic(en.ACT_FRACTION_BITS)).view(torch.int64),
+                               expected.view(torch.int64)), setting  # NaN where NaN, signed zeros alike
         for channels in (1, 4, 7, 12):
             v = en.quantize(60 * torch.randn(2, 5, channels, generator=generator, dtype=torch.float64))
             v[0, 0] = 0.0  # a constant pixel: variance 0

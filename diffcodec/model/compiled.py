@@ -63,6 +63,8 @@ def _load(path: Path) -> ctypes.CDLL | None:
         lib.norm_silu.restype = None
         lib.silu.argtypes = [pointer, i64, pointer, i64, ctypes.c_double, pointer, i32, i32]
         lib.silu.restype = None
+        lib.to_grid.argtypes = [pointer, i64, pointer, i64, i64, i64, ctypes.c_double, ctypes.c_double, pointer, i32, i32]
+        lib.to_grid.restype = None
         return lib
     except (OSError, AttributeError):  # not a library for this machine, or not this source's
         return None
@@ -221,4 +223,27 @@ def silu(x: torch.Tensor, table: torch.Tensor, offset: int, limit: float) -> tor
     x, table = x.contiguous(), table.contiguous()
     out = torch.empty_like(x)
     library().silu(x.data_ptr(), x.numel(), table.data_ptr(), offset, limit, out.data_ptr(), _threads(), _path())
+    return out
+
+
+def _rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """x (H, W, C) as H rows of W * C contiguous values and the step between rows (a copy
+    only where its rows are not contiguous)."""
+    if x.stride(2) != 1 or x.stride(1) != x.shape[2]:
+        x = x.contiguous()
+    return x, x.stride(0)
+
+
+def to_grid(x: torch.Tensor, y: torch.Tensor | None, limit: float, magic: float) -> torch.Tensor:
+    """exact_network.quantize of x (or of x + y), float64 (H, W, C) on the CPU, in one pass:
+    the same clamp and the same two additions."""
+    tensors = [x] if y is None else [x, y]
+    if any(t.dtype != torch.float64 or t.device.type != "cpu" or t.dim() != 3 or t.shape != x.shape for t in tensors):
+        raise TypeError("to_grid reads float64 (H, W, C) CPU tensors of one shape")
+    height, width, channels = x.shape
+    x, x_stride = _rows(x)
+    y, y_stride = (None, 0) if y is None else _rows(y)
+    out = torch.empty(height, width, channels, dtype=torch.float64)
+    library().to_grid(x.data_ptr(), x_stride, None if y is None else y.data_ptr(), y_stride, height, width * channels,
+                      limit, magic, out.data_ptr(), _threads(), _path())
     return out

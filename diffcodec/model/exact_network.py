@@ -55,10 +55,14 @@ FOURIER_LIMIT = 8.0
 _ACT_SCALE = float(2**ACT_FRACTION_BITS)
 
 
+def _magic(fraction_bits: int) -> float:
+    return 1.5 * 2.0 ** (52 - fraction_bits)
+
+
 def quantize(x: torch.Tensor, fraction_bits: int = ACT_FRACTION_BITS) -> torch.Tensor:
     """Onto the grid 2^-fraction_bits within +-ACT_LIMIT, rounding half to even: adding and
     subtracting 1.5 * 2^(52 - fraction_bits) rounds to that grid in two IEEE additions."""
-    magic = 1.5 * 2.0 ** (52 - fraction_bits)
+    magic = _magic(fraction_bits)
     return (torch.clamp(x, -ACT_LIMIT, ACT_LIMIT) + magic) - magic
 
 
@@ -334,9 +338,9 @@ def _silu_lookup(x: torch.Tensor, table: torch.Tensor, offset: int) -> torch.Ten
 def compiled_loops_agree() -> bool:
     """Whether the compiled loops (compiled.py) can be used here: built and loaded, not turned
     off (DIFFCODEC_KERNEL=off), and giving bit for bit what the torch code gives on a small
-    quantization-aware convolution, an upsampler, a norm with SiLU and a SiLU (a compiler that broke
-    the IEEE arithmetic despite its flags is caught here, and the torch code runs instead;
-    checked once per library and path)."""
+    quantization-aware convolution, an upsampler, a norm with SiLU, a SiLU and a rounding to
+    the grid (a compiler that broke the IEEE arithmetic despite its flags is caught here, and
+    the torch code runs instead; checked once per library and path)."""
     if not compiled.available():
         return False
     return _loops_agree(id(compiled.library()), os.environ.get("DIFFCODEC_KERNEL"))
@@ -353,7 +357,8 @@ def _loops_agree(library: int, path: str | None) -> bool:
 
 def _compare_loops() -> bool:
     """The compiled loops against the torch code on a quantization-aware convolution, an
-    upsampler, and a norm before its lookup, with and without a FiLM, and after it; a SiLU alone."""
+    upsampler, and a norm before its lookup, with and without a FiLM, and after it; a SiLU
+    alone; a sum rounded to the grid (one operand a view with gaps between its rows)."""
     from .network import ChannelNorm, QuantizedConv2d
 
     generator = torch.Generator().manual_seed(0)
@@ -379,6 +384,8 @@ def _compare_loops() -> bool:
         pairs.append((compiled.norm_silu(x, norm.weight, norm.bias, 1 + film[0], film[1], table, offset, limit),
                       _silu_lookup(filmed, table, offset)))
         pairs.append((compiled.silu(filmed, table, offset, limit), _silu_lookup(filmed, table, offset)))
+        wide = 300 * torch.randn(6, 10, 6, generator=generator, dtype=torch.float64)  # some beyond the clamp
+        pairs.append((compiled.to_grid(wide[:, :8], x, ACT_LIMIT, _magic(ACT_FRACTION_BITS)), quantize(wide[:, :8] + x)))
     return all(a.shape == b.shape and torch.equal(a.view(torch.int64), b.contiguous().view(torch.int64)) for a, b in pairs)
 
 
@@ -446,6 +453,12 @@ class ExactNetwork:
         emb = self.silu(self.embed[0].linear(emb))
         return self.embed[1].linear(emb)
 
+    def grid(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """quantize(x), or quantize(x + y): on the CPU in one compiled pass (compiled.py)."""
+        if x.device.type == "cpu" and compiled_loops_agree():
+            return compiled.to_grid(x, y, ACT_LIMIT, _magic(ACT_FRACTION_BITS))
+        return quantize(x if y is None else x + y)
+
     def norm_silu(self, norm: _Norm, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """SiLU of the norm of x (on the grid), with a FiLM (scale, shift) between them where
         given; on the CPU in one compiled pass with the same operations (compiled.py)."""
@@ -462,9 +475,9 @@ class ExactNetwork:
         """A ResBlock on x (on the grid); its output is on the grid."""
         h = block.conv1.conv(self.norm_silu(block.norm1, x))
         film = block.film.linear(emb).chunk(2, dim=1)  # scale, shift: (1, C) each, over (H, W, C)
-        h = block.conv2.conv(self.norm_silu(block.norm2, quantize(h), film))
+        h = block.conv2.conv(self.norm_silu(block.norm2, self.grid(h), film))
         skip = x if block.skip is None else block.skip.conv(x)
-        return quantize(skip + h)
+        return self.grid(skip, h)
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor, gamma: float) -> tuple[torch.Tensor, ...]:
@@ -482,21 +495,21 @@ class ExactNetwork:
         # the stem reads z itself on the fine Fourier grid (its sums stay below 2^53: 2^19 x 2^15
         # x at most 9 * 4 * 5 * 4 channels), the features on the coarser one, a subset of it
         features = F.pixel_unshuffle(self.fourier(z), config.patch_size)[0].permute(1, 2, 0)
-        h = quantize(self.stem.conv(features))  # channels-last (H, W, C) from here on
+        h = self.grid(self.stem.conv(features))  # channels-last (H, W, C) from here on
         skips = []
         for level, blocks in enumerate(self.down_blocks):
             for block in blocks:
                 h = self.block(block, h, emb)
             skips.append(h)
             if level < len(self.downsamplers):
-                h = quantize(self.downsamplers[level].conv(h))
+                h = self.grid(self.downsamplers[level].conv(h))
         h = self.block(self.mid, h, emb)
         for index, blocks in enumerate(self.up_blocks):
             h = torch.cat([h, skips.pop()], dim=-1)
             for block in blocks:
                 h = self.block(block, h, emb)
             if index < len(self.upsamplers):
-                h = quantize(self.upsamplers[index].conv(h))
+                h = self.grid(self.upsamplers[index].conv(h))
         h = self.norm_silu(self.out_norm, h)
 
         def crop(out: torch.Tensor) -> torch.Tensor:

@@ -316,3 +316,51 @@ void silu(const double *x, int64_t n, const double *table, int64_t offset, doubl
         for (; i < end; ++i) out[i] = lookup(x[i], table, offset, limit);
     }
 }
+
+/* x (+ y) onto the grid of exact_network.quantize: clamped to +-limit (a NaN stays NaN), then
+   plus and minus magic (two IEEE additions round to the grid, half to even). rows of n
+   values, row r of x at x + r * x_stride (y alike, or NULL); out is (rows, n). */
+static inline double on_grid(double v, double limit, double magic) {
+    v = v > limit ? limit : (v < -limit ? -limit : v);
+    return (v + magic) - magic;
+}
+
+#ifdef HAVE_AVX2_PATH
+__attribute__((target("avx2"))) static int64_t grid_row_avx2(const double *x, const double *y, int64_t n, double limit,
+                                                             double magic, double *out) {
+    const __m256d high = _mm256_set1_pd(limit), low = _mm256_set1_pd(-limit), m = _mm256_set1_pd(magic);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d v = _mm256_loadu_pd(x + i);
+        if (y) v = _mm256_add_pd(v, _mm256_loadu_pd(y + i));
+        v = _mm256_blendv_pd(v, high, _mm256_cmp_pd(v, high, _CMP_GT_OQ)); /* a NaN stays */
+        v = _mm256_blendv_pd(v, low, _mm256_cmp_pd(v, low, _CMP_LT_OQ));
+        _mm256_storeu_pd(out + i, _mm256_sub_pd(_mm256_add_pd(v, m), m));
+    }
+    return i;
+}
+#endif
+
+/* path as intconv's */
+void to_grid(const double *x, int64_t x_stride, const double *y, int64_t y_stride, int64_t rows, int64_t n,
+             double limit, double magic, double *out, int threads, int path) {
+#ifdef HAVE_AVX2_PATH
+    int avx2 = path == 1 && __builtin_cpu_supports("avx2");
+#else
+    int avx2 = 0;
+#endif
+    (void)threads;
+    (void)path;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+    for (int64_t r = 0; r < rows; ++r) {
+        const double *a = x + r * x_stride, *b = y ? y + r * y_stride : NULL;
+        double *o = out + r * n;
+        int64_t i = 0;
+#ifdef HAVE_AVX2_PATH
+        if (avx2) i = grid_row_avx2(a, b, n, limit, magic, o);
+#endif
+        for (; i < n; ++i) o[i] = on_grid(b ? a[i] + b[i] : a[i], limit, magic);
+    }
+}
