@@ -324,11 +324,12 @@ def test_quantized_exact_network_computes_what_it_trained():
         assert float((ref.double() - out).abs().max()) < 1e-2 * max(1.0, float(ref.abs().max()))
 
 
-@pytest.mark.parametrize("weight_bits", [0, 8])
-def test_the_compiled_loop_changes_no_bit(weight_bits, monkeypatch):
-    """A network's outputs with the compiled loops (norm and SiLU for every model, integer
-    products for a quantization-aware one; AVX2 and plain paths, one and two threads) are bit
-    for bit those of the torch code."""
+@pytest.mark.parametrize("weight_bits, fourier", [(0, (7, 8)), (8, (7, 8)), (0, ())])
+def test_the_compiled_loop_changes_no_bit(weight_bits, fourier, monkeypatch):
+    """A network's outputs with the compiled loops (stem input, norm, SiLU and grid roundings
+    for every model, with Fourier features or without; integer products for a
+    quantization-aware one; AVX2 and plain paths, one and two threads) are bit for bit those
+    of the torch code."""
     import torch
 
     from diffcodec.model import compiled
@@ -338,7 +339,8 @@ def test_the_compiled_loop_changes_no_bit(weight_bits, monkeypatch):
     if compiled.library() is None:
         pytest.skip("no C compiler here: the float64 products run instead")
     model = randomize_output(DiffusionModel(tiny_config(progressive_heads=True, chain_scale_head=True,
-                                                        patch_size=2, weight_bits=weight_bits)), seed=6)
+                                                        patch_size=2, weight_bits=weight_bits,
+                                                        fourier_exponents=fourier)), seed=6)
     with torch.no_grad():  # norms with a spread of scales and offsets
         for module in model.network.modules():
             if hasattr(module, "weight") and module.__class__.__name__ == "ChannelNorm":

@@ -65,6 +65,9 @@ def _load(path: Path) -> ctypes.CDLL | None:
         lib.silu.restype = None
         lib.to_grid.argtypes = [pointer, i64, pointer, i64, i64, i64, ctypes.c_double, ctypes.c_double, pointer, i32, i32]
         lib.to_grid.restype = None
+        lib.fourier.argtypes = [pointer, i64, i64, i64, i64, pointer, pointer, pointer, i64, ctypes.c_double,
+                                ctypes.c_double, ctypes.c_double, pointer, i32]
+        lib.fourier.restype = None
         return lib
     except (OSError, AttributeError):  # not a library for this machine, or not this source's
         return None
@@ -246,4 +249,22 @@ def to_grid(x: torch.Tensor, y: torch.Tensor | None, limit: float, magic: float)
     out = torch.empty(height, width, channels, dtype=torch.float64)
     library().to_grid(x.data_ptr(), x_stride, None if y is None else y.data_ptr(), y_stride, height, width * channels,
                       limit, magic, out.data_ptr(), _threads(), _path())
+    return out
+
+
+def fourier(z: torch.Tensor, patch: int, tables: torch.Tensor, start: torch.Tensor, period: torch.Tensor,
+            limit: float, magic: float, fourier_limit: float) -> torch.Tensor:
+    """exact_network's stem input for z (1, C, H, W) float64 (H, W multiples of ``patch``):
+    z on its grid and its Fourier features from the tables (``tables`` holds them one after
+    another, feature j at start[j], ``period[j]`` values, a power of two), unshuffled by
+    ``patch``, channels last; in one pass."""
+    if z.dtype != torch.float64 or z.device.type != "cpu" or z.dim() != 4 or z.shape[0] != 1 or (
+            z.shape[2] % patch or z.shape[3] % patch) or start.dtype != torch.int64 or period.dtype != torch.int64:
+        raise TypeError("fourier reads one float64 CPU image whose sides are multiples of the patch")
+    _, channels, height, width = z.shape
+    features = start.numel()
+    z, tables, start, period = (t.contiguous() for t in (z, tables, start, period))
+    out = torch.empty(height // patch, width // patch, channels * (1 + features) * patch * patch, dtype=torch.float64)
+    library().fourier(z.data_ptr(), channels, height, width, patch, tables.data_ptr(), start.data_ptr(),
+                      period.data_ptr(), features, limit, magic, fourier_limit, out.data_ptr(), _threads())
     return out

@@ -335,12 +335,44 @@ def _silu_lookup(x: torch.Tensor, table: torch.Tensor, offset: int) -> torch.Ten
     return torch.take(table, index)
 
 
+def fourier_table(n: int, device: torch.device | str = "cpu") -> tuple[int, torch.Tensor, torch.Tensor]:
+    """sin and cos of 2^n pi z for z = j 2^-FOURIER_FRACTION_BITS over one period, on the grid."""
+    period = 1 << max(0, FOURIER_FRACTION_BITS + 1 - n)
+    phase = exact.PI * np.ldexp(np.arange(period, dtype=np.float64), n - FOURIER_FRACTION_BITS)
+    grid = lambda v: torch.from_numpy(np.rint(v * _ACT_SCALE) / _ACT_SCALE).to(device)  # noqa: E731
+    return period, grid(exact.sin(phase)), grid(exact.cos(phase))
+
+
+def fourier_features(z: torch.Tensor, tables: list[tuple[int, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """z (N, C, H, W) on the fine grid, then per channel its features from ``tables``."""
+    if not tables:
+        return quantize(z, FOURIER_FRACTION_BITS)
+    n, c, h, w = z.shape
+    k = torch.round(torch.clamp(z, -FOURIER_LIMIT, FOURIER_LIMIT) * 2.0**FOURIER_FRACTION_BITS).long()
+    sines, cosines = [], []
+    for period, sin_table, cos_table in tables:
+        index = torch.remainder(k, period)
+        sines.append(sin_table[index])
+        cosines.append(cos_table[index])
+    features = torch.stack(sines + cosines, dim=2).reshape(n, -1, h, w)
+    return torch.cat([quantize(z, FOURIER_FRACTION_BITS), features], dim=1)
+
+
+def flat_tables(tables: list[tuple[int, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tables one after another (sines, then cosines), their starts and periods: the
+    compiled stem input's layout (compiled.fourier)."""
+    columns = [t[1] for t in tables] + [t[2] for t in tables]
+    flat = torch.cat(columns).cpu() if columns else torch.zeros(1, dtype=torch.float64)
+    period = torch.tensor([t.numel() for t in columns], dtype=torch.int64)
+    return flat, torch.cumsum(period, 0) - period, period
+
+
 def compiled_loops_agree() -> bool:
     """Whether the compiled loops (compiled.py) can be used here: built and loaded, not turned
     off (DIFFCODEC_KERNEL=off), and giving bit for bit what the torch code gives on a small
-    quantization-aware convolution, an upsampler, a norm with SiLU, a SiLU and a rounding to
-    the grid (a compiler that broke the IEEE arithmetic despite its flags is caught here, and
-    the torch code runs instead; checked once per library and path)."""
+    quantization-aware convolution, an upsampler, a norm with SiLU, a SiLU, a rounding to
+    the grid and the stem's input (a compiler that broke the IEEE arithmetic despite its
+    flags is caught here, and the torch code runs instead; checked once per library and path)."""
     if not compiled.available():
         return False
     return _loops_agree(id(compiled.library()), os.environ.get("DIFFCODEC_KERNEL"))
@@ -358,7 +390,8 @@ def _loops_agree(library: int, path: str | None) -> bool:
 def _compare_loops() -> bool:
     """The compiled loops against the torch code on a quantization-aware convolution, an
     upsampler, and a norm before its lookup, with and without a FiLM, and after it; a SiLU
-    alone; a sum rounded to the grid (one operand a view with gaps between its rows)."""
+    alone; a sum rounded to the grid (one operand a view with gaps between its rows); the
+    stem's input of an image with values beyond both clamps and between grid points."""
     from .network import ChannelNorm, QuantizedConv2d
 
     generator = torch.Generator().manual_seed(0)
@@ -385,6 +418,11 @@ def _compare_loops() -> bool:
                       _silu_lookup(filmed, table, offset)))
         pairs.append((compiled.silu(filmed, table, offset, limit), _silu_lookup(filmed, table, offset)))
         wide = 300 * torch.randn(6, 10, 6, generator=generator, dtype=torch.float64)  # some beyond the clamp
+        z = quantize(torch.cat([6 * torch.randn(1, 3, 4, 6, generator=generator, dtype=torch.float64),
+                                wide[:4, :6, :3].permute(2, 0, 1)[None]], dim=2), FOURIER_FRACTION_BITS + 2)
+        tables = [fourier_table(n) for n in (7, 8)]
+        stem_input = compiled.fourier(z, 2, *flat_tables(tables), ACT_LIMIT, _magic(FOURIER_FRACTION_BITS), FOURIER_LIMIT)
+        pairs.append((stem_input, F.pixel_unshuffle(fourier_features(z, tables), 2)[0].permute(1, 2, 0)))
         pairs.append((compiled.to_grid(wide[:, :8], x, ACT_LIMIT, _magic(ACT_FRACTION_BITS)), quantize(wide[:, :8] + x)))
     return all(a.shape == b.shape and torch.equal(a.view(torch.int64), b.contiguous().view(torch.int64)) for a, b in pairs)
 
@@ -413,16 +451,10 @@ class ExactNetwork:
         self.head_lasts = [layer(h[2]) for h in heads]
         self.silu_table = torch.from_numpy(_silu_table()).to(device)
         self.silu_offset = int(ACT_LIMIT * _ACT_SCALE)
-        self.fourier_tables = [self._fourier_table(n) for n in config.fourier_exponents]
+        self.fourier_tables = [fourier_table(n, device) for n in config.fourier_exponents]
+        self.fourier_flat = flat_tables(self.fourier_tables)
         half = config.time_embedding_dim // 2
         self.embedding_frequencies = exact.exp(-np.log(10000.0) * np.arange(half) / max(1, half - 1))
-
-    def _fourier_table(self, n: int) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """sin and cos of 2^n pi z for z = j 2^-FOURIER_FRACTION_BITS over one period, on the grid."""
-        period = 1 << max(0, FOURIER_FRACTION_BITS + 1 - n)
-        phase = exact.PI * np.ldexp(np.arange(period, dtype=np.float64), n - FOURIER_FRACTION_BITS)
-        grid = lambda v: torch.from_numpy(np.rint(v * _ACT_SCALE) / _ACT_SCALE).to(self.device)  # noqa: E731
-        return period, grid(exact.sin(phase)), grid(exact.cos(phase))
 
     def silu(self, x: torch.Tensor) -> torch.Tensor:
         """SiLU of x rounded to the activation grid, looked up: the result is on the grid (on
@@ -431,18 +463,13 @@ class ExactNetwork:
             return compiled.silu(x, self.silu_table, self.silu_offset, ACT_LIMIT * _ACT_SCALE)
         return _silu_lookup(x, self.silu_table, self.silu_offset)
 
-    def fourier(self, z: torch.Tensor) -> torch.Tensor:
-        if not self.fourier_tables:
-            return quantize(z, FOURIER_FRACTION_BITS)
-        n, c, h, w = z.shape
-        k = torch.round(torch.clamp(z, -FOURIER_LIMIT, FOURIER_LIMIT) * 2.0**FOURIER_FRACTION_BITS).long()
-        sines, cosines = [], []
-        for period, sin_table, cos_table in self.fourier_tables:
-            index = torch.remainder(k, period)
-            sines.append(sin_table[index])
-            cosines.append(cos_table[index])
-        features = torch.stack(sines + cosines, dim=2).reshape(n, -1, h, w)
-        return torch.cat([quantize(z, FOURIER_FRACTION_BITS), features], dim=1)
+    def stem_input(self, z: torch.Tensor) -> torch.Tensor:
+        """z and its Fourier features, unshuffled by the patch size, channels last (H/p, W/p,
+        C): on the CPU in one compiled pass (compiled.py), the same numbers."""
+        if z.device.type == "cpu" and compiled_loops_agree():
+            return compiled.fourier(z, self.config.patch_size, *self.fourier_flat, ACT_LIMIT,
+                                    _magic(FOURIER_FRACTION_BITS), FOURIER_LIMIT)
+        return F.pixel_unshuffle(fourier_features(z, self.fourier_tables), self.config.patch_size)[0].permute(1, 2, 0)
 
     def embedding(self, gamma: float) -> torch.Tensor:
         """The time embedding after the embedding MLP, (1, dim), from portable sin and cos."""
@@ -494,7 +521,7 @@ class ExactNetwork:
         emb = self.embedding(gamma)
         # the stem reads z itself on the fine Fourier grid (its sums stay below 2^53: 2^19 x 2^15
         # x at most 9 * 4 * 5 * 4 channels), the features on the coarser one, a subset of it
-        features = F.pixel_unshuffle(self.fourier(z), config.patch_size)[0].permute(1, 2, 0)
+        features = self.stem_input(z)
         h = self.grid(self.stem.conv(features))  # channels-last (H, W, C) from here on
         skips = []
         for level, blocks in enumerate(self.down_blocks):

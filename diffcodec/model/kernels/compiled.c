@@ -364,3 +364,36 @@ void to_grid(const double *x, int64_t x_stride, const double *y, int64_t y_strid
         for (; i < n; ++i) o[i] = on_grid(b ? a[i] + b[i] : a[i], limit, magic);
     }
 }
+
+/* The stem's input, as exact_network's fourier, pixel_unshuffle and channels-last give it:
+   z (c, h, w) (h and w multiples of patch) on the grid 2^-16 (clamped to +-limit) and, per
+   channel, the features: tables[start[j] + (k mod period[j])] for j < features, k =
+   round(clamp(z, +-fourier_limit) 2^16) (a NaN reads index 0, as torch's conversion of
+   one does); out is (h / patch, w / patch, (c + c features) patch^2), input channel i of
+   sub-pixel (dy, dx) at i patch^2 + dy patch + dx. Periods are powers of two. */
+void fourier(const double *z, int64_t c, int64_t h, int64_t w, int64_t patch, const double *tables,
+             const int64_t *start, const int64_t *period, int64_t features, double limit, double magic,
+             double fourier_limit, double *out, int threads) {
+    int64_t oh = h / patch, ow = w / patch, sub = patch * patch, channels = (c + c * features) * sub;
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+    for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+            double *o = out + (oy * ow + ox) * channels;
+            for (int64_t dy = 0; dy < patch; ++dy)
+                for (int64_t dx = 0; dx < patch; ++dx) {
+                    int64_t s = dy * patch + dx;
+                    for (int64_t ch = 0; ch < c; ++ch) {
+                        double v = z[(ch * h + oy * patch + dy) * w + ox * patch + dx];
+                        o[ch * sub + s] = on_grid(v, limit, magic);
+                        double k = v > fourier_limit ? fourier_limit : (v < -fourier_limit ? -fourier_limit : v);
+                        k = nearbyint(k * 65536.0);
+                        int64_t index = k == k ? (int64_t)k : 0;
+                        for (int64_t j = 0; j < features; ++j)
+                            o[(c + ch * features + j) * sub + s] = tables[start[j] + (index & (period[j] - 1))];
+                    }
+                }
+        }
+}
