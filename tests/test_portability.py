@@ -460,6 +460,29 @@ def test_the_compiled_roundings_agree_at_their_edges(monkeypatch):
             assert torch.equal(compiled.silu(filmed, table, offset, limit), expected), (setting, channels)
 
 
+@pytest.mark.parametrize("path", ["auto", "plain"])
+def test_the_compiled_float_products_are_the_exact_sums(path, monkeypatch):
+    """The float64 loop (layers that are not quantization-aware) on inputs of the stem's fine
+    grid and 16-bit weights, an odd number of rows and outputs that do not fill a tile: the
+    exact sums plus the bias, as the float64 products (torch) give them."""
+    import torch
+
+    from diffcodec.model import compiled
+    from diffcodec.model import exact_network as en
+
+    if compiled.library() is None:
+        pytest.skip("no C compiler here: the float64 products run instead")
+    monkeypatch.setenv("DIFFCODEC_KERNEL", path)
+    generator = torch.Generator().manual_seed(5)
+    rows = en.quantize(50 * torch.randn(23, 7, generator=generator, dtype=torch.float64), en.FOURIER_FRACTION_BITS)
+    taps = en.round_weight(torch.randn(9, 7, 21, generator=generator).permute(2, 1, 0)).permute(2, 1, 0)
+    bias = torch.randn(21, generator=generator, dtype=torch.float64)
+    offsets = [0, 1, 2, 5, 6, 7, 10, 11, 12]
+    got = compiled.float_products(rows, torch.arange(11), offsets, compiled.pack_float(taps.contiguous()), 21, bias)
+    expected = sum(rows[k : k + 11] @ taps[t] for t, k in enumerate(offsets)) + bias
+    assert torch.equal(got, expected)
+
+
 def test_where_there_is_a_compiler_the_loops_build_and_agree():
     """A C compiler on the path builds the loops and they pass their check (else the codec
     quietly runs the torch code, the same numbers several times slower)."""

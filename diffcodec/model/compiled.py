@@ -1,5 +1,6 @@
 """The exact network's hot loops in C: integer tap products for quantization-aware layers,
-and the channel norm with SiLU and the SiLU lookup for every model.
+float64 ones for the others (the stem), the channel norm with SiLU, the SiLU lookup, the
+rounding to the activation grid and the stem's input (Fourier features) for every model.
 
 Their sums are sums of integers (16-bit inputs times 8-bit weights), the same in any order,
 so a compiled loop gives exactly the numbers the float64 products give, only faster (about
@@ -68,6 +69,8 @@ def _load(path: Path) -> ctypes.CDLL | None:
         lib.fourier.argtypes = [pointer, i64, i64, i64, i64, pointer, pointer, pointer, i64, ctypes.c_double,
                                 ctypes.c_double, ctypes.c_double, pointer, i32]
         lib.fourier.restype = None
+        lib.floatconv.argtypes = [pointer, pointer, i64, pointer, i32, pointer, i32, i64, pointer, pointer, i32, i32]
+        lib.floatconv.restype = i32
         return lib
     except (OSError, AttributeError):  # not a library for this machine, or not this source's
         return None
@@ -194,6 +197,37 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
     lib.intconv(data.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets), packed.data_ptr(),
                 inputs, width, out.data_ptr(), chunk, None if scale is None else scale.data_ptr(),
                 None if shift is None else shift.data_ptr(), _threads(), _path())
+    return out[:, :outputs] if width != outputs else out
+
+
+def pack_float(taps: torch.Tensor) -> torch.Tensor:
+    """(taps, in, out) float64 weights as float_products reads them: out padded to COLUMNS."""
+    count, inputs, outputs = taps.shape
+    packed = torch.zeros(count, inputs, -(-outputs // COLUMNS) * COLUMNS, dtype=torch.float64)
+    packed[:, :, :outputs] = taps
+    return packed
+
+
+def float_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], packed: torch.Tensor, outputs: int,
+                   bias: torch.Tensor) -> torch.Tensor:
+    """sum over taps t of rows[base + offsets[t]] @ weights[t], plus the bias, in float64:
+    for layers whose every product and partial sum is exact (the exact network's), so the
+    sum is the same in any order and only the bias rounds, as in torch's float64 products."""
+    if rows.dtype != torch.float64 or rows.dim() != 2 or packed.dtype != torch.float64 or packed.dim() != 3 or (
+            packed.shape[2] % COLUMNS or rows.shape[1] != packed.shape[1] or not offsets or len(offsets) != packed.shape[0]
+            or outputs > packed.shape[2] or bias.numel() != outputs):
+        raise TypeError("float_products reads float64 (rows, in) inputs and weights as pack_float() writes them")
+    if base.numel() and (int(base.min()) + min(offsets) < 0 or int(base.max()) + max(offsets) >= rows.shape[0]):
+        raise IndexError("a tap reads outside the rows")  # the C loop does not check
+    rows, packed = rows.contiguous(), packed.contiguous()
+    base = base.to(torch.int64).contiguous()
+    offset = torch.tensor(offsets, dtype=torch.int64)
+    width = packed.shape[2]
+    shift = torch.zeros(width, dtype=torch.float64)
+    shift[:outputs] = bias
+    out = torch.empty(base.numel(), width, dtype=torch.float64)
+    library().floatconv(rows.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets),
+                        packed.data_ptr(), packed.shape[1], width, shift.data_ptr(), out.data_ptr(), _threads(), _path())
     return out[:, :outputs] if width != outputs else out
 
 

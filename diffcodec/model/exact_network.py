@@ -124,6 +124,8 @@ class _Layer:
         caller's input does by construction: tests/test_portability.py checks it)."""
         if self._compiled(x):
             return self._compiled_conv(x)
+        if self._compiled_float(x):
+            return self._float_conv(x)
         return self._torch_conv(x)
 
     def _torch_conv(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,6 +150,29 @@ class _Layer:
         """Whether this layer's integer sums run in the compiled loop (compiled.py): a
         quantization-aware layer on the CPU, where the loops were built and agree."""
         return self.exponent is not None and x.device.type == "cpu" and compiled_loops_agree()
+
+    def _compiled_float(self, x: torch.Tensor) -> bool:
+        """Whether this layer, not quantization-aware, runs its float64 products in the
+        compiled loop: a 'same' 3x3 or 1x1 convolution on the CPU, where the loops agree."""
+        return (self.exponent is None and type(self) is _Layer and getattr(self, "kernel", 0) in (1, 3)
+                and self.stride == 1 and x.device.type == "cpu" and compiled_loops_agree())
+
+    def _float_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_torch_conv` of a layer that is not quantization-aware, in the compiled loop:
+        the same exact sums (in another order) and the same rounding, the bias."""
+        height, width, channels = x.shape
+        if not hasattr(self, "_float_pack"):
+            self._float_pack = compiled.pack_float(self.taps)
+        outputs = self.taps.shape[-1]
+        if self.kernel == 1:
+            out = compiled.float_products(x.reshape(-1, channels), torch.arange(height * width), [0], self._float_pack,
+                                          outputs, self.bias)
+            return out.view(height, width, -1)
+        row = width + 2
+        flat = F.pad(x, (0, 0, 1, 1, 1, 2)).view(-1, channels)
+        offsets = [(k // 3) * row + k % 3 for k in range(9)]
+        out = compiled.float_products(flat, torch.arange(height * row), offsets, self._float_pack, outputs, self.bias)
+        return out.view(height, row, -1)[:, :width]
 
     def _packed(self, key: str = "taps") -> torch.Tensor:
         if not hasattr(self, "_packs"):
@@ -370,9 +395,10 @@ def flat_tables(tables: list[tuple[int, torch.Tensor, torch.Tensor]]) -> tuple[t
 def compiled_loops_agree() -> bool:
     """Whether the compiled loops (compiled.py) can be used here: built and loaded, not turned
     off (DIFFCODEC_KERNEL=off), and giving bit for bit what the torch code gives on a small
-    quantization-aware convolution, an upsampler, a norm with SiLU, a SiLU, a rounding to
-    the grid and the stem's input (a compiler that broke the IEEE arithmetic despite its
-    flags is caught here, and the torch code runs instead; checked once per library and path)."""
+    quantization-aware convolution, an upsampler, float64 convolutions, a norm with SiLU, a
+    SiLU, a rounding to the grid and the stem's input (a compiler that broke the IEEE
+    arithmetic despite its flags is caught here, and the torch code runs instead; checked
+    once per library and path)."""
     if not compiled.available():
         return False
     return _loops_agree(id(compiled.library()), os.environ.get("DIFFCODEC_KERNEL"))
@@ -390,8 +416,9 @@ def _loops_agree(library: int, path: str | None) -> bool:
 def _compare_loops() -> bool:
     """The compiled loops against the torch code on a quantization-aware convolution, an
     upsampler, and a norm before its lookup, with and without a FiLM, and after it; a SiLU
-    alone; a sum rounded to the grid (one operand a view with gaps between its rows); the
-    stem's input of an image with values beyond both clamps and between grid points."""
+    alone; a sum rounded to the grid (one operand a view with gaps between its rows); 3x3 and
+    1x1 float64 convolutions of inputs on the stem's fine grid; the stem's input of an image
+    with values beyond both clamps and between grid points."""
     from .network import ChannelNorm, QuantizedConv2d
 
     generator = torch.Generator().manual_seed(0)
@@ -421,6 +448,12 @@ def _compare_loops() -> bool:
         z = quantize(torch.cat([6 * torch.randn(1, 3, 4, 6, generator=generator, dtype=torch.float64),
                                 wide[:4, :6, :3].permute(2, 0, 1)[None]], dim=2), FOURIER_FRACTION_BITS + 2)
         tables = [fourier_table(n) for n in (7, 8)]
+        stem = torch.nn.Conv2d(6, 20, 3, padding=1)
+        with torch.no_grad():
+            stem.weight.copy_(torch.randn(stem.weight.shape, generator=generator))
+        for layer in (_Layer(stem, x.device), _Layer(torch.nn.Conv2d(6, 20, 1), x.device)):
+            pairs.append((layer._float_conv(quantize(wide[:, :8], FOURIER_FRACTION_BITS)),
+                          layer._torch_conv(quantize(wide[:, :8], FOURIER_FRACTION_BITS))))
         stem_input = compiled.fourier(z, 2, *flat_tables(tables), ACT_LIMIT, _magic(FOURIER_FRACTION_BITS), FOURIER_LIMIT)
         pairs.append((stem_input, F.pixel_unshuffle(fourier_features(z, tables), 2)[0].permute(1, 2, 0)))
         pairs.append((compiled.to_grid(wide[:, :8], x, ACT_LIMIT, _magic(ACT_FRACTION_BITS)), quantize(wide[:, :8] + x)))

@@ -397,3 +397,99 @@ void fourier(const double *z, int64_t c, int64_t h, int64_t w, int64_t patch, co
                 }
         }
 }
+
+/* Float64 tap products for the layers that are not quantization-aware (the stem):
+   out[r][n] = sum over taps t and channels c of in[base[r] + offset[t]][c] * w[t][c][n], plus
+   bias[n]. in: (rows, cin) float64; w: (taps, cin, n_pad) float64, n_pad a multiple of 16.
+   The exact network's grids and weight bits make every product and partial sum a multiple
+   of one unit below 2^53, so the sum is exact in any order (the same numbers as torch's
+   float64 products on every machine); then one rounding, the bias. */
+#define DROWS 2
+
+static void dtile_plain(const double *in, const int64_t *base, int64_t r0, int rows, const int64_t *offset, int taps,
+                        const double *w, int cin, int64_t n_pad, int64_t j, const double *bias, double *out) {
+    for (int r = 0; r < rows; ++r) {
+        double acc[COLS];
+        memset(acc, 0, sizeof acc);
+        for (int t = 0; t < taps; ++t) {
+            const double *a = in + (base[r0 + r] + offset[t]) * cin;
+            for (int c = 0; c < cin; ++c) {
+                const double *wc = w + ((int64_t)t * cin + c) * n_pad + j;
+                for (int s = 0; s < COLS; ++s) acc[s] += a[c] * wc[s];
+            }
+        }
+        for (int s = 0; s < COLS; ++s) out[(r0 + r) * n_pad + j + s] = acc[s] + bias[j + s];
+    }
+}
+
+#ifdef HAVE_AVX2_PATH
+__attribute__((target("avx2"))) static void dtile_avx2(const double *in, const int64_t *base, int64_t r0, int rows,
+                                                       const int64_t *offset, int taps, const double *w, int cin,
+                                                       int64_t n_pad, int64_t j, const double *bias, double *out) {
+    __m256d s00 = _mm256_setzero_pd(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00, s12 = s00, s13 = s00;
+    for (int t = 0; t < taps; ++t) {
+        /* a short tile repeats its first row, whose sums are dropped */
+        const double *a0 = in + (base[r0] + offset[t]) * cin;
+        const double *a1 = in + (base[r0 + (rows > 1 ? 1 : 0)] + offset[t]) * cin;
+        const double *wt = w + (int64_t)t * cin * n_pad + j;
+        for (int c = 0; c < cin; ++c) {
+            const double *wc = wt + (int64_t)c * n_pad;
+            __m256d x0 = _mm256_broadcast_sd(a0 + c), x1 = _mm256_broadcast_sd(a1 + c);
+            __m256d v = _mm256_loadu_pd(wc);
+            s00 = _mm256_add_pd(s00, _mm256_mul_pd(x0, v));
+            s10 = _mm256_add_pd(s10, _mm256_mul_pd(x1, v));
+            v = _mm256_loadu_pd(wc + 4);
+            s01 = _mm256_add_pd(s01, _mm256_mul_pd(x0, v));
+            s11 = _mm256_add_pd(s11, _mm256_mul_pd(x1, v));
+            v = _mm256_loadu_pd(wc + 8);
+            s02 = _mm256_add_pd(s02, _mm256_mul_pd(x0, v));
+            s12 = _mm256_add_pd(s12, _mm256_mul_pd(x1, v));
+            v = _mm256_loadu_pd(wc + 12);
+            s03 = _mm256_add_pd(s03, _mm256_mul_pd(x0, v));
+            s13 = _mm256_add_pd(s13, _mm256_mul_pd(x1, v));
+        }
+    }
+    double *o0 = out + r0 * n_pad + j;
+    const double *b = bias + j;
+    _mm256_storeu_pd(o0, _mm256_add_pd(s00, _mm256_loadu_pd(b)));
+    _mm256_storeu_pd(o0 + 4, _mm256_add_pd(s01, _mm256_loadu_pd(b + 4)));
+    _mm256_storeu_pd(o0 + 8, _mm256_add_pd(s02, _mm256_loadu_pd(b + 8)));
+    _mm256_storeu_pd(o0 + 12, _mm256_add_pd(s03, _mm256_loadu_pd(b + 12)));
+    if (rows > 1) {
+        double *o1 = o0 + n_pad;
+        _mm256_storeu_pd(o1, _mm256_add_pd(s10, _mm256_loadu_pd(b)));
+        _mm256_storeu_pd(o1 + 4, _mm256_add_pd(s11, _mm256_loadu_pd(b + 4)));
+        _mm256_storeu_pd(o1 + 8, _mm256_add_pd(s12, _mm256_loadu_pd(b + 8)));
+        _mm256_storeu_pd(o1 + 12, _mm256_add_pd(s13, _mm256_loadu_pd(b + 12)));
+    }
+}
+#endif
+
+/* path as intconv's; returns the path taken */
+int floatconv(const double *in, const int64_t *base, int64_t rows, const int64_t *offset, int taps, const double *w,
+              int cin, int64_t n_pad, const double *bias, double *out, int threads, int path) {
+#ifdef HAVE_AVX2_PATH
+    int avx2 = path == 1 && __builtin_cpu_supports("avx2");
+#else
+    int avx2 = 0;
+#endif
+    int64_t tiles = (rows + DROWS - 1) / DROWS;
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+    for (int64_t i = 0; i < tiles; ++i) {
+        int64_t r0 = i * DROWS;
+        int count = (int)(rows - r0 < DROWS ? rows - r0 : DROWS);
+        for (int64_t j = 0; j < n_pad; j += COLS) {
+#ifdef HAVE_AVX2_PATH
+            if (avx2) {
+                dtile_avx2(in, base, r0, count, offset, taps, w, cin, n_pad, j, bias, out);
+                continue;
+            }
+#endif
+            dtile_plain(in, base, r0, count, offset, taps, w, cin, n_pad, j, bias, out);
+        }
+    }
+    return avx2;
+}
