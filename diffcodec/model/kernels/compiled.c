@@ -404,7 +404,7 @@ void fourier(const double *z, int64_t c, int64_t h, int64_t w, int64_t patch, co
    The exact network's grids and weight bits make every product and partial sum a multiple
    of one unit below 2^53, so the sum is exact in any order (the same numbers as torch's
    float64 products on every machine); then one rounding, the bias. */
-#define DROWS 2
+#define DROWS 4
 
 static void dtile_plain(const double *in, const int64_t *base, int64_t r0, int rows, const int64_t *offset, int taps,
                         const double *w, int cin, int64_t n_pad, int64_t j, const double *bias, double *out) {
@@ -426,41 +426,39 @@ static void dtile_plain(const double *in, const int64_t *base, int64_t r0, int r
 __attribute__((target("avx2"))) static void dtile_avx2(const double *in, const int64_t *base, int64_t r0, int rows,
                                                        const int64_t *offset, int taps, const double *w, int cin,
                                                        int64_t n_pad, int64_t j, const double *bias, double *out) {
-    __m256d s00 = _mm256_setzero_pd(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00, s12 = s00, s13 = s00;
-    for (int t = 0; t < taps; ++t) {
-        /* a short tile repeats its first row, whose sums are dropped */
-        const double *a0 = in + (base[r0] + offset[t]) * cin;
-        const double *a1 = in + (base[r0 + (rows > 1 ? 1 : 0)] + offset[t]) * cin;
-        const double *wt = w + (int64_t)t * cin * n_pad + j;
-        for (int c = 0; c < cin; ++c) {
-            const double *wc = wt + (int64_t)c * n_pad;
-            __m256d x0 = _mm256_broadcast_sd(a0 + c), x1 = _mm256_broadcast_sd(a1 + c);
-            __m256d v = _mm256_loadu_pd(wc);
-            s00 = _mm256_add_pd(s00, _mm256_mul_pd(x0, v));
-            s10 = _mm256_add_pd(s10, _mm256_mul_pd(x1, v));
-            v = _mm256_loadu_pd(wc + 4);
-            s01 = _mm256_add_pd(s01, _mm256_mul_pd(x0, v));
-            s11 = _mm256_add_pd(s11, _mm256_mul_pd(x1, v));
-            v = _mm256_loadu_pd(wc + 8);
-            s02 = _mm256_add_pd(s02, _mm256_mul_pd(x0, v));
-            s12 = _mm256_add_pd(s12, _mm256_mul_pd(x1, v));
-            v = _mm256_loadu_pd(wc + 12);
-            s03 = _mm256_add_pd(s03, _mm256_mul_pd(x0, v));
-            s13 = _mm256_add_pd(s13, _mm256_mul_pd(x1, v));
+    /* 4 rows x 8 columns per pass over the weights, twice for the tile's 16 columns */
+    for (int64_t h = j; h < j + COLS; h += 8) {
+        __m256d s00 = _mm256_setzero_pd(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00, s31 = s00;
+        for (int t = 0; t < taps; ++t) {
+            const double *a0 = in + (base[r0] + offset[t]) * cin;
+            const double *a1 = in + (base[r0 + (rows > 1 ? 1 : 0)] + offset[t]) * cin;
+            const double *a2 = in + (base[r0 + (rows > 2 ? 2 : 0)] + offset[t]) * cin;
+            const double *a3 = in + (base[r0 + (rows > 3 ? 3 : 0)] + offset[t]) * cin;
+            const double *wt = w + (int64_t)t * cin * n_pad + h;
+            for (int c = 0; c < cin; ++c) {
+                const double *wc = wt + (int64_t)c * n_pad;
+                __m256d v0 = _mm256_loadu_pd(wc), v1 = _mm256_loadu_pd(wc + 4);
+                __m256d x = _mm256_broadcast_sd(a0 + c);
+                s00 = _mm256_add_pd(s00, _mm256_mul_pd(x, v0));
+                s01 = _mm256_add_pd(s01, _mm256_mul_pd(x, v1));
+                x = _mm256_broadcast_sd(a1 + c);
+                s10 = _mm256_add_pd(s10, _mm256_mul_pd(x, v0));
+                s11 = _mm256_add_pd(s11, _mm256_mul_pd(x, v1));
+                x = _mm256_broadcast_sd(a2 + c);
+                s20 = _mm256_add_pd(s20, _mm256_mul_pd(x, v0));
+                s21 = _mm256_add_pd(s21, _mm256_mul_pd(x, v1));
+                x = _mm256_broadcast_sd(a3 + c);
+                s30 = _mm256_add_pd(s30, _mm256_mul_pd(x, v0));
+                s31 = _mm256_add_pd(s31, _mm256_mul_pd(x, v1));
+            }
         }
-    }
-    double *o0 = out + r0 * n_pad + j;
-    const double *b = bias + j;
-    _mm256_storeu_pd(o0, _mm256_add_pd(s00, _mm256_loadu_pd(b)));
-    _mm256_storeu_pd(o0 + 4, _mm256_add_pd(s01, _mm256_loadu_pd(b + 4)));
-    _mm256_storeu_pd(o0 + 8, _mm256_add_pd(s02, _mm256_loadu_pd(b + 8)));
-    _mm256_storeu_pd(o0 + 12, _mm256_add_pd(s03, _mm256_loadu_pd(b + 12)));
-    if (rows > 1) {
-        double *o1 = o0 + n_pad;
-        _mm256_storeu_pd(o1, _mm256_add_pd(s10, _mm256_loadu_pd(b)));
-        _mm256_storeu_pd(o1 + 4, _mm256_add_pd(s11, _mm256_loadu_pd(b + 4)));
-        _mm256_storeu_pd(o1 + 8, _mm256_add_pd(s12, _mm256_loadu_pd(b + 8)));
-        _mm256_storeu_pd(o1 + 12, _mm256_add_pd(s13, _mm256_loadu_pd(b + 12)));
+        const __m256d b0 = _mm256_loadu_pd(bias + h), b1 = _mm256_loadu_pd(bias + h + 4);
+        __m256d sums[4][2] = {{s00, s01}, {s10, s11}, {s20, s21}, {s30, s31}};
+        for (int r = 0; r < rows; ++r) {
+            double *o = out + (r0 + r) * n_pad + h;
+            _mm256_storeu_pd(o, _mm256_add_pd(sums[r][0], b0));
+            _mm256_storeu_pd(o + 4, _mm256_add_pd(sums[r][1], b1));
+        }
     }
 }
 #endif
