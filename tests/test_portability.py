@@ -417,7 +417,8 @@ def test_the_compiled_roundings_agree_at_their_edges(monkeypatch):
     """to_int16, the rounding to the grid, the norm with SiLU and the SiLU on values at their
     edges (halves, beyond the clamps, NaN, infinities), on views with gaps between their rows,
     and channel counts that leave a tail beside the AVX2 path's groups of four: the AVX2 and
-    plain paths give the torch code's numbers."""
+    plain paths give the torch code's numbers (a NaN, which the network never reads, goes to
+    the clamp's top or the table's end, where torch's conversion of it is undefined)."""
     import torch
 
     from diffcodec.model import compiled
@@ -437,9 +438,9 @@ def test_the_compiled_roundings_agree_at_their_edges(monkeypatch):
         monkeypatch.setenv("DIFFCODEC_KERNEL", setting)
         got = compiled.to_int16(x, -3, (1, 0, 2, 1))
         assert torch.equal(got[1:, 2:-1].double(), integers), setting
-        wide = torch.cat([x * 2.0**-9, x * 2.0**6, x * 2.0**-14], dim=1)  # halves of the grid; beyond the clamp
-        other = torch.randn(1, 9, 13, dtype=torch.float64, generator=generator)
-        for a, b in ((wide, None), (wide[:, :, 1:12], wide[:, :, :11]), (wide[:, 1:], other[:, 1:])):
+        wide = torch.cat([x * 2.0**-9, x * 2.0**6, x * 2.0**-14], dim=1).view(3, 3, 13)  # halves; beyond the clamp
+        other = torch.randn(3, 3, 13, dtype=torch.float64, generator=generator)
+        for a, b in ((wide, None), (wide[:, 1:], None), (wide[:, :, 1:12], wide[:, :, :11]), (wide[:, 1:], other[:, 1:])):
             expected = en.quantize(a if b is None else a + b)
             assert torch.equal(compiled.to_grid(a, b, en.ACT_LIMIT, en._magic(en.ACT_FRACTION_BITS)).view(torch.int64),
                                expected.view(torch.int64)), setting  # NaN where NaN, signed zeros alike
@@ -483,6 +484,31 @@ def test_the_compiled_float_products_are_the_exact_sums(path, monkeypatch):
     assert torch.equal(got, expected)
 
 
+@pytest.mark.parametrize("patch", [1, 2, 3])
+def test_the_compiled_stem_input_agrees_at_its_edges(patch, monkeypatch):
+    """The stem's input (z on its grid and its Fourier features, unshuffled) on values beyond
+    both clamps (8 and 256), between grid points, infinities and -0, on both paths, as the
+    torch code gives it."""
+    import torch
+    import torch.nn.functional as F
+
+    from diffcodec.model import compiled
+    from diffcodec.model import exact_network as en
+
+    if compiled.library() is None:
+        pytest.skip("no C compiler here: the float64 products run instead")
+    generator = torch.Generator().manual_seed(7)
+    z = torch.round(torch.randn(1, 3, 2 * patch, 3 * patch, generator=generator, dtype=torch.float64) * 3 * 2**18) / 2**18
+    z.view(-1)[:8] = torch.tensor([300.0, -257.5, 8.0, -8.5, 255.99, float("inf"), -float("inf"), -0.0])
+    tables = [en.fourier_table(n) for n in (7, 8)]
+    expected = F.pixel_unshuffle(en.fourier_features(z, tables), patch)[0].permute(1, 2, 0)
+    for setting in ("auto", "plain"):
+        monkeypatch.setenv("DIFFCODEC_KERNEL", setting)
+        got = compiled.fourier(z, patch, *en.flat_tables(tables), en.ACT_LIMIT, en._magic(en.FOURIER_FRACTION_BITS),
+                               en.FOURIER_LIMIT)
+        assert torch.equal(got.view(torch.int64), expected.contiguous().view(torch.int64)), setting
+
+
 def test_where_there_is_a_compiler_the_loops_build_and_agree():
     """A C compiler on the path builds the loops and they pass their check (else the codec
     quietly runs the torch code, the same numbers several times slower)."""
@@ -492,7 +518,7 @@ def test_where_there_is_a_compiler_the_loops_build_and_agree():
     from diffcodec.model import compiled
     from diffcodec.model import exact_network as en
 
-    if os.environ.get("DIFFCODEC_KERNEL") == "off" or not (shutil.which("cc") or shutil.which("gcc")):
+    if os.environ.get("DIFFCODEC_KERNEL") == "off" or not shutil.which(compiled._builds()[-1][0]):
         pytest.skip("no C compiler here (or the loops are turned off)")
     assert compiled.library() is not None and en.compiled_loops_agree()
 

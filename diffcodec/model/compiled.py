@@ -2,15 +2,14 @@
 float64 ones for the others (the stem), the channel norm with SiLU, the SiLU lookup, the
 rounding to the activation grid and the stem's input (Fourier features) for every model.
 
-Their sums are sums of integers (16-bit inputs times 8-bit weights), the same in any order,
-so a compiled loop gives exactly the numbers the float64 products give, only faster (about
-three times on one core: docs/portability.md); the norm and SiLU are the same IEEE
-operations as the torch code, each correctly rounded (in a vector lane or a scalar one), in
-the same order. The C source ships with the package and is
-compiled on first use with the system's C compiler into the user's cache; where there is
-no compiler, or ``DIFFCODEC_KERNEL=off``, the float64 products run instead, and the files
-are the same bytes either way. ``DIFFCODEC_KERNEL=plain`` keeps the compiled loops off their
-AVX2 paths (for tests: both paths give the same numbers).
+The tap products' sums are exact (integers, or float64 multiples of one unit below 2^53),
+so they are the same in any order: a compiled loop gives exactly the numbers torch's
+products give, only faster (docs/portability.md). Every other operation is the torch code's
+IEEE operation, correctly rounded (in a vector lane or a scalar one), in the same order. The
+C source ships with the package and is compiled on first use with the system's C compiler
+into the user's cache; where there is no compiler, or ``DIFFCODEC_KERNEL=off``, the torch
+code runs instead, and the files are the same bytes either way. ``DIFFCODEC_KERNEL=plain``
+keeps the compiled loops off their AVX2 paths (for tests: both paths give the same numbers).
 """
 
 from __future__ import annotations
@@ -171,8 +170,8 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
     lib = library()
     if packed.dtype != torch.int16 or packed.dim() != 4 or packed.shape[2] % COLUMNS or not packed.is_contiguous():
         raise TypeError("tap_products reads weights as pack() writes them")
-    if rows.dim() != 2 or rows.shape[1] > packed.shape[1] * 2:
-        raise TypeError("tap_products reads (rows, in) inputs, at most as many as the weights have")
+    if rows.dim() != 2 or rows.shape[1] > packed.shape[1] * 2 or rows.device.type != "cpu" or packed.device.type != "cpu":
+        raise TypeError("tap_products reads (rows, in) CPU inputs, at most as many as the weights have")
     if not offsets or len(offsets) != packed.shape[0] or outputs > packed.shape[2] or (
             factor is not None and (factor.numel() != outputs or bias.numel() != outputs)):
         raise TypeError("tap_products: one offset per tap, at most the packed outputs, a factor and bias each")
@@ -213,9 +212,9 @@ def float_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], p
     """sum over taps t of rows[base + offsets[t]] @ weights[t], plus the bias, in float64:
     for layers whose every product and partial sum is exact (the exact network's), so the
     sum is the same in any order and only the bias rounds, as in torch's float64 products."""
-    if rows.dtype != torch.float64 or rows.dim() != 2 or packed.dtype != torch.float64 or packed.dim() != 3 or (
-            packed.shape[2] % COLUMNS or rows.shape[1] != packed.shape[1] or not offsets or len(offsets) != packed.shape[0]
-            or outputs > packed.shape[2] or bias.numel() != outputs):
+    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in (rows, packed, bias)) or (
+            rows.dim() != 2 or packed.dim() != 3 or packed.shape[2] % COLUMNS or rows.shape[1] != packed.shape[1]
+            or not offsets or len(offsets) != packed.shape[0] or outputs > packed.shape[2] or bias.numel() != outputs):
         raise TypeError("float_products reads float64 (rows, in) inputs and weights as pack_float() writes them")
     if base.numel() and (int(base.min()) + min(offsets) < 0 or int(base.max()) + max(offsets) >= rows.shape[0]):
         raise IndexError("a tap reads outside the rows")  # the C loop does not check
@@ -255,7 +254,8 @@ def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mul: to
 
 def silu(x: torch.Tensor, table: torch.Tensor, offset: int, limit: float) -> torch.Tensor:
     """exact_network's SiLU of x (float64, CPU) by its table, in one pass: the same numbers."""
-    if x.dtype != torch.float64 or x.device.type != "cpu" or table.numel() != 2 * offset + 1 or limit != offset:
+    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in (x, table)) or (
+            table.numel() != 2 * offset + 1 or limit != offset):
         raise TypeError("silu reads float64 CPU tensors and the SiLU table")
     x, table = x.contiguous(), table.contiguous()
     out = torch.empty_like(x)
@@ -292,9 +292,13 @@ def fourier(z: torch.Tensor, patch: int, tables: torch.Tensor, start: torch.Tens
     z on its grid and its Fourier features from the tables (``tables`` holds them one after
     another, feature j at start[j], ``period[j]`` values, a power of two), unshuffled by
     ``patch``, channels last; in one pass."""
-    if z.dtype != torch.float64 or z.device.type != "cpu" or z.dim() != 4 or z.shape[0] != 1 or (
-            z.shape[2] % patch or z.shape[3] % patch) or start.dtype != torch.int64 or period.dtype != torch.int64:
+    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in (z, tables)) or z.dim() != 4 or (
+            z.shape[0] != 1 or z.shape[2] % patch or z.shape[3] % patch):
         raise TypeError("fourier reads one float64 CPU image whose sides are multiples of the patch")
+    if any(t.dtype != torch.int64 or t.device.type != "cpu" for t in (start, period)) or start.numel() != period.numel() or (
+            start.numel() and (bool((period <= 0).any()) or bool((period & (period - 1)).any())
+                               or int(start.min()) < 0 or int((start + period).max()) > tables.numel())):
+        raise TypeError("fourier reads tables of power-of-two periods inside ``tables``")
     _, channels, height, width = z.shape
     features = start.numel()
     z, tables, start, period = (t.contiguous() for t in (z, tables, start, period))

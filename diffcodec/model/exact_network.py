@@ -29,7 +29,8 @@ The float network stays the one that trains; this one is derived from its weight
 model is loaded (no extra state: every checkpoint is portable). At 16-bit weights and 2^-12
 activations its rate is the float network's within noise (docs/portability.md); it runs in
 float64, several times slower than the float32 network. On the CPU the quantization-aware
-layers' integer sums and the norms run in compiled C loops where they can be built
+layers' integer sums, the other layers' float64 sums, the stem's input, the norms, SiLU
+lookups and roundings to the grid run in compiled C loops where they can be built
 (compiled.py: the same numbers, faster). One module, over 300 lines, so that everything
 the exactness argument rests on reads together.
 """
@@ -427,7 +428,7 @@ def _compare_loops() -> bool:
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
         conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator))
     conv.input_exponent.fill_(-9)
-    x = quantize(40 * torch.randn(6, 8, 6, generator=generator, dtype=torch.float64))
+    x = quantize(40 * torch.randn(5, 7, 6, generator=generator, dtype=torch.float64))  # odd: the loops' tails
     norm = ChannelNorm(6)
     with torch.no_grad():
         norm.weight.copy_(1 + torch.randn(6, generator=generator))
@@ -444,19 +445,22 @@ def _compare_loops() -> bool:
         pairs.append((compiled.norm_silu(x, norm.weight, norm.bias, 1 + film[0], film[1], table, offset, limit),
                       _silu_lookup(filmed, table, offset)))
         pairs.append((compiled.silu(filmed, table, offset, limit), _silu_lookup(filmed, table, offset)))
-        wide = 300 * torch.randn(6, 10, 6, generator=generator, dtype=torch.float64)  # some beyond the clamp
-        z = quantize(torch.cat([6 * torch.randn(1, 3, 4, 6, generator=generator, dtype=torch.float64),
-                                wide[:4, :6, :3].permute(2, 0, 1)[None]], dim=2), FOURIER_FRACTION_BITS + 2)
+        wide = 300 * torch.randn(5, 10, 6, generator=generator, dtype=torch.float64)  # some beyond the clamps
+        fine = 2.0 ** (FOURIER_FRACTION_BITS + 2)  # between the stem's grid points
+        z = torch.round(torch.cat([6 * torch.randn(1, 3, 4, 6, generator=generator, dtype=torch.float64),
+                                   wide[:4, :6, :3].permute(2, 0, 1)[None]], dim=2) * fine) / fine
         tables = [fourier_table(n) for n in (7, 8)]
-        stem = torch.nn.Conv2d(6, 20, 3, padding=1)
-        with torch.no_grad():
-            stem.weight.copy_(torch.randn(stem.weight.shape, generator=generator))
-        for layer in (_Layer(stem, x.device), _Layer(torch.nn.Conv2d(6, 20, 1), x.device)):
+        for layer in (torch.nn.Conv2d(6, 20, 3, padding=1), torch.nn.Conv2d(6, 20, 1)):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
+            layer = _Layer(layer, x.device)
             pairs.append((layer._float_conv(quantize(wide[:, :8], FOURIER_FRACTION_BITS)),
                           layer._torch_conv(quantize(wide[:, :8], FOURIER_FRACTION_BITS))))
         stem_input = compiled.fourier(z, 2, *flat_tables(tables), ACT_LIMIT, _magic(FOURIER_FRACTION_BITS), FOURIER_LIMIT)
         pairs.append((stem_input, F.pixel_unshuffle(fourier_features(z, tables), 2)[0].permute(1, 2, 0)))
-        pairs.append((compiled.to_grid(wide[:, :8], x, ACT_LIMIT, _magic(ACT_FRACTION_BITS)), quantize(wide[:, :8] + x)))
+        magic = _magic(ACT_FRACTION_BITS)
+        pairs.append((compiled.to_grid(wide[:, :7], x, ACT_LIMIT, magic), quantize(wide[:, :7] + x)))
+        pairs.append((compiled.to_grid(wide[:, :7], None, ACT_LIMIT, magic), quantize(wide[:, :7])))
     return all(a.shape == b.shape and torch.equal(a.view(torch.int64), b.contiguous().view(torch.int64)) for a, b in pairs)
 
 
@@ -547,12 +551,14 @@ class ExactNetwork:
         n, _, height, width = z.shape
         if n != 1:
             raise ValueError("the exact network runs one image at a time")
+        if not bool(torch.isfinite(z).all()):  # (where the compiled loops and the torch code would part)
+            raise ValueError("the exact network reads finite values only")
         stride = config.stride
         pad_h, pad_w = (-height) % stride, (-width) % stride
         if pad_h or pad_w:
             z = F.pad(z, (0, pad_w, 0, pad_h), mode="replicate")
         emb = self.embedding(gamma)
-        # the stem reads z itself on the fine Fourier grid (its sums stay below 2^53: 2^19 x 2^15
+        # the stem reads z itself on the fine Fourier grid (its sums stay below 2^53: 2^24 x 2^15
         # x at most 9 * 4 * 5 * 4 channels), the features on the coarser one, a subset of it
         features = self.stem_input(z)
         h = self.grid(self.stem.conv(features))  # channels-last (H, W, C) from here on

@@ -1,15 +1,23 @@
-/* Integer tap products for the exact network's quantization-aware layers.
+/* The exact network's hot loops (compiled.py builds and checks them; exact_network.py says
+   what each computes):
 
-   out[r][n] = sum over taps t and input channels c of in[base[r] + offset[t]][c] * w[t][c][n]
+   intconv      integer tap products of the quantization-aware layers,
+                out[r][n] = sum over taps t and input channels c of in[base[r] + offset[t]][c] * w[t][c][n]
+   floatconv    the same sum in float64 for the layers that are not quantization-aware
+   to_int16     a layer's input read as 16-bit integers on its grid
+   norm_silu    the channel norm, FiLM and SiLU lookup; silu: the lookup alone
+   to_grid      the rounding to the activation grid (of a sum)
+   fourier      the stem's input: z on its grid and its Fourier features, unshuffled
 
-   in: 16-bit integers (rows x cin, cin even), w: 16-bit integers packed in pairs along c,
-   (taps, cin / 2, n_pad, 2) with n_pad a multiple of 16; out: float64, rows x n_pad. Every
-   product and partial sum is an integer: the caller passes ``chunk``, how many pairs of
+   intconv: in are 16-bit integers (rows x cin, cin even), w 16-bit integers packed in pairs
+   along c, (taps, cin / 2, n_pad, 2) with n_pad a multiple of 16; out: float64, rows x n_pad.
+   Every product and partial sum is an integer: the caller passes ``chunk``, how many pairs of
    products stay below 2^31 in 32 bits (for |in| < 2^15 and 8-bit weights, 258; an
    upsampler's merged taps are larger), after which they move to 64-bit sums, written
-   exactly as float64 (below 2^53).
-   Integer sums do not depend on their order, so the AVX2 path and the plain C path give
-   the same numbers, on every machine and with any number of threads. */
+   exactly as float64 (below 2^53). Sums that are exact do not depend on their order, and
+   every other operation is one correctly rounded IEEE operation in the torch code's order
+   (in a vector lane or a scalar one), so each AVX2 path and its plain C path give the same
+   numbers, on every machine and with any number of threads. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -99,16 +107,22 @@ __attribute__((target("avx2"))) static void tile_avx2(const int16_t *in, const i
 }
 #endif
 
+/* path 1: AVX2 where the CPU has it; path 0: plain C */
+static int use_avx2(int path) {
+#ifdef HAVE_AVX2_PATH
+    return path == 1 && __builtin_cpu_supports("avx2");
+#else
+    (void)path;
+    return 0;
+#endif
+}
+
 /* path: 0 plain C, 1 AVX2 where the CPU has it (else plain); returns the path taken.
    factor, bias: n_pad values each, or both NULL for the bare sums. */
 int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t *offset, int taps,
             const int16_t *w, int cin, int64_t n_pad, double *out, int chunk, const double *factor,
             const double *bias, int threads, int path) {
-#ifdef HAVE_AVX2_PATH
-    int avx2 = path == 1 && __builtin_cpu_supports("avx2");
-#else
-    int avx2 = 0;
-#endif
+    int avx2 = use_avx2(path);
     int64_t tiles = (rows + ROWS - 1) / ROWS;
     (void)threads;
 #ifdef _OPENMP
@@ -130,7 +144,7 @@ int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t 
     return avx2;
 }
 
-/* x (h, w, c) float64 on any grid finer than 2^-e, times scale = 2^-e (exact), rounded half to
+/* x (h, w, c) float64 on any grid finer than 2^e, times scale = 2^-e (exact), rounded half to
    even (the default rounding mode), clamped to +-(2^15 - 1), into the int16 image out (rows
    of out_w pixels) at row top, column left; the rest of out is left as it is (zeros). */
 static inline int16_t int16_of(double v) {
@@ -160,13 +174,8 @@ __attribute__((target("avx2"))) static int64_t int16_row_avx2(const double *row,
 /* path as intconv's */
 void to_int16(const double *x, int64_t h, int64_t w, int64_t c, double scale, int16_t *out, int64_t out_w,
               int64_t top, int64_t left, int threads, int path) {
-#ifdef HAVE_AVX2_PATH
-    int avx2 = path == 1 && __builtin_cpu_supports("avx2");
-#else
-    int avx2 = 0;
-#endif
+    int avx2 = use_avx2(path);
     (void)threads;
-    (void)path;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
@@ -250,17 +259,13 @@ __attribute__((target("avx2"))) static void norm_pixel_avx2(const double *v, int
 }
 #endif
 
-/* path as intconv's; the AVX2 path needs offset < 2^31 (the default grid's is 2^20) */
+/* path as intconv's; the AVX2 path needs offset < 2^30 (its indices, up to 2 offset, are int32;
+   the default grid's offset is 2^20) */
 void norm_silu(const double *x, int64_t rows, int64_t c, const double *weight, const double *bias,
                const double *mul, const double *add, const double *table, int64_t offset, double limit,
                double *out, int threads, int path) {
-#ifdef HAVE_AVX2_PATH
-    int avx2 = path == 1 && offset < (1LL << 30) && __builtin_cpu_supports("avx2");
-#else
-    int avx2 = 0;
-#endif
+    int avx2 = use_avx2(path) && offset < (1LL << 30);
     (void)threads;
-    (void)path;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
@@ -297,14 +302,9 @@ __attribute__((target("avx2"))) static int64_t silu_avx2(const double *x, int64_
 /* SiLU by its table (as in norm_silu) of n values; path as intconv's */
 void silu(const double *x, int64_t n, const double *table, int64_t offset, double limit, double *out, int threads,
           int path) {
-#ifdef HAVE_AVX2_PATH
-    int avx2 = path == 1 && offset < (1LL << 30) && __builtin_cpu_supports("avx2");
-#else
-    int avx2 = 0;
-#endif
+    int avx2 = use_avx2(path) && offset < (1LL << 30);
     int64_t blocks = (n + 4095) / 4096;
     (void)threads;
-    (void)path;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
@@ -320,7 +320,7 @@ void silu(const double *x, int64_t n, const double *table, int64_t offset, doubl
 /* x (+ y) onto the grid of exact_network.quantize: clamped to +-limit (a NaN stays NaN), then
    plus and minus magic (two IEEE additions round to the grid, half to even). rows of n
    values, row r of x at x + r * x_stride (y alike, or NULL); out is (rows, n). */
-static inline double on_grid(double v, double limit, double magic) {
+static inline double grid_value(double v, double limit, double magic) {
     v = v > limit ? limit : (v < -limit ? -limit : v);
     return (v + magic) - magic;
 }
@@ -344,13 +344,8 @@ __attribute__((target("avx2"))) static int64_t grid_row_avx2(const double *x, co
 /* path as intconv's */
 void to_grid(const double *x, int64_t x_stride, const double *y, int64_t y_stride, int64_t rows, int64_t n,
              double limit, double magic, double *out, int threads, int path) {
-#ifdef HAVE_AVX2_PATH
-    int avx2 = path == 1 && __builtin_cpu_supports("avx2");
-#else
-    int avx2 = 0;
-#endif
+    int avx2 = use_avx2(path);
     (void)threads;
-    (void)path;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
@@ -361,7 +356,7 @@ void to_grid(const double *x, int64_t x_stride, const double *y, int64_t y_strid
 #ifdef HAVE_AVX2_PATH
         if (avx2) i = grid_row_avx2(a, b, n, limit, magic, o);
 #endif
-        for (; i < n; ++i) o[i] = on_grid(b ? a[i] + b[i] : a[i], limit, magic);
+        for (; i < n; ++i) o[i] = grid_value(b ? a[i] + b[i] : a[i], limit, magic);
     }
 }
 
@@ -387,7 +382,7 @@ void fourier(const double *z, int64_t c, int64_t h, int64_t w, int64_t patch, co
                     int64_t s = dy * patch + dx;
                     for (int64_t ch = 0; ch < c; ++ch) {
                         double v = z[(ch * h + oy * patch + dy) * w + ox * patch + dx];
-                        o[ch * sub + s] = on_grid(v, limit, magic);
+                        o[ch * sub + s] = grid_value(v, limit, magic);
                         double k = v > fourier_limit ? fourier_limit : (v < -fourier_limit ? -fourier_limit : v);
                         k = nearbyint(k * 65536.0);
                         int64_t index = k == k ? (int64_t)k : 0;
@@ -398,7 +393,8 @@ void fourier(const double *z, int64_t c, int64_t h, int64_t w, int64_t patch, co
         }
 }
 
-/* Float64 tap products for the layers that are not quantization-aware (the stem):
+/* Float64 tap products for the layers that are not quantization-aware (the stem; every
+   'same' 3x3 and 1x1 convolution of a model trained without --weight-bits):
    out[r][n] = sum over taps t and channels c of in[base[r] + offset[t]][c] * w[t][c][n], plus
    bias[n]. in: (rows, cin) float64; w: (taps, cin, n_pad) float64, n_pad a multiple of 16.
    The exact network's grids and weight bits make every product and partial sum a multiple
@@ -466,11 +462,7 @@ __attribute__((target("avx2"))) static void dtile_avx2(const double *in, const i
 /* path as intconv's; returns the path taken */
 int floatconv(const double *in, const int64_t *base, int64_t rows, const int64_t *offset, int taps, const double *w,
               int cin, int64_t n_pad, const double *bias, double *out, int threads, int path) {
-#ifdef HAVE_AVX2_PATH
-    int avx2 = path == 1 && __builtin_cpu_supports("avx2");
-#else
-    int avx2 = 0;
-#endif
+    int avx2 = use_avx2(path);
     int64_t tiles = (rows + DROWS - 1) / DROWS;
     (void)threads;
 #ifdef _OPENMP
