@@ -75,12 +75,16 @@ def laplace_log_bin_probability(lower: np.ndarray, upper: np.ndarray) -> np.ndar
     """log P(lower < v < upper) for a standard Laplace v (lower < upper, either infinite),
     without cancellation: on one side of 0 it is a difference of two exponentials. Portable
     (exact.py): the encoder's choices, and so its bytes, are the same on every machine."""
+    lower, upper = np.broadcast_arrays(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64))
+    out = np.empty(lower.shape)
+    side = (lower >= 0) | (upper <= 0)  # each case on its own elements (elementwise: the same values)
     with np.errstate(invalid="ignore", over="ignore"):
-        gap = exact.log1p(-np.minimum(exact.exp(lower - upper), 1.0 - 1e-16))  # log(1 - e^-(upper - lower))
-        right = -exact.LN2 - lower + gap  # lower >= 0
-        left = -exact.LN2 + upper + gap  # upper <= 0
-        middle = exact.log(1.0 - 0.5 * exact.exp(np.minimum(lower, 0.0)) - 0.5 * exact.exp(-np.maximum(upper, 0.0)))
-    return np.where(lower >= 0, right, np.where(upper <= 0, left, middle))
+        lo, up = lower[side], upper[side]
+        gap = exact.log1p(-np.minimum(exact.exp(lo - up), 1.0 - 1e-16))  # log(1 - e^-(upper - lower))
+        out[side] = np.where(lo >= 0, -exact.LN2 - lo + gap, -exact.LN2 + up + gap)  # lower >= 0; upper <= 0
+        lo, up = lower[~side], upper[~side]
+        out[~side] = exact.log(1.0 - 0.5 * exact.exp(np.minimum(lo, 0.0)) - 0.5 * exact.exp(-np.maximum(up, 0.0)))
+    return out
 
 
 def symbol_bits(symbols: np.ndarray, means: np.ndarray, stds: np.ndarray,
