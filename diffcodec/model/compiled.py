@@ -158,15 +158,22 @@ def to_int16(x: torch.Tensor, exponent: int, pad: tuple[int, int, int, int] = (0
     return out
 
 
+def peak(packed: torch.Tensor) -> int:
+    """The largest |weight| of packed weights (what bounds their 32-bit partial sums)."""
+    return max(1, int(packed.abs().max()))
+
+
 def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], packed: torch.Tensor,
-                 outputs: int, factor: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+                 outputs: int, factor: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                 largest: int | None = None) -> torch.Tensor:
     """sum over taps t of rows[base + offsets[t]] @ weights[t], exactly, as float64 (len(base),
     outputs); with ``factor`` and ``bias`` (float64 per output), that sum times the factor plus
     the bias, two roundings in this order.
 
     ``rows``: (N, in) integers |q| <= 2^15 - 1 (any dtype); ``base``: int64 row indices, every
     base + offset inside ``rows``. The loop keeps pairs of products in 32 bits for as many
-    pairs as stay below 2^31 with these weights, then sums in 64 bits."""
+    pairs as stay below 2^31 with these weights, then sums in 64 bits. ``largest``: at least
+    the weights' :func:`peak` (a caller that packed them once passes it; found here otherwise)."""
     lib = library()
     if packed.dtype != torch.int16 or packed.dim() != 4 or packed.shape[2] % COLUMNS or not packed.is_contiguous():
         raise TypeError("tap_products reads weights as pack() writes them")
@@ -186,13 +193,15 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
     offset = torch.tensor(offsets, dtype=torch.int64)
     width = packed.shape[2]
     out = torch.empty(base.numel(), width, dtype=torch.float64)
-    pair = 2 * INPUT_LIMIT * max(1, int(packed.abs().max()))
-    chunk = (2**31 - 1) // pair
+    chunk = (2**31 - 1) // (2 * INPUT_LIMIT * (peak(packed) if largest is None else largest))
     scale = shift = None
     if factor is not None:
-        scale = torch.zeros(width, dtype=torch.float64)
-        shift = torch.zeros(width, dtype=torch.float64)
-        scale[:outputs], shift[:outputs] = factor, bias
+        if width == outputs:
+            scale, shift = factor.to(torch.float64).contiguous(), bias.to(torch.float64).contiguous()
+        else:
+            scale = torch.zeros(width, dtype=torch.float64)
+            shift = torch.zeros(width, dtype=torch.float64)
+            scale[:outputs], shift[:outputs] = factor, bias
     lib.intconv(data.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets), packed.data_ptr(),
                 inputs, width, out.data_ptr(), chunk, None if scale is None else scale.data_ptr(),
                 None if shift is None else shift.data_ptr(), _threads(), _path())

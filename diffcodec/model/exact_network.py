@@ -176,33 +176,39 @@ class _Layer:
         return out.view(height, row, -1)[:, :width]
 
     def _packed(self, key: str = "taps") -> torch.Tensor:
+        """The weights ``key`` as the compiled loop reads them, packed once (with their peak)."""
         if not hasattr(self, "_packs"):
             self._packs = {}
         if key not in self._packs:
             taps = getattr(self, key)
-            self._packs[key] = compiled.pack(taps.reshape(-1, *taps.shape[-2:]))
+            packed = compiled.pack(taps.reshape(-1, *taps.shape[-2:]))
+            self._packs[key] = packed
+            self._packs[key, "peak"] = compiled.peak(packed)
         return self._packs[key]
+
+    def _products(self, rows: torch.Tensor, base: torch.Tensor, offsets: list[int], key: str = "taps",
+                  taps: slice = slice(None)) -> torch.Tensor:
+        """compiled.tap_products with this layer's packed weights (``taps`` of them), scale and bias."""
+        packed = self._packed(key)[taps]
+        return compiled.tap_products(rows, base, offsets, packed, self.taps.shape[-1], self.factor, self.bias,
+                                     self._packs[key, "peak"])
 
     def _compiled_conv(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`conv` in the compiled loop: the same integers, sums and roundings, in the same
         layouts (each tap a row offset into the padded image, channels last)."""
         height, width, channels = x.shape
-        outputs, scaled = self.taps.shape[-1], dict(factor=self.factor, bias=self.bias)
         if self.kernel == 1:
             q = compiled.to_int16(x, self.exponent).view(-1, channels)
-            out = compiled.tap_products(q, torch.arange(height * width), [0], self._packed(), outputs, **scaled)
-            return out.view(height, width, -1)
+            return self._products(q, torch.arange(height * width), [0]).view(height, width, -1)
         row = width + 2
         offsets = [(k // 3) * row + k % 3 for k in range(9)]
         if self.stride == 1:
             flat = compiled.to_int16(x, self.exponent, (1, 2, 1, 1)).view(-1, channels)
-            out = compiled.tap_products(flat, torch.arange(height * row), offsets, self._packed(), outputs, **scaled)
-            return out.view(height, row, -1)[:, :width]
+            return self._products(flat, torch.arange(height * row), offsets).view(height, row, -1)[:, :width]
         padded = compiled.to_int16(x, self.exponent, (1, 1, 1, 1)).view(-1, channels)
         out_h, out_w = height // 2, width // 2
         base = (torch.arange(out_h).view(-1, 1) * 2 * row + torch.arange(out_w).view(1, -1) * 2).reshape(-1)
-        out = compiled.tap_products(padded, base, offsets, self._packed(), outputs, **scaled)
-        return out.view(out_h, out_w, -1)
+        return self._products(padded, base, offsets).view(out_h, out_w, -1)
 
     def _output(self, sums: torch.Tensor) -> torch.Tensor:
         if self.exponent is None:
@@ -307,9 +313,8 @@ class _Upsampler(_Layer):
         for phase in range(4):  # (i, j) = divmod(phase, 2); the sums scaled and biased in the loop
             i, j = divmod(phase, 2)
             offsets = [(i + a) * row + j + b for a in range(2) for b in range(2)]
-            packed = self._packed("phase_taps")[4 * phase : 4 * (phase + 1)]
-            out = compiled.tap_products(flat, torch.arange(height * row), offsets, packed, self.taps.shape[-1],
-                                        self.factor, self.bias)
+            out = self._products(flat, torch.arange(height * row), offsets, "phase_taps",
+                                 slice(4 * phase, 4 * (phase + 1)))  # its peak bounds each phase's
             phases.append(out.view(height, row, -1)[:, :width])
         return self._interleaved(phases, height, width)
 
