@@ -158,6 +158,22 @@ def to_int16(x: torch.Tensor, exponent: int, pad: tuple[int, int, int, int] = (0
     return out
 
 
+def _check_reads(rows: torch.Tensor, base: torch.Tensor, offsets: list[int]) -> None:
+    """Every base + offset inside ``rows`` (the C loops do not check)."""
+    if base.numel() and (int(base.min()) + min(offsets) < 0 or int(base.max()) + max(offsets) >= rows.shape[0]):
+        raise IndexError("a tap reads outside the rows")
+
+
+def _padded(values: torch.Tensor, width: int) -> torch.Tensor:
+    """Per-output float64 values as the loops read them: ``width`` of them, zeros after."""
+    values = values.to(torch.float64).reshape(-1)
+    if values.numel() == width:
+        return values.contiguous()
+    out = torch.zeros(width, dtype=torch.float64)
+    out[: values.numel()] = values
+    return out
+
+
 def peak(packed: torch.Tensor) -> int:
     """The largest |weight| of packed weights (what bounds their 32-bit partial sums)."""
     return max(1, int(packed.abs().max()))
@@ -182,8 +198,7 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
     if not offsets or len(offsets) != packed.shape[0] or outputs > packed.shape[2] or (
             factor is not None and (factor.numel() != outputs or bias.numel() != outputs)):
         raise TypeError("tap_products: one offset per tap, at most the packed outputs, a factor and bias each")
-    if base.numel() and (int(base.min()) + min(offsets) < 0 or int(base.max()) + max(offsets) >= rows.shape[0]):
-        raise IndexError("a tap reads outside the rows")  # the C loop does not check
+    _check_reads(rows, base, offsets)
     inputs = packed.shape[1] * 2
     data = rows.to(torch.int16)
     if data.shape[1] != inputs:
@@ -196,12 +211,7 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
     chunk = (2**31 - 1) // (2 * INPUT_LIMIT * (peak(packed) if largest is None else largest))
     scale = shift = None
     if factor is not None:
-        if width == outputs:
-            scale, shift = factor.to(torch.float64).contiguous(), bias.to(torch.float64).contiguous()
-        else:
-            scale = torch.zeros(width, dtype=torch.float64)
-            shift = torch.zeros(width, dtype=torch.float64)
-            scale[:outputs], shift[:outputs] = factor, bias
+        scale, shift = _padded(factor, width), _padded(bias, width)
     lib.intconv(data.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets), packed.data_ptr(),
                 inputs, width, out.data_ptr(), chunk, None if scale is None else scale.data_ptr(),
                 None if shift is None else shift.data_ptr(), _threads(), _path())
@@ -225,14 +235,12 @@ def float_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], p
             rows.dim() != 2 or packed.dim() != 3 or packed.shape[2] % COLUMNS or rows.shape[1] != packed.shape[1]
             or not offsets or len(offsets) != packed.shape[0] or outputs > packed.shape[2] or bias.numel() != outputs):
         raise TypeError("float_products reads float64 (rows, in) inputs and weights as pack_float() writes them")
-    if base.numel() and (int(base.min()) + min(offsets) < 0 or int(base.max()) + max(offsets) >= rows.shape[0]):
-        raise IndexError("a tap reads outside the rows")  # the C loop does not check
+    _check_reads(rows, base, offsets)
     rows, packed = rows.contiguous(), packed.contiguous()
     base = base.to(torch.int64).contiguous()
     offset = torch.tensor(offsets, dtype=torch.int64)
     width = packed.shape[2]
-    shift = torch.zeros(width, dtype=torch.float64)
-    shift[:outputs] = bias
+    shift = _padded(bias, width)
     out = torch.empty(base.numel(), width, dtype=torch.float64)
     library().floatconv(rows.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets),
                         packed.data_ptr(), packed.shape[1], width, shift.data_ptr(), out.data_ptr(), _threads(), _path())

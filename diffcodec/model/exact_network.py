@@ -81,6 +81,13 @@ def round_weight(weight: torch.Tensor) -> torch.Tensor:
     return torch.round(w / unit) * unit
 
 
+def _same_taps(width: int) -> tuple[int, list[int]]:
+    """A 3x3 'same' convolution over the zero-padded image flattened row by row: the padded
+    row length, and each tap's offset (tap (dy, dx) of output pixel p reads p + dy row + dx)."""
+    row = width + 2
+    return row, [(k // 3) * row + k % 3 for k in range(9)]
+
+
 @lru_cache(maxsize=1)
 def _silu_table() -> np.ndarray:
     """SiLU at every point of the activation grid (x sigmoid(x), rounded to the grid)."""
@@ -155,8 +162,8 @@ class _Layer:
     def _compiled_float(self, x: torch.Tensor) -> bool:
         """Whether this layer, not quantization-aware, runs its float64 products in the
         compiled loop: a 'same' 3x3 or 1x1 convolution on the CPU, where the loops agree."""
-        return (self.exponent is None and type(self) is _Layer and getattr(self, "kernel", 0) in (1, 3)
-                and self.stride == 1 and x.device.type == "cpu" and compiled_loops_agree())
+        return (self.exponent is None and self.kernel in (1, 3) and self.stride == 1 and x.device.type == "cpu"
+                and compiled_loops_agree())
 
     def _float_conv(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`_torch_conv` of a layer that is not quantization-aware, in the compiled loop:
@@ -169,9 +176,8 @@ class _Layer:
             out = compiled.float_products(x.reshape(-1, channels), torch.arange(height * width), [0], self._float_pack,
                                           outputs, self.bias)
             return out.view(height, width, -1)
-        row = width + 2
+        row, offsets = _same_taps(width)
         flat = F.pad(x, (0, 0, 1, 1, 1, 2)).view(-1, channels)
-        offsets = [(k // 3) * row + k % 3 for k in range(9)]
         out = compiled.float_products(flat, torch.arange(height * row), offsets, self._float_pack, outputs, self.bias)
         return out.view(height, row, -1)[:, :width]
 
@@ -187,9 +193,9 @@ class _Layer:
         return self._packs[key]
 
     def _products(self, rows: torch.Tensor, base: torch.Tensor, offsets: list[int], key: str = "taps",
-                  taps: slice = slice(None)) -> torch.Tensor:
-        """compiled.tap_products with this layer's packed weights (``taps`` of them), scale and bias."""
-        packed = self._packed(key)[taps]
+                  some: slice = slice(None)) -> torch.Tensor:
+        """compiled.tap_products with this layer's packed weights (``some`` of their taps), scale and bias."""
+        packed = self._packed(key)[some]
         return compiled.tap_products(rows, base, offsets, packed, self.taps.shape[-1], self.factor, self.bias,
                                      self._packs[key, "peak"])
 
@@ -200,8 +206,7 @@ class _Layer:
         if self.kernel == 1:
             q = compiled.to_int16(x, self.exponent).view(-1, channels)
             return self._products(q, torch.arange(height * width), [0]).view(height, width, -1)
-        row = width + 2
-        offsets = [(k // 3) * row + k % 3 for k in range(9)]
+        row, offsets = _same_taps(width)
         if self.stride == 1:
             flat = compiled.to_int16(x, self.exponent, (1, 2, 1, 1)).view(-1, channels)
             return self._products(flat, torch.arange(height * row), offsets).view(height, row, -1)[:, :width]
@@ -222,13 +227,12 @@ class _Layer:
         extra columns of each output row are discarded; one extra padded row keeps the
         last tap's slice in bounds."""
         height, width, channels = x.shape
-        row = width + 2
+        row, offsets = _same_taps(width)
         flat = F.pad(x, (0, 0, 1, 1, 1, 2)).view(-1, channels)
         length = height * row
         out = flat[:length] @ self.taps[0]
         for k in range(1, 9):
-            start = (k // 3) * row + k % 3
-            out.addmm_(flat[start : start + length], self.taps[k])
+            out.addmm_(flat[offsets[k] : offsets[k] + length], self.taps[k])
         return out.view(height, row, -1)[:, :width]
 
     def _strided(self, x: torch.Tensor) -> torch.Tensor:
@@ -323,6 +327,9 @@ class _Upsampler(_Layer):
         """The four phases' outputs (H, W, out) as the upsampled image (2H, 2W, out)."""
         out = torch.stack(phases).view(2, 2, height, width, -1).permute(2, 0, 3, 1, 4)
         return out.reshape(2 * height, 2 * width, -1)
+
+    def _compiled_float(self, x: torch.Tensor) -> bool:
+        return False  # its phases run in torch's float64 products (a model without --weight-bits)
 
     def _phase_taps(self) -> torch.Tensor:
         """(2, 2, 2, 2, in, out): for phase (i, j), the summed taps reading source offsets
