@@ -25,6 +25,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .network import INPUT_LIMIT  # the inputs' bound, also the packed weights'
@@ -70,6 +71,8 @@ def _load(path: Path) -> ctypes.CDLL | None:
         lib.fourier.restype = None
         lib.floatconv.argtypes = [pointer, pointer, i64, pointer, i32, pointer, i32, i64, pointer, pointer, i32, i32]
         lib.floatconv.restype = i32
+        lib.exact_math.argtypes = [i32, pointer, i64, pointer, i32, pointer, pointer, i32, i32]
+        lib.exact_math.restype = None
         return lib
     except (OSError, AttributeError):  # not a library for this machine, or not this source's
         return None
@@ -322,4 +325,16 @@ def fourier(z: torch.Tensor, patch: int, tables: torch.Tensor, start: torch.Tens
     out = torch.empty(height // patch, width // patch, channels * (1 + features) * patch * patch, dtype=torch.float64)
     library().fourier(z.data_ptr(), channels, height, width, patch, tables.data_ptr(), start.data_ptr(),
                       period.data_ptr(), features, limit, magic, fourier_limit, out.data_ptr(), _threads())
+    return out
+
+
+def elementwise(name: str, x: np.ndarray, terms: np.ndarray, constants: np.ndarray) -> np.ndarray:
+    """exact.py's ``name`` ("exp" or "log") of float64 ``x`` in one pass, with its series'
+    ``terms`` and ``constants`` (exact.py's own doubles): the same numbers as its numpy code."""
+    if any(a.dtype != np.float64 for a in (x, terms, constants)) or name not in ("exp", "log"):
+        raise TypeError("elementwise reads float64 arrays")
+    x, terms, constants = (np.ascontiguousarray(a) for a in (x, terms, constants))
+    out = np.empty_like(x)
+    library().exact_math(("exp", "log").index(name), x.ctypes.data, x.size, terms.ctypes.data, terms.size,
+                         constants.ctypes.data, out.ctypes.data, _threads(), _path())
     return out

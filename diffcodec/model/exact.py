@@ -9,6 +9,10 @@ frexp, comparisons) and fixed constants, each as a separate numpy ufunc call in 
 order (numpy never fuses a multiply and an add). Their accuracy is a few ulp, which does
 not matter; that it is the same everywhere is the point.
 
+exp and log run in one compiled pass on large arrays (model/compiled.py), the same
+operations in the same order, so the same numbers: checked against the numpy code here once
+per process, which runs instead where they differ or cannot be built.
+
 Sums: a reduction whose order depends on the kernel is not reproducible unless every
 partial sum is exact. :func:`tree_sum` fixes the order instead.
 """
@@ -16,10 +20,13 @@ partial sum is exact. :func:`tree_sum` fixes the order instead.
 from __future__ import annotations
 
 import math
+import os
+from functools import lru_cache
 
 import numpy as np
 
 LN2 = 0.6931471805599453
+EXP_CLAMP = (-746.0, 710.0)  # e^x is 0 below and inf above
 # ln 2 split so that k * LN2_HI is exact for |k| < 2^20 (fdlibm's constants).
 LN2_HI = 6.93147180369123816490e-01
 LN2_LO = 1.90821492927058770002e-10
@@ -52,7 +59,14 @@ def _horner(r: np.ndarray, terms: list[float]) -> np.ndarray:
 
 def exp(x) -> np.ndarray:
     """e^x: x = k ln 2 + r, |r| <= ln 2 / 2, Taylor series of e^r to degree 13."""
-    x = np.clip(_array(x), -746.0, 710.0)
+    x = _array(x)
+    if _use_compiled(x):
+        return _compiled("exp", x)
+    return _exp(x)
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, EXP_CLAMP[0], EXP_CLAMP[1])
     k = np.rint(x * INV_LN2)
     r = (x - k * LN2_HI) - k * LN2_LO
     return np.ldexp(_horner(r, _EXP_TERMS), k.astype(np.int64))
@@ -70,6 +84,12 @@ def log(x) -> np.ndarray:
     """ln x for x > 0: x = m 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s),
     s = (m - 1) / (m + 1), by its series; -inf at 0, nan below."""
     x = _array(x)
+    if _use_compiled(x):
+        return _compiled("log", x)
+    return _log(x)
+
+
+def _log(x: np.ndarray) -> np.ndarray:
     positive = x > 0
     m, e = np.frexp(np.where(positive, x, 1.0))  # m in [1/2, 1)
     low = m < SQRT_HALF
@@ -79,6 +99,50 @@ def log(x) -> np.ndarray:
     series = _horner(s * s, _ATANH_TERMS) * s
     out = e * LN2_HI + (e * LN2_LO + 2.0 * series)
     return np.where(positive, out, np.where(x == 0, -np.inf, np.nan))
+
+
+# the compiled passes' series and constants: exactly the doubles above
+_COMPILED_SERIES = {"exp": (np.array(_EXP_TERMS), np.array([INV_LN2, LN2_HI, LN2_LO, *EXP_CLAMP])),
+                    "log": (np.array(_ATANH_TERMS), np.array([SQRT_HALF, LN2_HI, LN2_LO]))}
+COMPILED_SIZE = 64  # smaller arrays take the numpy code: the same numbers, a call costs more than it saves
+
+
+def _compiled(name: str, x: np.ndarray) -> np.ndarray:
+    from . import compiled
+
+    return compiled.elementwise(name, x, *_COMPILED_SERIES[name])
+
+
+def _use_compiled(x: np.ndarray) -> bool:
+    if x.size < COMPILED_SIZE or os.environ.get("DIFFCODEC_KERNEL") == "off":
+        return False
+    from . import compiled
+
+    return compiled.available() and _compiled_agrees(id(compiled.library()), os.environ.get("DIFFCODEC_KERNEL"))
+
+
+@lru_cache(maxsize=None)
+def _compiled_agrees(library: int, path: str | None) -> bool:
+    """Whether the compiled exp and log give the numpy code's bits, NaN for NaN (a compiler
+    that broke the IEEE arithmetic despite its flags is caught here), on values at and beyond
+    every edge: zeros, subnormals, the clamps, the reduction's and the vector paths' boundaries,
+    infinities (each four times, to fill a vector, then mixed with the others)."""
+    edges = [0.0, 5e-324, 2.2250738585072014e-308, 1e-300, 0.5, SQRT_HALF, math.nextafter(SQRT_HALF, 0), 1.0,
+             math.nextafter(1.0, 2), 2.0, LN2 / 2, 708.4, 709.0, 709.78, 710.0, 711.0, 1e300, math.inf, math.nan]
+    edges = edges + [-e for e in edges] + [-707.7, -708.1, -708.4, -708.5, -745.1, -746.0, -747.0]
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.repeat(edges, 4), edges, rng.standard_normal(4099) * 30,
+                        np.exp2(rng.uniform(-1074, 1023, 4099))])
+    try:
+        with np.errstate(all="ignore"):
+            pairs = [(_compiled(name, x), numpy_code(x)) for name, numpy_code in (("exp", _exp), ("log", _log))]
+        for a, b in pairs:
+            if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(
+                    a[~np.isnan(a)].view(np.int64), b[~np.isnan(b)].view(np.int64)):
+                return False
+    except Exception:  # noqa: BLE001 - whatever failed, the numpy code is the safe choice
+        return False
+    return True
 
 
 def log2(x) -> np.ndarray:

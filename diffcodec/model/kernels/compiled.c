@@ -483,3 +483,110 @@ int floatconv(const double *in, const int64_t *base, int64_t rows, const int64_t
     }
     return avx2;
 }
+
+/* exact.py's exp and log, element by element: the same IEEE operations in the same order as
+   its numpy code (the series' terms and the constants come from exact.py, so they are the very
+   same doubles), with exact frexp, ldexp and rint. exp: k[0] = 1 / ln 2, k[1], k[2] = ln 2
+   split high and low, k[3], k[4] the clamp. log: k[0] = sqrt(1/2), k[1], k[2] = ln 2 split.
+   The AVX2 paths take four at a time where the scaling needs no rounding (exp: 2^q a normal
+   double, so p 2^q rounds once, as ldexp does; log: x positive, normal and finite, whose
+   frexp is a bit split) and leave every other value to the scalar code. */
+static double exp_one(double v, const double *terms, int count, const double *k) {
+    if (v < k[3]) v = k[3];
+    else if (v > k[4]) v = k[4];
+    double q = rint(v * k[0]);
+    double r = (v - q * k[1]) - q * k[2];
+    double p = terms[count - 1];
+    for (int j = count - 2; j >= 0; --j) {
+        p = p * r;
+        p = p + terms[j];
+    }
+    return isnan(q) ? p : ldexp(p, (int)q);
+}
+
+static double log_one(double v, const double *terms, int count, const double *k) {
+    if (!(v > 0)) return v == 0 ? -INFINITY : NAN;
+    int e;
+    double m = frexp(v, &e);
+    if (m < k[0]) {
+        m = m * 2.0;
+        e -= 1;
+    }
+    double s = (m - 1.0) / (m + 1.0);
+    double s2 = s * s;
+    double p = terms[count - 1];
+    for (int j = count - 2; j >= 0; --j) {
+        p = p * s2;
+        p = p + terms[j];
+    }
+    double series = p * s;
+    double f = (double)e;
+    return f * k[1] + (f * k[2] + 2.0 * series);
+}
+
+#ifdef HAVE_AVX2_PATH
+/* four values of exp_one; 0 where a lane needs the scalar code (2^q not a normal double, NaN) */
+__attribute__((target("avx2"))) static int exp_avx2(const double *x, const double *terms, int count,
+                                                    const double *k, double *out) {
+    __m256d v = _mm256_min_pd(_mm256_set1_pd(k[4]), _mm256_max_pd(_mm256_set1_pd(k[3]), _mm256_loadu_pd(x)));
+    __m256d q = _mm256_round_pd(_mm256_mul_pd(v, _mm256_set1_pd(k[0])), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256d inside = _mm256_and_pd(_mm256_cmp_pd(q, _mm256_set1_pd(-1022.0), _CMP_GE_OQ),
+                                   _mm256_cmp_pd(q, _mm256_set1_pd(1023.0), _CMP_LE_OQ));
+    if (_mm256_movemask_pd(inside) != 15) return 0;
+    __m256d r = _mm256_sub_pd(_mm256_sub_pd(v, _mm256_mul_pd(q, _mm256_set1_pd(k[1]))),
+                              _mm256_mul_pd(q, _mm256_set1_pd(k[2])));
+    __m256d p = _mm256_set1_pd(terms[count - 1]);
+    for (int j = count - 2; j >= 0; --j) p = _mm256_add_pd(_mm256_mul_pd(p, r), _mm256_set1_pd(terms[j]));
+    __m256i exponent = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(q));  /* exact: q is an integer */
+    __m256i bits = _mm256_slli_epi64(_mm256_add_epi64(exponent, _mm256_set1_epi64x(1023)), 52);
+    _mm256_storeu_pd(out, _mm256_mul_pd(p, _mm256_castsi256_pd(bits)));
+    return 1;
+}
+
+/* four values of log_one; 0 where a lane is not a positive, normal, finite double */
+__attribute__((target("avx2"))) static int log_avx2(const double *x, const double *terms, int count,
+                                                    const double *k, double *out) {
+    __m256i bits = _mm256_loadu_si256((const __m256i *)x);
+    __m256i biased = _mm256_srli_epi64(bits, 52);  /* sign and exponent: 1..2046 for positive normal values */
+    __m256i normal = _mm256_and_si256(_mm256_cmpgt_epi64(biased, _mm256_setzero_si256()),
+                                      _mm256_cmpgt_epi64(_mm256_set1_epi64x(2047), biased));
+    if (_mm256_movemask_pd(_mm256_castsi256_pd(normal)) != 15) return 0;
+    /* frexp: m in [1/2, 1) with the same mantissa, e = biased exponent - 1022 */
+    __m256d m = _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000FFFFFFFFFFFFFLL)),
+                                                    _mm256_set1_epi64x(0x3FE0000000000000LL)));
+    const __m256d two52 = _mm256_set1_pd(4503599627370496.0);  /* an integer below 2^52 as a double, exactly */
+    __m256d e = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(biased, _mm256_castpd_si256(two52))), two52);
+    e = _mm256_sub_pd(e, _mm256_set1_pd(1022.0));
+    __m256d low = _mm256_cmp_pd(m, _mm256_set1_pd(k[0]), _CMP_LT_OQ);
+    m = _mm256_blendv_pd(m, _mm256_mul_pd(m, _mm256_set1_pd(2.0)), low);
+    e = _mm256_sub_pd(e, _mm256_and_pd(low, _mm256_set1_pd(1.0)));
+    const __m256d one = _mm256_set1_pd(1.0);
+    __m256d s = _mm256_div_pd(_mm256_sub_pd(m, one), _mm256_add_pd(m, one));
+    __m256d s2 = _mm256_mul_pd(s, s);
+    __m256d p = _mm256_set1_pd(terms[count - 1]);
+    for (int j = count - 2; j >= 0; --j) p = _mm256_add_pd(_mm256_mul_pd(p, s2), _mm256_set1_pd(terms[j]));
+    __m256d series = _mm256_mul_pd(p, s);
+    __m256d tail = _mm256_add_pd(_mm256_mul_pd(e, _mm256_set1_pd(k[2])), _mm256_mul_pd(_mm256_set1_pd(2.0), series));
+    _mm256_storeu_pd(out, _mm256_add_pd(_mm256_mul_pd(e, _mm256_set1_pd(k[1])), tail));
+    return 1;
+}
+#endif
+
+/* exact.py's exp (log: 1) of n values; path as intconv's */
+void exact_math(int function, const double *x, int64_t n, const double *terms, int count, const double *k,
+                double *out, int threads, int path) {
+    int avx2 = use_avx2(path);
+    int64_t blocks = (n + 3) / 4;
+    (void)threads;
+    (void)avx2;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads) if (n > 32768)
+#endif
+    for (int64_t b = 0; b < blocks; ++b) {
+        int64_t i = 4 * b, end = i + 4 < n ? i + 4 : n;
+#ifdef HAVE_AVX2_PATH
+        if (avx2 && end - i == 4 && (function ? log_avx2 : exp_avx2)(x + i, terms, count, k, out + i)) continue;
+#endif
+        for (; i < end; ++i) out[i] = function ? log_one(x[i], terms, count, k) : exp_one(x[i], terms, count, k);
+    }
+}
