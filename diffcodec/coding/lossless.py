@@ -3,9 +3,9 @@ by band, with fallbacks that need no model (the predictive pixel coder, zlib: st
 the images where the chain loses to them.
 
 Initial bits: the first pop needs bits on the stack. The image is cut into horizontal
-bands; band 0 (a few rows: :func:`direct_rows`) is pushed directly with a small predictive
-coder (direct.py), and every later band pops from what the earlier ones pushed, as tall as
-the stack then allows (the heights go into the header, so the encoder alone decides them). The network sees a band together with the rows below it
+bands; band 0 (a few rows) is pushed directly with a small predictive coder (direct.py), and every later
+band pops from what the earlier ones pushed, as tall as the stack then allows (the
+heights go into the header). The network sees a band together with the rows below it
 (decoded before it, since the decoder runs the bands in reverse), noised to the current
 step with shared noise. The rows above are not available: each band's top edge costs
 some rate, which is why bands are made as tall as possible, and why the top rows use the
@@ -37,8 +37,7 @@ from .progress import counter_bar, progress_bar
 from .runner import ModelRunner
 
 DEFAULT_STEPS = 32
-DIRECT_ROWS = (8, 24)  # the direct band's rows: at least, at most (direct_rows)
-DIRECT_SHARE = 16  # a share of the image's height: 1 / DIRECT_SHARE
+DIRECT_ROWS = 8
 CONTEXT_ROWS = 16
 EDGE_ROWS = 4
 PILOT_TILE = 128
@@ -51,16 +50,6 @@ def next_band_rows(stack_bits: int, width: int, rows_left: int, peak_bits: float
     taking up to ``peak_bits`` per dimension (BitsBackChain.peak_bits). Fewer, taller bands
     code better: a band's top rows lack the context of the rows above."""
     return min(rows_left, max(1, int(stack_bits // (peak_bits * 3 * width))))
-
-
-def direct_rows(height: int) -> int:
-    """Rows of the direct band: 1/DIRECT_SHARE of the image, within DIRECT_ROWS. The stack
-    grows by the bits each band pushes, so the bands after a small direct band start a few rows
-    tall, and each costs a network pass per step over at least the network's stride in rows
-    plus its context: a taller direct band saves those passes, and its rows cost about what
-    the chain's first bands, which lack their context above, cost there
-    (docs/experiments.md#band-edges-and-the-direct-band)."""
-    return min(height, max(DIRECT_ROWS[0], min(DIRECT_ROWS[1], height // DIRECT_SHARE)))
 
 
 def network_rows(bands: list[int]) -> int:
@@ -203,7 +192,7 @@ def encode_chain(context: Context, rgb: np.ndarray, steps: int, times: list[int]
     grid = chain_grid(context.runner, steps, times, params, bridged=end is not None)
     height, width = rgb.shape[:2]
     stack = AnsStack()
-    bands = [direct_rows(height)]
+    bands = [min(height, DIRECT_ROWS)]
     direct.encode(stack, rgb[: bands[0]])
     done = bands[0]
     bar = counter_bar(progress, height, done, "encode", "row")
