@@ -358,6 +358,41 @@ def test_quantized_exact_network_computes_what_it_trained():
         assert float((ref.double() - out).abs().max()) < 1e-2 * max(1.0, float(ref.abs().max()))
 
 
+@pytest.mark.parametrize("weight_bits", [0, 8])
+def test_the_progressive_heads_over_the_top_rows_are_those_of_the_whole(weight_bits):
+    """With ``edge_rows`` the exact network gives x_direct and the progressive log-scale over
+    the top rows only, bit for bit those of the whole pass, and the rest as it is; so do the
+    runner's tiles (two tile rows, the second starting below the edge)."""
+    import torch
+
+    from diffcodec.coding.runner import ModelRunner
+    from diffcodec.model.exact_network import ExactNetwork
+    from diffcodec.model.network import calibrate_inputs
+
+    model = randomize_output(DiffusionModel(tiny_config(progressive_heads=True, chain_scale_head=True, patch_size=2,
+                                                        weight_bits=weight_bits)), seed=6)
+    generator = torch.Generator().manual_seed(1)
+    if weight_bits:
+        calibrate_inputs(model.network, lambda: model.network(torch.randn(1, 3, 16, 16, generator=generator),
+                                                              torch.tensor([-2.0])))
+    network = ExactNetwork(model.network)
+    for height, width in ((21, 10), (3, 8), (1, 1)):
+        z = torch.randn(1, 3, height, width, generator=generator, dtype=torch.float64)
+        whole = network(z, -2.0)
+        for edge_rows in (0, 1, 3, 4, 5, 40):
+            top = network(z, -2.0, edge_rows)
+            rows = min(edge_rows, height)
+            assert torch.equal(top[0], whole[0]) and torch.equal(top[3], whole[3]), (height, edge_rows)
+            assert all(torch.equal(top[k], whole[k][:, :, :rows]) for k in (1, 2)), (height, edge_rows)
+    runner = ModelRunner(model)
+    z = np.random.default_rng(2).standard_normal((40, 24, 3))
+    whole = runner._predict_tiles(z, -2.0, 16)
+    for edge_rows in (0, 4, 20):
+        top = runner._predict_tiles(z, -2.0, 16, edge_rows)
+        assert np.array_equal(top[0], whole[0]) and np.array_equal(top[3], whole[3])
+        assert all(np.array_equal(top[k], whole[k][:edge_rows]) for k in (1, 2))
+
+
 @pytest.mark.parametrize("weight_bits, fourier", [(0, (7, 8)), (8, (7, 8)), (0, ())])
 def test_the_compiled_loop_changes_no_bit(weight_bits, fourier, monkeypatch):
     """A network's outputs with the compiled loops (stem input, norm, SiLU and grid roundings

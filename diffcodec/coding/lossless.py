@@ -89,9 +89,12 @@ def band_estimate(interior: np.ndarray, edge: np.ndarray) -> np.ndarray:
     the context above (decoded later); there x_eps, which divides the noise estimate by
     alpha, is poor, and the direct head is robust; the interior codes better with x_eps
     (docs/experiments.md#band-edges-and-the-direct-band). The log-scales of their errors
-    are blended alike."""
-    weight = np.clip(1.0 - np.arange(interior.shape[0]) / EDGE_ROWS, 0.0, 1.0)[:, None, None]
-    return interior + weight * (edge - interior)
+    are blended alike. ``edge`` may hold only those rows: below them the weight is 0."""
+    rows = min(EDGE_ROWS, len(interior))
+    weight = (1.0 - np.arange(rows) / EDGE_ROWS)[:, None, None]
+    out = interior.copy()
+    out[:rows] = interior[:rows] + weight * (edge[:rows] - interior[:rows])
+    return out
 
 
 # -- the chain of one image ----------------------------------------------------------------
@@ -114,7 +117,7 @@ def band_predictor(context: Context, grid: BitsBackChain, below: np.ndarray, ban
         if below.size:
             z = np.concatenate([z, grid.alpha[i] * below_scaled + grid.sigma[i] * noise], axis=0)
         x_eps, x_progressive, log_scale, chain_log_scale = context.runner.predict(z, grid.gammas[i], context.tiling,
-                                                                                  chain=True)
+                                                                                  chain=True, edge_rows=EDGE_ROWS)
         return (band_estimate(x_eps[:rows], x_progressive[:rows]),
                 band_estimate(chain_log_scale[:rows], log_scale[:rows]))
 
@@ -128,7 +131,7 @@ def _noised_predictions(context: Context, x_scaled: np.ndarray, grid: BitsBackCh
     shared stream for reproducibility)."""
     noise = randomness.shared_normal(context.seed, purpose, index, x_scaled.size).reshape(x_scaled.shape)
     x_hat, _, _, log_scale = context.runner.predict(grid.alpha[i] * x_scaled + grid.sigma[i] * noise,
-                                                    grid.gammas[i], context.tiling, chain=True)
+                                                    grid.gammas[i], context.tiling, chain=True, edge_rows=0)
     return x_scaled - x_hat, exact.exp(log_scale)
 
 

@@ -314,7 +314,7 @@ def complete_by_sampling(chain: LayerChain, z: np.ndarray, t: float, steps: int,
     gammas = runner.gammas(t * (1.0 - np.arange(steps + 1, dtype=np.float64) / steps))
     for n in progress_bar(range(steps), progress, steps, "complete", "step"):
         coef = dm.step_coefficients(float(gammas[n]), float(gammas[n + 1]))
-        x_eps, _, _, log_scale = runner.predict(z, float(gammas[n]), tiling, chain=True)
+        x_eps, _, _, log_scale = runner.predict(z, float(gammas[n]), tiling, chain=True, edge_rows=0)
         noise = randomness.shared_normal(chain.context.seed, randomness.COMPLETION, n, z.size).reshape(z.shape)
         z = coef.b * z + coef.c * box.project(x_eps) + reverse_std(coef.sigma_q, coef.c, log_scale) * noise
     alpha0, _ = dm.alpha_sigma_of(float(gammas[-1]))

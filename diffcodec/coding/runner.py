@@ -131,12 +131,14 @@ class ModelRunner:
             return self.uniform_gammas(steps)
         return self.gammas(np.asarray(times[::-1], dtype=np.float64) / TIME_UNITS)
 
-    def predict(self, z: np.ndarray, gamma: float, tiling: Tiling, chain: bool = False) -> tuple[np.ndarray, ...]:
+    def predict(self, z: np.ndarray, gamma: float, tiling: Tiling, chain: bool = False,
+                edge_rows: int | None = None) -> tuple[np.ndarray, ...]:
         """Network estimates for z (H, W, 3), tile by tile, as float64 (H, W, 3) arrays: the
         progressive estimate (x_hat in [-1, 1]) and the log-scale of its error, or with
         ``chain`` (:meth:`estimates`) the eps-based estimate, the progressive one and the
-        log-scales of their errors."""
-        outputs = self._predict_tiles(z, gamma, tiling.tile)
+        log-scales of their errors; with ``edge_rows`` (chain), the progressive ones over the
+        top edge_rows rows only (a model with the chain's head computes no more of them)."""
+        outputs = self._predict_tiles(z, gamma, tiling.tile, edge_rows if chain else None)
         estimates = self.estimates(z, gamma, outputs)
         return estimates if chain else (estimates[1], estimates[2])
 
@@ -152,10 +154,14 @@ class ModelRunner:
         x_direct, log_scale = np.clip(outputs[1], -1.0, 1.0), outputs[2]
         chain_log_scale = outputs[3] if len(outputs) > 3 else log_scale
         weight = alpha * alpha
-        return x_eps, weight * x_eps + (1.0 - weight) * x_direct, log_scale, chain_log_scale
+        return x_eps, weight * x_eps[: len(x_direct)] + (1.0 - weight) * x_direct, log_scale, chain_log_scale
 
-    def _predict_tiles(self, z: np.ndarray, gamma: float, tile: int) -> list[np.ndarray]:
+    def _predict_tiles(self, z: np.ndarray, gamma: float, tile: int, edge_rows: int | None = None) -> list[np.ndarray]:
+        """The network's outputs over z, tile by tile; those it gives over the top ``edge_rows``
+        rows only (ExactNetwork) fill that many rows."""
         height, width, _ = z.shape
+        partial = edge_rows is not None and self.network.chain_first is not None
+        sizes = [min(edge_rows, height) if partial and k in (1, 2) else height for k in range(4)]
         outputs: list[np.ndarray] = []
         halo = TILE_HALO if (height > tile or width > tile) else 0
         for top in range(0, height, tile):
@@ -163,12 +169,14 @@ class ModelRunner:
                 y0, x0 = max(0, top - halo), max(0, left - halo)
                 y1, x1 = min(height, top + tile + halo), min(width, left + tile + halo)
                 window = torch.from_numpy(np.ascontiguousarray(z[y0:y1, x0:x1].transpose(2, 0, 1), dtype=np.float64))
-                results = self.network(window.unsqueeze(0).to(self.device), gamma)
+                results = self.network(window.unsqueeze(0).to(self.device), gamma,
+                                       None if edge_rows is None else max(0, edge_rows - y0))
                 if not outputs:
-                    outputs = [np.empty_like(z) for _ in results]
-                inner = (slice(top - y0, top - y0 + min(tile, height - top)),
-                         slice(left - x0, left - x0 + min(tile, width - left)))
-                dest = (slice(top, top + tile), slice(left, left + tile))
+                    outputs = [np.empty((size, width, 3)) for size, _ in zip(sizes, results)]
+                columns = (slice(left - x0, left - x0 + min(tile, width - left)), slice(left, left + tile))
                 for output, result in zip(outputs, results):
-                    output[dest] = result[0].cpu().numpy().transpose(1, 2, 0)[inner]
+                    end = min(top + tile, len(output))  # the image rows top..end of this output
+                    if end > top:
+                        output[top:end, columns[1]] = result[0].cpu().numpy().transpose(1, 2, 0)[
+                            top - y0 : end - y0, columns[0]]
         return outputs

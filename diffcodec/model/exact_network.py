@@ -498,6 +498,11 @@ class ExactNetwork:
         # the eps output and every head's first convolution read the same features: one product
         self.first = _Layer.stacked([layer(network.out)] + [layer(h[0]) for h in heads])  # one stack per input grid
         self.head_lasts = [layer(h[2]) for h in heads]
+        # the bits-back chain reads the progressive heads only at its bands' top rows (edge_rows)
+        self.chain_first = self.edge_first = None
+        if config.chain_scale_head:
+            self.chain_first = _Layer.stacked([layer(network.out), layer(network.chain_scale_out[0])])
+            self.edge_first = _Layer.stacked([layer(h[0]) for h in heads[:2]])
         self.silu_table = torch.from_numpy(_silu_table()).to(device)
         self.silu_offset = int(ACT_LIMIT * _ACT_SCALE)
         self.fourier_tables = [fourier_table(n, device) for n in config.fourier_exponents]
@@ -556,9 +561,12 @@ class ExactNetwork:
         return self.grid(skip, h)
 
     @torch.no_grad()
-    def __call__(self, z: torch.Tensor, gamma: float) -> tuple[torch.Tensor, ...]:
+    def __call__(self, z: torch.Tensor, gamma: float, edge_rows: int | None = None) -> tuple[torch.Tensor, ...]:
         """The network's outputs for one image z (1, C, H, W) float64 at a float ``gamma``:
-        eps_hat, and with the progressive heads x_direct, the log-scales (as UNet.forward)."""
+        eps_hat, and with the progressive heads x_direct, the log-scales (as UNet.forward).
+        ``edge_rows`` (a model with the chain's head): x_direct and the progressive log-scale
+        over the top edge_rows rows only, the same values there (their convolutions read
+        every row they read in the whole image), a fraction of the heads' work."""
         config = self.config
         n, _, height, width = z.shape
         if n != 1:
@@ -590,9 +598,24 @@ class ExactNetwork:
                 h = self.grid(self.upsamplers[index].conv(h))
         h = self.norm_silu(self.out_norm, h)
 
-        def crop(out: torch.Tensor) -> torch.Tensor:
-            return F.pixel_shuffle(out.permute(2, 0, 1)[None], config.patch_size)[:, :, :height, :width]
+        def crop(out: torch.Tensor, rows: int = height) -> torch.Tensor:
+            return F.pixel_shuffle(out.permute(2, 0, 1)[None], config.patch_size)[:, :, :rows, :width]
 
-        eps, *hidden = [part for stack in self.first for part in stack.conv(h).split(stack.widths, dim=-1)]
-        outputs = [crop(eps)] + [crop(last.conv(self.silu(x))) for last, x in zip(self.head_lasts, hidden)]
-        return tuple(outputs)
+        def first(stacks: list[_Layer], x: torch.Tensor) -> list[torch.Tensor]:
+            return [part for stack in stacks for part in stack.conv(x).split(stack.widths, dim=-1)]
+
+        if edge_rows is None or self.chain_first is None:
+            eps, *hidden = first(self.first, h)
+            return tuple([crop(eps)] + [crop(last.conv(self.silu(x))) for last, x in zip(self.head_lasts, hidden)])
+        eps, chain_hidden = first(self.chain_first, h)
+        chain_scale = crop(self.head_lasts[2].conv(self.silu(chain_hidden)))
+        rows = -(-edge_rows // config.patch_size)  # feature rows of the top edge_rows pixel rows
+        # 3x3 'same' convolutions: the last one's rows < rows read the first one's rows <= rows,
+        # which read the features' rows <= rows + 1 (and the zeros above row 0, as everywhere)
+        if not rows:
+            nothing = h.new_zeros(1, config.image_channels, 0, width)
+            return crop(eps), nothing, nothing, chain_scale
+        edge = first(self.edge_first, h[: rows + 2])
+        x_direct, log_scale = (crop(last.conv(self.silu(x[: rows + 1]))[:rows], min(edge_rows, height))
+                               for last, x in zip(self.head_lasts, edge))
+        return crop(eps), x_direct, log_scale, chain_scale
