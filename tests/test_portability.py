@@ -223,7 +223,8 @@ def test_the_compiled_exp_and_log_are_the_numpy_code(path, monkeypatch):
     """exp and log in one compiled pass (AVX2 four at a time, or plain C) give the numpy
     code's bits on values at the vector path's edges (2^q leaving the normal doubles, -1022 and
     1023, subnormal and non-finite inputs), alone and mixed into a vector, on an odd count, and
-    every large array the codec computes takes that pass; a compiled pass one ulp off is not used."""
+    every large array the codec computes takes that pass; so does the fixed-point sum (NaN,
+    infinities and the clamp, halves); a compiled pass one ulp off is not used."""
     from diffcodec.model import compiled, exact
 
     if compiled.library() is None:
@@ -239,6 +240,12 @@ def test_the_compiled_exp_and_log_are_the_numpy_code(path, monkeypatch):
             got, expected = compiled.elementwise(name, x, *exact._COMPILED_SERIES[name]), numpy_code(x)
             assert np.array_equal(np.isnan(got), np.isnan(expected)), (path, name)
             assert np.array_equal(got[~np.isnan(got)].view(np.int64), expected[~np.isnan(got)].view(np.int64)), (path, name)
+    halves = np.array([0.5, 1.5, 2.5, -0.5, -2.5, -3.5]) * 2.0**-16  # rounded half to even
+    for values in (x, halves, np.concatenate([halves, x[:7]])):
+        for bits in (16, 40):
+            limit = 2.0 ** (62 - bits) / values.size
+            assert compiled.fixed_sum(values, bits, limit) == int(exact._fixed_units(values, bits, limit).sum())
+    assert exact.fixed_sum(halves, 16) == 0.0 * 2.0**-16 + (0 + 2 + 2 - 0 - 2 - 4) * 2.0**-16
     assert exact._use_compiled(x)
     real = compiled.elementwise
     monkeypatch.setattr(compiled, "elementwise", lambda *a: np.nextafter(real(*a), np.inf))

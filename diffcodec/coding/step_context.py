@@ -176,15 +176,6 @@ def _residual_walks(samples, c: float, sigma_q: float, context: StepContext):
             yield g, values - prediction, std, scale.reshape(-1, 3)[pixels, channel]
 
 
-def _sum(values: np.ndarray, unit_bits: int) -> float:
-    """The sum of ``values`` rounded to multiples of 2^-unit_bits, exactly (integers): the
-    same on every machine, in any order, unlike a float reduction. Terms are clipped so
-    that the int64 sum cannot overflow (real residuals are far inside: |r| is about 2 at most)."""
-    limit = 2.0 ** (62 - unit_bits) / max(1, values.size)
-    terms = np.clip(np.nan_to_num(values.reshape(-1), nan=0.0), -limit, limit)
-    return float(np.rint(np.ldexp(terms, unit_bits)).astype(np.int64).sum()) * 2.0**-unit_bits
-
-
 def _weight(value: float) -> int:
     low, high = CHAIN_WEIGHT_RANGE
     return int(min(high, max(low, round(value / WEIGHT_UNIT)))) if math.isfinite(value) else 0
@@ -194,8 +185,8 @@ def fit(samples: list[tuple[np.ndarray, np.ndarray]], c: float, sigma_q: float) 
     """A step's parameters from samples of its residual r = c (x - x_hat) + sigma_Q eps and
     the predicted error scale s_x, each (h, w, 3), on pilot crops: the weights by least
     squares, then each group's factor by the expected code length. Sums are exact sums of
-    rounded terms (:func:`_sum`), so the fit, and with it the file, is the same on every machine."""
-    dot = lambda a, b: _sum(a * b, 40)  # noqa: E731  residuals are at most about 2: no overflow
+    rounded terms (exact.fixed_sum), so the fit, and with it the file, is the same on every machine."""
+    dot = lambda a, b: exact.fixed_sum(a * b, 40)  # noqa: E731  residuals are at most about 2: no overflow
     # spatial: the white pixels' residuals against their black neighbours' mean residual
     whites, neighbours = [], []
     for residual, _ in samples:
@@ -235,7 +226,7 @@ def _fit_factor(sigma_q: float, spread: np.ndarray, model: np.ndarray) -> int:
     def cost(index: int) -> float:
         factor = scale_factor(index)
         variance = sigma_q * sigma_q + (factor * factor) * model
-        return _sum(exact.log(variance) + spread / variance, 16)
+        return exact.fixed_sum(exact.log(variance) + spread / variance, 16)
 
     low, high = CHAIN_SCALE_RANGE  # coarse, then fine: the cost is unimodal
     best = min(range(low, high + 1, 8), key=cost)

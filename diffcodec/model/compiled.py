@@ -73,6 +73,8 @@ def _load(path: Path) -> ctypes.CDLL | None:
         lib.floatconv.restype = i32
         lib.exact_math.argtypes = [i32, pointer, i64, pointer, i32, pointer, pointer, i32, i32]
         lib.exact_math.restype = None
+        lib.fixed_sum.argtypes = [pointer, i64, i32, ctypes.c_double, i32]
+        lib.fixed_sum.restype = i64
         return lib
     except (OSError, AttributeError):  # not a library for this machine, or not this source's
         return None
@@ -338,3 +340,11 @@ def elementwise(name: str, x: np.ndarray, terms: np.ndarray, constants: np.ndarr
     library().exact_math(("exp", "log").index(name), x.ctypes.data, x.size, terms.ctypes.data, terms.size,
                          constants.ctypes.data, out.ctypes.data, _threads(), _path())
     return out
+
+
+def fixed_sum(x: np.ndarray, bits: int, limit: float) -> int:
+    """exact.fixed_sum's total in units of 2^-bits, in one pass (an exact integer sum)."""
+    if x.dtype != np.float64:
+        raise TypeError("fixed_sum reads float64 values")
+    x = np.ascontiguousarray(x)
+    return int(library().fixed_sum(x.ctypes.data, x.size, bits, limit, _threads()))

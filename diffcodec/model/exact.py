@@ -9,7 +9,7 @@ frexp, comparisons) and fixed constants, each as a separate numpy ufunc call in 
 order (numpy never fuses a multiply and an add). Their accuracy is a few ulp, which does
 not matter; that it is the same everywhere is the point.
 
-exp and log run in one compiled pass on large arrays (model/compiled.py), the same
+exp, log and fixed_sum run in one compiled pass on large arrays (model/compiled.py), the same
 operations in the same order, so the same numbers: checked against the numpy code here once
 per process, which runs instead where they differ or cannot be built.
 
@@ -123,7 +123,7 @@ def _use_compiled(x: np.ndarray) -> bool:
 
 @lru_cache(maxsize=None)
 def _compiled_agrees(library: int, path: str | None) -> bool:
-    """Whether the compiled exp and log give the numpy code's bits, NaN for NaN (a compiler
+    """Whether the compiled exp, log and fixed sum give the numpy code's bits, NaN for NaN (a compiler
     that broke the IEEE arithmetic despite its flags is caught here), on values at and beyond
     every edge: zeros, subnormals, the clamps, the reduction's and the vector paths' boundaries,
     infinities (each four times, to fill a vector, then mixed with the others)."""
@@ -139,6 +139,10 @@ def _compiled_agrees(library: int, path: str | None) -> bool:
         for a, b in pairs:
             if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(
                     a[~np.isnan(a)].view(np.int64), b[~np.isnan(b)].view(np.int64)):
+                return False
+        for bits in (16, 40):  # (sums of units: whole and in halves)
+            limit = 2.0 ** (62 - bits) / x.size
+            if _compiled_fixed_sum(x, bits, limit) != int(_fixed_units(x, bits, limit).sum()):
                 return False
     except Exception:  # noqa: BLE001 - whatever failed, the numpy code is the safe choice
         return False
@@ -205,6 +209,28 @@ def tree_sum(x, axis: int = -1) -> np.ndarray:
         half = x.shape[-1] // 2
         x = x[..., :half] + x[..., half:]
     return x[..., 0]
+
+
+def fixed_sum(values, unit_bits: int) -> float:
+    """The sum of ``values`` rounded to multiples of 2^-unit_bits, exactly (an integer sum): the
+    same on every machine, in any order, unlike a float reduction. NaN counts 0; terms are
+    clipped so that the int64 sum cannot overflow (callers' terms are far inside)."""
+    values = _array(values).reshape(-1)
+    limit = 2.0 ** (62 - unit_bits) / max(1, values.size)
+    if _use_compiled(values):
+        return float(_compiled_fixed_sum(values, unit_bits, limit)) * 2.0**-unit_bits
+    return float(_fixed_units(values, unit_bits, limit).sum()) * 2.0**-unit_bits
+
+
+def _fixed_units(values: np.ndarray, unit_bits: int, limit: float) -> np.ndarray:
+    terms = np.clip(np.nan_to_num(values, nan=0.0), -limit, limit)
+    return np.rint(np.ldexp(terms, unit_bits)).astype(np.int64)
+
+
+def _compiled_fixed_sum(values: np.ndarray, unit_bits: int, limit: float) -> int:
+    from . import compiled
+
+    return compiled.fixed_sum(values, unit_bits, limit)
 
 
 def log1p(x) -> np.ndarray:

@@ -590,3 +590,23 @@ void exact_math(int function, const double *x, int64_t n, const double *terms, i
         for (; i < end; ++i) out[i] = function ? log_one(x[i], terms, count, k) : exp_one(x[i], terms, count, k);
     }
 }
+
+/* exact.py's fixed_sum: the sum of the values rounded to multiples of 2^-bits, as an exact
+   integer count of units: NaN counts 0, each term is clamped to +-limit (infinities too), then
+   scaled by 2^bits (exact: limit keeps it below 2^62, as ldexp's) and rounded half to even. Integer sums, so any order and any
+   number of threads give the same total. */
+int64_t fixed_sum(const double *x, int64_t n, int bits, double limit, int threads) {
+    int64_t total = 0;
+    const double scale = ldexp(1.0, bits);
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : total) if (n > 32768)
+#endif
+    for (int64_t i = 0; i < n; ++i) {
+        double v = x[i];
+        if (isnan(v)) continue;
+        v = v < -limit ? -limit : (v > limit ? limit : v);
+        total += (int64_t)rint(v * scale);
+    }
+    return total;
+}
