@@ -223,8 +223,9 @@ def test_the_compiled_exp_and_log_are_the_numpy_code(path, monkeypatch):
     """exp and log in one compiled pass (AVX2 four at a time, or plain C) give the numpy
     code's bits on values at the vector path's edges (2^q leaving the normal doubles, -1022 and
     1023, subnormal and non-finite inputs), alone and mixed into a vector, on an odd count, and
-    every large array the codec computes takes that pass; so does the fixed-point sum (NaN,
-    infinities and the clamp, halves); a compiled pass one ulp off is not used."""
+    every large array the codec computes takes that pass; so do the fixed-point sum (NaN,
+    infinities and the clamp, halves) and the ordered products (the block DCT's); a compiled
+    pass one ulp off is not used."""
     from diffcodec.model import compiled, exact
 
     if compiled.library() is None:
@@ -246,6 +247,11 @@ def test_the_compiled_exp_and_log_are_the_numpy_code(path, monkeypatch):
             limit = 2.0 ** (62 - bits) / values.size
             assert compiled.fixed_sum(values, bits, limit) == int(exact._fixed_units(values, bits, limit).sum())
     assert exact.fixed_sum(halves, 16) == 0.0 * 2.0**-16 + (0 + 2 + 2 - 0 - 2 - 4) * 2.0**-16
+    matrix, blocks = rng.standard_normal((5, 7)), rng.standard_normal((3, 7, 9)) * 1e3  # odd sizes
+    blocks[0, 0, :3] = [-0.0, 1e-310, 1e308]  # a signed zero, a subnormal, an overflow
+    with np.errstate(all="ignore"):
+        got, expected = compiled.ordered_products(matrix, blocks), exact._ordered_products(matrix, blocks)
+    assert np.array_equal(got.view(np.int64), expected.view(np.int64))
     assert exact._use_compiled(x)
     real = compiled.elementwise
     monkeypatch.setattr(compiled, "elementwise", lambda *a: np.nextafter(real(*a), np.inf))

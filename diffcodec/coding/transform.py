@@ -44,14 +44,6 @@ def dct_matrix(n: int) -> np.ndarray:
     return m
 
 
-def _apply(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:
-    """matrix @ each block (blocks: (count, n, rest)) as a fixed-order sum over n."""
-    out = np.zeros_like(blocks)
-    for j in range(matrix.shape[1]):
-        out += matrix[None, :, j, None] * blocks[:, j : j + 1, :]
-    return out
-
-
 def _along(x: np.ndarray, axis: int, inverse: bool) -> np.ndarray:
     x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, 0)
     length = x.shape[0]
@@ -60,11 +52,11 @@ def _along(x: np.ndarray, axis: int, inverse: bool) -> np.ndarray:
     if full:
         d = dct_matrix(BLOCK)
         blocks = x[:full].reshape(length // BLOCK, BLOCK, -1)
-        out[:full] = _apply(d.T if inverse else d, blocks).reshape(x[:full].shape)
+        out[:full] = exact.ordered_products(d.T if inverse else d, blocks).reshape(x[:full].shape)
     if length > full:
         d = dct_matrix(length - full)
         rest = x[full:].reshape(1, length - full, -1)
-        out[full:] = _apply(d.T if inverse else d, rest).reshape(x[full:].shape)
+        out[full:] = exact.ordered_products(d.T if inverse else d, rest).reshape(x[full:].shape)
     return np.moveaxis(out, 0, axis)
 
 

@@ -75,6 +75,8 @@ def _load(path: Path) -> ctypes.CDLL | None:
         lib.exact_math.restype = None
         lib.fixed_sum.argtypes = [pointer, i64, i32, ctypes.c_double, i32]
         lib.fixed_sum.restype = i64
+        lib.ordered_products.argtypes = [pointer, i64, i64, pointer, i64, i64, pointer, i32]
+        lib.ordered_products.restype = None
         return lib
     except (OSError, AttributeError):  # not a library for this machine, or not this source's
         return None
@@ -348,3 +350,15 @@ def fixed_sum(x: np.ndarray, bits: int, limit: float) -> int:
         raise TypeError("fixed_sum reads float64 values")
     x = np.ascontiguousarray(x)
     return int(library().fixed_sum(x.ctypes.data, x.size, bits, limit, _threads()))
+
+
+def ordered_products(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """exact.ordered_products of float64 ``matrix`` (rows, n) and ``blocks`` (count, n, rest)
+    in one pass: the same sums in the same order."""
+    if matrix.dtype != np.float64 or blocks.dtype != np.float64 or blocks.ndim != 3 or matrix.shape[1] != blocks.shape[1]:
+        raise TypeError("ordered_products reads float64 (rows, n) and (count, n, rest) arrays")
+    matrix, blocks = np.ascontiguousarray(matrix), np.ascontiguousarray(blocks)
+    out = np.empty((blocks.shape[0], matrix.shape[0], blocks.shape[2]))
+    library().ordered_products(matrix.ctypes.data, matrix.shape[0], matrix.shape[1], blocks.ctypes.data,
+                               blocks.shape[0], blocks.shape[2], out.ctypes.data, _threads())
+    return out

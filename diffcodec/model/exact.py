@@ -9,7 +9,7 @@ frexp, comparisons) and fixed constants, each as a separate numpy ufunc call in 
 order (numpy never fuses a multiply and an add). Their accuracy is a few ulp, which does
 not matter; that it is the same everywhere is the point.
 
-exp, log and fixed_sum run in one compiled pass on large arrays (model/compiled.py), the same
+exp, log, fixed_sum and ordered_products run in one compiled pass on large arrays (model/compiled.py), the same
 operations in the same order, so the same numbers: checked against the numpy code here once
 per process, which runs instead where they differ or cannot be built.
 
@@ -123,7 +123,7 @@ def _use_compiled(x: np.ndarray) -> bool:
 
 @lru_cache(maxsize=None)
 def _compiled_agrees(library: int, path: str | None) -> bool:
-    """Whether the compiled exp, log and fixed sum give the numpy code's bits, NaN for NaN (a compiler
+    """Whether the compiled exp, log, fixed sum and ordered products give the numpy code's bits, NaN for NaN (a compiler
     that broke the IEEE arithmetic despite its flags is caught here), on values at and beyond
     every edge: zeros, subnormals, the clamps, the reduction's and the vector paths' boundaries,
     infinities (each four times, to fill a vector, then mixed with the others)."""
@@ -133,6 +133,8 @@ def _compiled_agrees(library: int, path: str | None) -> bool:
     rng = np.random.default_rng(0)
     x = np.concatenate([np.repeat(edges, 4), edges, rng.standard_normal(4099) * 30,
                         np.exp2(rng.uniform(-1074, 1023, 4099))])
+    from .compiled import ordered_products as compiled_products
+
     try:
         with np.errstate(all="ignore"):
             pairs = [(_compiled(name, x), numpy_code(x)) for name, numpy_code in (("exp", _exp), ("log", _log))]
@@ -140,6 +142,11 @@ def _compiled_agrees(library: int, path: str | None) -> bool:
             if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(
                     a[~np.isnan(a)].view(np.int64), b[~np.isnan(b)].view(np.int64)):
                 return False
+        matrix, blocks = x[:12].reshape(3, 4), x[100:100 + 4 * 4 * 7].reshape(4, 4, 7)
+        with np.errstate(all="ignore"):
+            a, b = compiled_products(matrix, blocks), _ordered_products(matrix, blocks)
+        if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(a[~np.isnan(a)], b[~np.isnan(b)]):
+            return False
         for bits in (16, 40):  # (sums of units: whole and in halves)
             limit = 2.0 ** (62 - bits) / x.size
             if _compiled_fixed_sum(x, bits, limit) != int(_fixed_units(x, bits, limit).sum()):
@@ -231,6 +238,24 @@ def _compiled_fixed_sum(values: np.ndarray, unit_bits: int, limit: float) -> int
     from . import compiled
 
     return compiled.fixed_sum(values, unit_bits, limit)
+
+
+def ordered_products(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """matrix (rows, n) @ each of blocks (count, n, rest), each sum over n in a fixed order
+    (from 0, one rounded product and addition at a time), unlike BLAS, whose order and fused
+    multiply-adds differ between machines."""
+    if _use_compiled(blocks):
+        from . import compiled
+
+        return compiled.ordered_products(_array(matrix), _array(blocks))
+    return _ordered_products(_array(matrix), _array(blocks))
+
+
+def _ordered_products(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    out = np.zeros((blocks.shape[0], matrix.shape[0], blocks.shape[2]))
+    for j in range(matrix.shape[1]):
+        out += matrix[None, :, j, None] * blocks[:, j : j + 1, :]
+    return out
 
 
 def log1p(x) -> np.ndarray:

@@ -610,3 +610,24 @@ int64_t fixed_sum(const double *x, int64_t n, int bits, double limit, int thread
     }
     return total;
 }
+
+/* exact.py's ordered_products: out[c][i][r] = sum over j = 0, 1, ... of m[i][j] * x[c][j][r],
+   from 0.0, each product and addition rounded on its own, in that order (the numpy code's);
+   m is rows x n, x count blocks of n x rest. */
+void ordered_products(const double *m, int64_t rows, int64_t n, const double *x, int64_t count, int64_t rest,
+                      double *out, int threads) {
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads) if (count * rows * n * rest > 65536)
+#endif
+    for (int64_t c = 0; c < count; ++c) {
+        for (int64_t i = 0; i < rows; ++i) {
+            double *o = out + (c * rows + i) * rest;
+            for (int64_t r = 0; r < rest; ++r) o[r] = 0.0;
+            for (int64_t j = 0; j < n; ++j) {
+                const double w = m[i * n + j], *v = x + (c * n + j) * rest;
+                for (int64_t r = 0; r < rest; ++r) o[r] = o[r] + w * v[r];
+            }
+        }
+    }
+}
