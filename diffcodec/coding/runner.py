@@ -160,7 +160,7 @@ class ModelRunner:
         """The network's outputs over z, tile by tile; those it gives over the top ``edge_rows``
         rows only (ExactNetwork) fill that many rows."""
         height, width, _ = z.shape
-        partial = edge_rows is not None and self.network.chain_first is not None
+        partial = edge_rows is not None and self.network.edge_heads
         sizes = [min(edge_rows, height) if partial and k in (1, 2) else height for k in range(4)]
         outputs: list[np.ndarray] = []
         halo = TILE_HALO if (height > tile or width > tile) else 0
@@ -173,10 +173,10 @@ class ModelRunner:
                                        None if edge_rows is None else max(0, edge_rows - y0))
                 if not outputs:
                     outputs = [np.empty((size, width, 3)) for size, _ in zip(sizes, results)]
-                columns = (slice(left - x0, left - x0 + min(tile, width - left)), slice(left, left + tile))
+                source = slice(left - x0, left - x0 + min(tile, width - left))
                 for output, result in zip(outputs, results):
                     end = min(top + tile, len(output))  # the image rows top..end of this output
                     if end > top:
-                        output[top:end, columns[1]] = result[0].cpu().numpy().transpose(1, 2, 0)[
-                            top - y0 : end - y0, columns[0]]
+                        output[top:end, left : left + tile] = result[0].cpu().numpy().transpose(1, 2, 0)[
+                            top - y0 : end - y0, source]
         return outputs

@@ -337,11 +337,12 @@ def elementwise(name: str, x: np.ndarray, terms: np.ndarray, constants: np.ndarr
     ``terms`` and ``constants`` (exact.py's own doubles): the same numbers as its numpy code."""
     if any(a.dtype != np.float64 for a in (x, terms, constants)) or name not in ("exp", "log"):
         raise TypeError("elementwise reads float64 arrays")
+    shape = x.shape
     x, terms, constants = (np.ascontiguousarray(a) for a in (x, terms, constants))
     out = np.empty_like(x)
     library().exact_math(("exp", "log").index(name), x.ctypes.data, x.size, terms.ctypes.data, terms.size,
                          constants.ctypes.data, out.ctypes.data, _threads(), _path())
-    return out
+    return out.reshape(shape)
 
 
 def fixed_sum(x: np.ndarray, bits: int, limit: float) -> int:

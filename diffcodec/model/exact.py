@@ -9,7 +9,8 @@ frexp, comparisons) and fixed constants, each as a separate numpy ufunc call in 
 order (numpy never fuses a multiply and an add). Their accuracy is a few ulp, which does
 not matter; that it is the same everywhere is the point.
 
-exp, log, fixed_sum and ordered_products run in one compiled pass on large arrays (model/compiled.py), the same
+exp, log, fixed_sum and ordered_products run in one compiled pass on large arrays
+(model/compiled.py, built on first use as the exact network's loops are), the same
 operations in the same order, so the same numbers: checked against the numpy code here once
 per process, which runs instead where they differ or cannot be built.
 
@@ -142,10 +143,11 @@ def _compiled_agrees(library: int, path: str | None) -> bool:
             if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(
                     a[~np.isnan(a)].view(np.int64), b[~np.isnan(b)].view(np.int64)):
                 return False
-        matrix, blocks = x[:12].reshape(3, 4), x[100:100 + 4 * 4 * 7].reshape(4, 4, 7)
+        matrix, blocks = rng.standard_normal((5, 7)), np.concatenate([x[:63], rng.standard_normal(63)]).reshape(2, 7, 9)
         with np.errstate(all="ignore"):
             a, b = compiled_products(matrix, blocks), _ordered_products(matrix, blocks)
-        if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(a[~np.isnan(a)], b[~np.isnan(b)]):
+        if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(
+                a[~np.isnan(a)].view(np.int64), b[~np.isnan(b)].view(np.int64)):
             return False
         for bits in (16, 40):  # (sums of units: whole and in halves)
             limit = 2.0 ** (62 - bits) / x.size
@@ -244,11 +246,12 @@ def ordered_products(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     """matrix (rows, n) @ each of blocks (count, n, rest), each sum over n in a fixed order
     (from 0, one rounded product and addition at a time), unlike BLAS, whose order and fused
     multiply-adds differ between machines."""
+    matrix, blocks = _array(matrix), _array(blocks)
     if _use_compiled(blocks):
         from . import compiled
 
-        return compiled.ordered_products(_array(matrix), _array(blocks))
-    return _ordered_products(_array(matrix), _array(blocks))
+        return compiled.ordered_products(matrix, blocks)
+    return _ordered_products(matrix, blocks)
 
 
 def _ordered_products(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:

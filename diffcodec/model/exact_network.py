@@ -510,6 +510,12 @@ class ExactNetwork:
         half = config.time_embedding_dim // 2
         self.embedding_frequencies = exact.exp(-np.log(10000.0) * np.arange(half) / max(1, half - 1))
 
+    @property
+    def edge_heads(self) -> bool:
+        """Whether ``edge_rows`` applies: with the chain's head, x_direct and the progressive
+        log-scale are then given over the top rows only (outputs 1 and 2)."""
+        return self.chain_first is not None
+
     def silu(self, x: torch.Tensor) -> torch.Tensor:
         """SiLU of x rounded to the activation grid, looked up: the result is on the grid (on
         the CPU in a compiled pass, compiled.py)."""
@@ -604,7 +610,7 @@ class ExactNetwork:
         def first(stacks: list[_Layer], x: torch.Tensor) -> list[torch.Tensor]:
             return [part for stack in stacks for part in stack.conv(x).split(stack.widths, dim=-1)]
 
-        if edge_rows is None or self.chain_first is None:
+        if edge_rows is None or not self.edge_heads:
             eps, *hidden = first(self.first, h)
             return tuple([crop(eps)] + [crop(last.conv(self.silu(x))) for last, x in zip(self.head_lasts, hidden)])
         eps, chain_hidden = first(self.chain_first, h)

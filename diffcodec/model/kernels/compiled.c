@@ -593,7 +593,7 @@ void exact_math(int function, const double *x, int64_t n, const double *terms, i
 
 /* exact.py's fixed_sum: the sum of the values rounded to multiples of 2^-bits, as an exact
    integer count of units: NaN counts 0, each term is clamped to +-limit (infinities too), then
-   scaled by 2^bits (exact: limit keeps it below 2^62, as ldexp's) and rounded half to even. Integer sums, so any order and any
+   scaled by 2^bits (exact: the limit keeps it below 2^62) and rounded half to even. Integer sums, so any order and any
    number of threads give the same total. */
 int64_t fixed_sum(const double *x, int64_t n, int bits, double limit, int threads) {
     int64_t total = 0;
