@@ -164,8 +164,8 @@ def _completion_with(codec, monkeypatch, image, error_std: float):
     chain = progressive.chain_of(context, coded)
     x_eps, grey = dm.scale_pixels_array(image), np.zeros(image.shape)
     log_scale = np.full(image.shape, np.log(error_std))
-    monkeypatch.setattr(context.runner, "predict",
-                        lambda z, gamma, tiling, chain=False: (x_eps, grey, grey, log_scale) if chain else (grey, grey))
+    monkeypatch.setattr(context.runner, "predict", lambda z, gamma, tiling, chain=False, edge_rows=None:
+                        (x_eps, grey, grey, log_scale) if chain else (grey, grey))
     return progressive.complete_by_sampling(chain, chain.start(*image.shape[:2]), chain.times[1] / TIME_UNITS, 8, Box())
 
 
