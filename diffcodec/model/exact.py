@@ -108,17 +108,21 @@ _COMPILED_SERIES = {"exp": (np.array(_EXP_TERMS), np.array([INV_LN2, LN2_HI, LN2
 COMPILED_SIZE = 64  # smaller arrays take the numpy code: the same numbers, a call costs more than it saves
 
 
-def _compiled(name: str, x: np.ndarray) -> np.ndarray:
+def _kernels():
+    """model/compiled.py, imported when first needed (it imports torch; this module does not)."""
     from . import compiled
 
-    return compiled.elementwise(name, x, *_COMPILED_SERIES[name])
+    return compiled
+
+
+def _compiled(name: str, x: np.ndarray) -> np.ndarray:
+    return _kernels().elementwise(name, x, *_COMPILED_SERIES[name])
 
 
 def _use_compiled(x: np.ndarray) -> bool:
     if x.size < COMPILED_SIZE or os.environ.get("DIFFCODEC_KERNEL") == "off":
         return False
-    from . import compiled
-
+    compiled = _kernels()
     return compiled.available() and _compiled_agrees(id(compiled.library()), os.environ.get("DIFFCODEC_KERNEL"))
 
 
@@ -134,8 +138,6 @@ def _compiled_agrees(library: int, path: str | None) -> bool:
     rng = np.random.default_rng(0)
     x = np.concatenate([np.repeat(edges, 4), edges, rng.standard_normal(4099) * 30,
                         np.exp2(rng.uniform(-1074, 1023, 4099))])
-    from .compiled import ordered_products as compiled_products
-
     try:
         with np.errstate(all="ignore"):
             pairs = [(_compiled(name, x), numpy_code(x)) for name, numpy_code in (("exp", _exp), ("log", _log))]
@@ -145,13 +147,13 @@ def _compiled_agrees(library: int, path: str | None) -> bool:
                 return False
         matrix, blocks = rng.standard_normal((5, 7)), np.concatenate([x[:63], rng.standard_normal(63)]).reshape(2, 7, 9)
         with np.errstate(all="ignore"):
-            a, b = compiled_products(matrix, blocks), _ordered_products(matrix, blocks)
+            a, b = _kernels().ordered_products(matrix, blocks), _ordered_products(matrix, blocks)
         if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(
                 a[~np.isnan(a)].view(np.int64), b[~np.isnan(b)].view(np.int64)):
             return False
         for bits in (16, 40):  # (sums of units: whole and in halves)
             limit = 2.0 ** (62 - bits) / x.size
-            if _compiled_fixed_sum(x, bits, limit) != int(_fixed_units(x, bits, limit).sum()):
+            if _kernels().fixed_sum(x, bits, limit) != int(_fixed_units(x, bits, limit).sum()):
                 return False
     except Exception:  # noqa: BLE001 - whatever failed, the numpy code is the safe choice
         return False
@@ -227,7 +229,7 @@ def fixed_sum(values, unit_bits: int) -> float:
     values = _array(values).reshape(-1)
     limit = 2.0 ** (62 - unit_bits) / max(1, values.size)
     if _use_compiled(values):
-        return float(_compiled_fixed_sum(values, unit_bits, limit)) * 2.0**-unit_bits
+        return float(_kernels().fixed_sum(values, unit_bits, limit)) * 2.0**-unit_bits
     return float(_fixed_units(values, unit_bits, limit).sum()) * 2.0**-unit_bits
 
 
@@ -236,21 +238,13 @@ def _fixed_units(values: np.ndarray, unit_bits: int, limit: float) -> np.ndarray
     return np.rint(np.ldexp(terms, unit_bits)).astype(np.int64)
 
 
-def _compiled_fixed_sum(values: np.ndarray, unit_bits: int, limit: float) -> int:
-    from . import compiled
-
-    return compiled.fixed_sum(values, unit_bits, limit)
-
-
 def ordered_products(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     """matrix (rows, n) @ each of blocks (count, n, rest), each sum over n in a fixed order
     (from 0, one rounded product and addition at a time), unlike BLAS, whose order and fused
     multiply-adds differ between machines."""
     matrix, blocks = _array(matrix), _array(blocks)
     if _use_compiled(blocks):
-        from . import compiled
-
-        return compiled.ordered_products(matrix, blocks)
+        return _kernels().ordered_products(matrix, blocks)
     return _ordered_products(matrix, blocks)
 
 
