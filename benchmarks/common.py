@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import diffcodec  # noqa: E402,F401  (before torch: it sets OpenMP's wait policy, which torch reads as it loads)
+import torch  # noqa: E402
 from diffcodec.codec import Codec  # noqa: E402
 from diffcodec.images import list_images, read_rgb  # noqa: E402
 from diffcodec.metrics import bd_rate, interpolate_at, ms_ssim, psnr  # noqa: E402,F401  (used by the scripts)

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+import diffcodec  # noqa: F401  (before torch: it sets OpenMP's wait policy, which torch reads as it loads)
+import torch
 from diffcodec.images import read_image
 from diffcodec.model import load_named_model
 from diffcodec.model.exact_network import ExactNetwork

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
+import diffcodec  # noqa: F401  (before torch: it sets OpenMP's wait policy, which torch reads as it loads)
+import torch
 from diffcodec.coding import randomness
 from diffcodec.coding.coded import Context
 from diffcodec.coding.progressive import best_blend, blend_estimate

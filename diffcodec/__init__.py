@@ -9,6 +9,16 @@
 
 from __future__ import annotations
 
+import os as _os
+import sys as _sys
+
+if "torch" not in _sys.modules:
+    # OpenMP threads spin between parallel regions unless told otherwise. The exact network runs
+    # hundreds of short regions per pass, and beside any other busy process a spinning thread
+    # holds a core its partner needs: a pass then takes up to 100x its idle time. libgomp reads
+    # this once, when torch loads it (docs/portability.md, "Threads").
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .codec import DEFAULT_LOSSLESS_STEPS, DEFAULT_STEPS, Codec, DecodeLimits, Decoded, PrefixWarning
 from .errors import CheckpointError, DiffcodecError, ImageReadError, LimitError
 from .format import ContainerError, DfcFile, Mode, describe, parse_file
