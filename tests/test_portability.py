@@ -463,6 +463,10 @@ def test_without_a_compiler_the_float64_products_run(tmp_path, monkeypatch):
     packed = compiled.pack(torch.ones(1, 2, 3))
     with pytest.raises(IndexError):
         compiled.tap_products(torch.ones(4, 2), torch.arange(4), [1], packed, 3)
+    with pytest.raises(IndexError):  # a count of rows, 0 .. n - 1
+        compiled.tap_products(torch.ones(4, 2), 4, [1], packed, 3)
+    assert torch.equal(compiled.tap_products(torch.ones(4, 2), 3, [1], packed, 3),
+                       compiled.tap_products(torch.ones(4, 2), torch.arange(3), [1], packed, 3))
     with pytest.raises(TypeError):
         compiled.to_int16(torch.ones(2, 2, 2), 0)  # float32: refused, not misread
 

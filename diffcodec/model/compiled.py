@@ -120,10 +120,16 @@ def library() -> ctypes.CDLL | None:
     return None
 
 
-def _threads() -> int:
-    """torch's thread count; one in a process forked after the library was loaded (an OpenMP
-    runtime's thread pool does not survive a fork; without OpenMP, as on macOS, always one)."""
-    return torch.get_num_threads() if os.getpid() == _PID else 1
+PARALLEL_WORK = 1 << 18  # operations below which a loop runs on one thread
+
+
+def _threads(work: int) -> int:
+    """torch's thread count for a loop of about ``work`` operations; one for less than
+    PARALLEL_WORK (waking a second thread costs more than it saves: the network's deep levels
+    run hundreds of such loops per pass), and in a process forked after the library was loaded
+    (an OpenMP runtime's thread pool does not survive a fork; without OpenMP, as on macOS, always
+    one). Any count gives the same numbers."""
+    return torch.get_num_threads() if work >= PARALLEL_WORK and os.getpid() == _PID else 1
 
 
 _PID = os.getpid()
@@ -161,14 +167,31 @@ def to_int16(x: torch.Tensor, exponent: int, pad: tuple[int, int, int, int] = (0
     out = torch.zeros(height + top + bottom, width + left + right, channels, dtype=torch.int16)
     x = x.contiguous()
     library().to_int16(x.data_ptr(), height, width, channels, 2.0**-exponent, out.data_ptr(), out.shape[1], top, left,
-                       _threads(), _path())
+                       _threads(4 * out.numel()), _path())
     return out
 
 
-def _check_reads(rows: torch.Tensor, base: torch.Tensor, offsets: list[int]) -> None:
-    """Every base + offset inside ``rows`` (the C loops do not check)."""
-    if base.numel() and (int(base.min()) + min(offsets) < 0 or int(base.max()) + max(offsets) >= rows.shape[0]):
+def _reads(rows: torch.Tensor, base: torch.Tensor | int, offsets: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``base`` as int64 row indices (a count n: 0 .. n - 1) and ``offsets`` as a tensor, after
+    checking that every base + offset lies inside ``rows`` (the C loops do not check)."""
+    if isinstance(base, int):
+        low, high, base = 0, base - 1, _count(base)
+    else:
+        base = base.to(torch.int64).contiguous()
+        low, high = (int(base.min()), int(base.max())) if base.numel() else (0, -1)
+    if high >= low and (low + min(offsets) < 0 or high + max(offsets) >= rows.shape[0]):
         raise IndexError("a tap reads outside the rows")
+    return base, _offsets(tuple(offsets))
+
+
+@lru_cache(maxsize=64)
+def _count(n: int) -> torch.Tensor:
+    return torch.arange(n)
+
+
+@lru_cache(maxsize=64)
+def _offsets(offsets: tuple[int, ...]) -> torch.Tensor:
+    return torch.tensor(offsets, dtype=torch.int64)
 
 
 def _padded(values: torch.Tensor, width: int) -> torch.Tensor:
@@ -186,15 +209,15 @@ def peak(packed: torch.Tensor) -> int:
     return max(1, int(packed.abs().max()))
 
 
-def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], packed: torch.Tensor,
+def tap_products(rows: torch.Tensor, base: torch.Tensor | int, offsets: list[int], packed: torch.Tensor,
                  outputs: int, factor: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                  largest: int | None = None) -> torch.Tensor:
     """sum over taps t of rows[base + offsets[t]] @ weights[t], exactly, as float64 (len(base),
     outputs); with ``factor`` and ``bias`` (float64 per output), that sum times the factor plus
     the bias, two roundings in this order.
 
-    ``rows``: (N, in) integers |q| <= 2^15 - 1 (any dtype); ``base``: int64 row indices, every
-    base + offset inside ``rows``. The loop keeps pairs of products in 32 bits for as many
+    ``rows``: (N, in) integers |q| <= 2^15 - 1 (any dtype); ``base``: int64 row indices, or a
+    count n for 0 .. n - 1; every base + offset inside ``rows``. The loop keeps pairs of products in 32 bits for as many
     pairs as stay below 2^31 with these weights, then sums in 64 bits. ``largest``: at least
     the weights' :func:`peak` (a caller that packed them once passes it; found here otherwise)."""
     lib = library()
@@ -205,14 +228,12 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
     if not offsets or len(offsets) != packed.shape[0] or outputs > packed.shape[2] or (
             factor is not None and (factor.numel() != outputs or bias.numel() != outputs)):
         raise TypeError("tap_products: one offset per tap, at most the packed outputs, a factor and bias each")
-    _check_reads(rows, base, offsets)
+    base, offset = _reads(rows, base, offsets)
     inputs = packed.shape[1] * 2
     data = rows.to(torch.int16)
     if data.shape[1] != inputs:
         data = torch.nn.functional.pad(data, (0, inputs - data.shape[1]))
     data = data.contiguous()
-    base = base.to(torch.int64).contiguous()
-    offset = torch.tensor(offsets, dtype=torch.int64)
     width = packed.shape[2]
     out = torch.empty(base.numel(), width, dtype=torch.float64)
     chunk = (2**31 - 1) // (2 * INPUT_LIMIT * (peak(packed) if largest is None else largest))
@@ -221,7 +242,8 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], pac
         scale, shift = _padded(factor, width), _padded(bias, width)
     lib.intconv(data.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets), packed.data_ptr(),
                 inputs, width, out.data_ptr(), chunk, None if scale is None else scale.data_ptr(),
-                None if shift is None else shift.data_ptr(), _threads(), _path())
+                None if shift is None else shift.data_ptr(),
+                _threads(base.numel() * len(offsets) * inputs * width), _path())
     return out[:, :outputs] if width != outputs else out
 
 
@@ -233,7 +255,7 @@ def pack_float(taps: torch.Tensor) -> torch.Tensor:
     return packed
 
 
-def float_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], packed: torch.Tensor, outputs: int,
+def float_products(rows: torch.Tensor, base: torch.Tensor | int, offsets: list[int], packed: torch.Tensor, outputs: int,
                    bias: torch.Tensor) -> torch.Tensor:
     """sum over taps t of rows[base + offsets[t]] @ weights[t], plus the bias, in float64:
     for layers whose every product and partial sum is exact (the exact network's), so the
@@ -242,15 +264,14 @@ def float_products(rows: torch.Tensor, base: torch.Tensor, offsets: list[int], p
             rows.dim() != 2 or packed.dim() != 3 or packed.shape[2] % COLUMNS or rows.shape[1] != packed.shape[1]
             or not offsets or len(offsets) != packed.shape[0] or outputs > packed.shape[2] or bias.numel() != outputs):
         raise TypeError("float_products reads float64 (rows, in) inputs and weights as pack_float() writes them")
-    _check_reads(rows, base, offsets)
+    base, offset = _reads(rows, base, offsets)
     rows, packed = rows.contiguous(), packed.contiguous()
-    base = base.to(torch.int64).contiguous()
-    offset = torch.tensor(offsets, dtype=torch.int64)
     width = packed.shape[2]
     shift = _padded(bias, width)
     out = torch.empty(base.numel(), width, dtype=torch.float64)
     library().floatconv(rows.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets),
-                        packed.data_ptr(), packed.shape[1], width, shift.data_ptr(), out.data_ptr(), _threads(), _path())
+                        packed.data_ptr(), packed.shape[1], width, shift.data_ptr(), out.data_ptr(),
+                        _threads(4 * base.numel() * len(offsets) * packed.shape[1] * width), _path())
     return out[:, :outputs] if width != outputs else out
 
 
@@ -272,7 +293,8 @@ def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mul: to
     film = [None, None] if mul is None else [t.reshape(-1).contiguous() for t in (mul, add)]
     library().norm_silu(x.data_ptr(), x.numel() // x.shape[-1], x.shape[-1], flat[0].data_ptr(), flat[1].data_ptr(),
                         None if mul is None else film[0].data_ptr(), None if mul is None else film[1].data_ptr(),
-                        None if table is None else table.data_ptr(), offset, limit, out.data_ptr(), _threads(), _path())
+                        None if table is None else table.data_ptr(), offset, limit, out.data_ptr(),
+                        _threads(16 * x.numel()), _path())
     return out
 
 
@@ -283,7 +305,8 @@ def silu(x: torch.Tensor, table: torch.Tensor, offset: int, limit: float) -> tor
         raise TypeError("silu reads float64 CPU tensors and the SiLU table")
     x, table = x.contiguous(), table.contiguous()
     out = torch.empty_like(x)
-    library().silu(x.data_ptr(), x.numel(), table.data_ptr(), offset, limit, out.data_ptr(), _threads(), _path())
+    library().silu(x.data_ptr(), x.numel(), table.data_ptr(), offset, limit, out.data_ptr(), _threads(4 * x.numel()),
+                   _path())
     return out
 
 
@@ -306,7 +329,7 @@ def to_grid(x: torch.Tensor, y: torch.Tensor | None, limit: float, magic: float)
     y, y_stride = (None, 0) if y is None else _rows(y)
     out = torch.empty(height, width, channels, dtype=torch.float64)
     library().to_grid(x.data_ptr(), x_stride, None if y is None else y.data_ptr(), y_stride, height, width * channels,
-                      limit, magic, out.data_ptr(), _threads(), _path())
+                      limit, magic, out.data_ptr(), _threads(4 * out.numel()), _path())
     return out
 
 
@@ -328,7 +351,8 @@ def fourier(z: torch.Tensor, patch: int, tables: torch.Tensor, start: torch.Tens
     z, tables, start, period = (t.contiguous() for t in (z, tables, start, period))
     out = torch.empty(height // patch, width // patch, channels * (1 + features) * patch * patch, dtype=torch.float64)
     library().fourier(z.data_ptr(), channels, height, width, patch, tables.data_ptr(), start.data_ptr(),
-                      period.data_ptr(), features, limit, magic, fourier_limit, out.data_ptr(), _threads())
+                      period.data_ptr(), features, limit, magic, fourier_limit, out.data_ptr(),
+                      _threads(16 * out.numel()))
     return out
 
 
@@ -341,7 +365,7 @@ def elementwise(name: str, x: np.ndarray, terms: np.ndarray, constants: np.ndarr
     x, terms, constants = (np.ascontiguousarray(a) for a in (x, terms, constants))
     out = np.empty_like(x)
     library().exact_math(("exp", "log").index(name), x.ctypes.data, x.size, terms.ctypes.data, terms.size,
-                         constants.ctypes.data, out.ctypes.data, _threads(), _path())
+                         constants.ctypes.data, out.ctypes.data, _threads(32 * x.size), _path())
     return out.reshape(shape)
 
 
@@ -350,7 +374,7 @@ def fixed_sum(x: np.ndarray, bits: int, limit: float) -> int:
     if x.dtype != np.float64:
         raise TypeError("fixed_sum reads float64 values")
     x = np.ascontiguousarray(x)
-    return int(library().fixed_sum(x.ctypes.data, x.size, bits, limit, _threads()))
+    return int(library().fixed_sum(x.ctypes.data, x.size, bits, limit, _threads(4 * x.size)))
 
 
 def ordered_products(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:
@@ -361,5 +385,6 @@ def ordered_products(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     matrix, blocks = np.ascontiguousarray(matrix), np.ascontiguousarray(blocks)
     out = np.empty((blocks.shape[0], matrix.shape[0], blocks.shape[2]))
     library().ordered_products(matrix.ctypes.data, matrix.shape[0], matrix.shape[1], blocks.ctypes.data,
-                               blocks.shape[0], blocks.shape[2], out.ctypes.data, _threads())
+                               blocks.shape[0], blocks.shape[2], out.ctypes.data,
+                               _threads(out.size * matrix.shape[1]))
     return out

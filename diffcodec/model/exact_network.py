@@ -88,6 +88,13 @@ def _same_taps(width: int) -> tuple[int, list[int]]:
     return row, [(k // 3) * row + k % 3 for k in range(9)]
 
 
+@lru_cache(maxsize=64)
+def _strided_base(out_h: int, out_w: int, row: int) -> torch.Tensor:
+    """Where a 3x3 stride-2 convolution's output pixels start reading in the padded image
+    flattened row by row (rows of ``row`` pixels): the top-left tap of each."""
+    return (torch.arange(out_h).view(-1, 1) * 2 * row + torch.arange(out_w).view(1, -1) * 2).reshape(-1)
+
+
 @lru_cache(maxsize=1)
 def _silu_table() -> np.ndarray:
     """SiLU at every point of the activation grid (x sigmoid(x), rounded to the grid)."""
@@ -173,12 +180,12 @@ class _Layer:
             self._float_pack = compiled.pack_float(self.taps)
         outputs = self.taps.shape[-1]
         if self.kernel == 1:
-            out = compiled.float_products(x.reshape(-1, channels), torch.arange(height * width), [0], self._float_pack,
+            out = compiled.float_products(x.reshape(-1, channels), height * width, [0], self._float_pack,
                                           outputs, self.bias)
             return out.view(height, width, -1)
         row, offsets = _same_taps(width)
         flat = F.pad(x, (0, 0, 1, 1, 1, 2)).view(-1, channels)
-        out = compiled.float_products(flat, torch.arange(height * row), offsets, self._float_pack, outputs, self.bias)
+        out = compiled.float_products(flat, height * row, offsets, self._float_pack, outputs, self.bias)
         return out.view(height, row, -1)[:, :width]
 
     def _packed(self, key: str = "taps") -> torch.Tensor:
@@ -192,7 +199,7 @@ class _Layer:
             self._packs[key, "peak"] = compiled.peak(packed)
         return self._packs[key]
 
-    def _products(self, rows: torch.Tensor, base: torch.Tensor, offsets: list[int], key: str = "taps",
+    def _products(self, rows: torch.Tensor, base: torch.Tensor | int, offsets: list[int], key: str = "taps",
                   some: slice = slice(None)) -> torch.Tensor:
         """compiled.tap_products with this layer's packed weights (``some`` of their taps), scale and bias."""
         packed = self._packed(key)[some]
@@ -205,15 +212,14 @@ class _Layer:
         height, width, channels = x.shape
         if self.kernel == 1:
             q = compiled.to_int16(x, self.exponent).view(-1, channels)
-            return self._products(q, torch.arange(height * width), [0]).view(height, width, -1)
+            return self._products(q, height * width, [0]).view(height, width, -1)
         row, offsets = _same_taps(width)
         if self.stride == 1:
             flat = compiled.to_int16(x, self.exponent, (1, 2, 1, 1)).view(-1, channels)
-            return self._products(flat, torch.arange(height * row), offsets).view(height, row, -1)[:, :width]
+            return self._products(flat, height * row, offsets).view(height, row, -1)[:, :width]
         padded = compiled.to_int16(x, self.exponent, (1, 1, 1, 1)).view(-1, channels)
         out_h, out_w = height // 2, width // 2
-        base = (torch.arange(out_h).view(-1, 1) * 2 * row + torch.arange(out_w).view(1, -1) * 2).reshape(-1)
-        return self._products(padded, base, offsets).view(out_h, out_w, -1)
+        return self._products(padded, _strided_base(out_h, out_w, row), offsets).view(out_h, out_w, -1)
 
     def _output(self, sums: torch.Tensor) -> torch.Tensor:
         if self.exponent is None:
@@ -317,7 +323,7 @@ class _Upsampler(_Layer):
         for phase in range(4):  # (i, j) = divmod(phase, 2); the sums scaled and biased in the loop
             i, j = divmod(phase, 2)
             offsets = [(i + a) * row + j + b for a in range(2) for b in range(2)]
-            out = self._products(flat, torch.arange(height * row), offsets, "phase_taps",
+            out = self._products(flat, height * row, offsets, "phase_taps",
                                  slice(4 * phase, 4 * (phase + 1)))  # its peak bounds each phase's
             phases.append(out.view(height, row, -1)[:, :width])
         return self._interleaved(phases, height, width)
