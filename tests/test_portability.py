@@ -633,3 +633,17 @@ def test_loops_that_disagree_with_the_torch_code_are_not_used(monkeypatch):
         monkeypatch.undo()
         en._loops_agree.cache_clear()
     assert en.compiled_loops_agree()
+
+
+@pytest.mark.parametrize("setting, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_import_sets_a_passive_openmp_wait_policy_unless_the_user_chose(setting, expected):
+    """Spinning OpenMP threads slow a pass many times beside another busy process: importing
+    diffcodec (before torch) asks for passive waiting, unless the user set a policy."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if setting is not None:
+        env["OMP_WAIT_POLICY"] = setting
+    code = "import os, diffcodec, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
