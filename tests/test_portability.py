@@ -433,6 +433,7 @@ def test_the_compiled_loop_changes_no_bit(weight_bits, fourier, monkeypatch):
     network = ExactNetwork(model.network)
     monkeypatch.setenv("DIFFCODEC_KERNEL", "off")
     reference = network(z, 1.0)
+    monkeypatch.setattr(compiled, "PARALLEL_WORK", 0)  # two threads even on loops this small
     threads = torch.get_num_threads()
     try:
         for setting, count in (("auto", 1), ("auto", 2), ("plain", 2)):
@@ -465,6 +466,10 @@ def test_without_a_compiler_the_float64_products_run(tmp_path, monkeypatch):
         compiled.tap_products(torch.ones(4, 2), torch.arange(4), [1], packed, 3)
     with pytest.raises(IndexError):  # a count of rows, 0 .. n - 1
         compiled.tap_products(torch.ones(4, 2), 4, [1], packed, 3)
+    with pytest.raises(IndexError):
+        compiled.tap_products(torch.ones(4, 2), 3, [-1], packed, 3)
+    with pytest.raises(IndexError):
+        compiled.tap_products(torch.ones(4, 2), -1, [0], packed, 3)
     assert torch.equal(compiled.tap_products(torch.ones(4, 2), 3, [1], packed, 3),
                        compiled.tap_products(torch.ones(4, 2), torch.arange(3), [1], packed, 3))
     with pytest.raises(TypeError):
@@ -483,6 +488,7 @@ def test_the_compiled_products_cannot_overflow(path, monkeypatch):
     if compiled.library() is None:
         pytest.skip("no C compiler here: the float64 products run instead")
     monkeypatch.setenv("DIFFCODEC_KERNEL", path)
+    monkeypatch.setattr(compiled, "PARALLEL_WORK", 0)
     rows = torch.full((13, 512), compiled.INPUT_LIMIT, dtype=torch.int16)
     rows[5] = -compiled.INPUT_LIMIT
     threads = torch.get_num_threads()
@@ -635,14 +641,17 @@ def test_loops_that_disagree_with_the_torch_code_are_not_used(monkeypatch):
     assert en.compiled_loops_agree()
 
 
-@pytest.mark.parametrize("setting, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_import_sets_a_passive_openmp_wait_policy_unless_the_user_chose(setting, expected):
+@pytest.mark.parametrize("setting, first, expected", [(None, "diffcodec, torch", "PASSIVE"),
+                                                     ("ACTIVE", "diffcodec, torch", "ACTIVE"),
+                                                     (None, "torch, diffcodec", "unset")])
+def test_import_sets_a_passive_openmp_wait_policy_unless_the_user_chose(setting, first, expected):
     """Spinning OpenMP threads slow a pass many times beside another busy process: importing
-    diffcodec (before torch) asks for passive waiting, unless the user set a policy."""
+    diffcodec (before torch) asks for passive waiting, unless the user set a policy (after
+    torch it would be too late: libgomp has read it, so it is left alone)."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if setting is not None:
         env["OMP_WAIT_POLICY"] = setting
-    code = "import os, diffcodec, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    code = f"import os, {first}; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr

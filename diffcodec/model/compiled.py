@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import operator
 import os
 import platform
 import shlex
@@ -174,8 +175,11 @@ def to_int16(x: torch.Tensor, exponent: int, pad: tuple[int, int, int, int] = (0
 def _reads(rows: torch.Tensor, base: torch.Tensor | int, offsets: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """``base`` as int64 row indices (a count n: 0 .. n - 1) and ``offsets`` as a tensor, after
     checking that every base + offset lies inside ``rows`` (the C loops do not check)."""
-    if isinstance(base, int):
-        low, high, base = 0, base - 1, _count(base)
+    if not isinstance(base, torch.Tensor):
+        count = operator.index(base)
+        if count < 0:
+            raise IndexError("a negative count of rows")
+        low, high, base = 0, count - 1, _count(count)
     else:
         base = base.to(torch.int64).contiguous()
         low, high = (int(base.min()), int(base.max())) if base.numel() else (0, -1)
@@ -184,7 +188,7 @@ def _reads(rows: torch.Tensor, base: torch.Tensor | int, offsets: list[int]) -> 
     return base, _offsets(tuple(offsets))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _count(n: int) -> torch.Tensor:
     return torch.arange(n)
 

@@ -88,7 +88,7 @@ def _same_taps(width: int) -> tuple[int, list[int]]:
     return row, [(k // 3) * row + k % 3 for k in range(9)]
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _strided_base(out_h: int, out_w: int, row: int) -> torch.Tensor:
     """Where a 3x3 stride-2 convolution's output pixels start reading in the padded image
     flattened row by row (rows of ``row`` pixels): the top-left tap of each."""
