@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffcodec.errors import CheckpointError
+from diffcodec.errors import CheckpointError, DiffcodecError
 from diffcodec.model import DiffusionModel, ModelConfig
 from diffcodec.model.checkpoint import load_model, model_hash, save_model, weights_hash
 from diffcodec.model.network import UNCALIBRATED, QuantizedConv2d, calibrate_inputs, extra_block_prefixes
@@ -50,7 +50,7 @@ def test_a_config_without_extra_blocks_keeps_its_dict_and_hash():
     assert weights_hash(with_extra, {}) != weights_hash(tiny_config(), {})
 
 
-@pytest.mark.parametrize("extra", [(1,), (0, -1), (0, 1.0), (0, True)])
+@pytest.mark.parametrize("extra", [(1,), (0, -1), (0, 1.0), (0, True), (0, 17)])
 def test_extra_blocks_are_checked(extra):
     with pytest.raises(ValueError, match="extra_blocks"):
         tiny_config(extra_blocks=extra)
@@ -150,6 +150,9 @@ def test_train_init_grows_an_old_checkpoint(image_folder, tmp_path, monkeypatch)
     with pytest.raises(CheckpointError, match="does not fit"):  # fewer blocks than the checkpoint has
         Trainer(TrainOptions(out=str(tmp_path / "shrink"), max_steps=1, model={"extra_blocks": [0, 0]},
                              **{**common, "init": str(tmp_path / "cli" / "model.pt")}), log=lambda m: None)
+    with pytest.raises(DiffcodecError, match="frozen trunk"):  # new blocks that could never train
+        Trainer(TrainOptions(out=str(tmp_path / "frozen"), max_steps=1, model={"extra_blocks": [0, 1]},
+                             **{**common, "train_trunk": False}), log=lambda m: None)
     lacking = qat_model()  # a weight missing outside the new blocks: still refused
     weights = lacking.state_dict()
     lacking.state_dict = lambda: {k: v for k, v in weights.items() if k != "network.down_blocks.1.0.conv1.weight"}

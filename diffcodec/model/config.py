@@ -63,8 +63,8 @@ class ModelConfig:
         extra = tuple(self.extra_blocks)
         if extra and len(extra) != len(self.level_channels):
             raise ValueError(f"extra_blocks needs one count per level ({len(self.level_channels)}), got {len(extra)}")
-        if not all(type(n) is int and n >= 0 for n in extra):
-            raise ValueError("extra_blocks must be counts: non-negative integers")
+        if not all(type(n) is int and 0 <= n <= 16 for n in extra) or len(extra) > 8:
+            raise ValueError("extra_blocks must be counts from 0 to 16 (at most 8 levels), as a checkpoint stores them")
         object.__setattr__(self, "extra_blocks", extra if any(extra) else ())  # all zeros: the model without
 
     @property

@@ -181,6 +181,9 @@ class Trainer:
         except RuntimeError:  # a tensor of another shape: another architecture
             raise CheckpointError(f"{self.options.init} does not fit the model being trained") from None
         grown = tuple("network." + prefix for prefix in extra_block_prefixes(base.config, wanted))
+        if grown and self.options.objective == "uq" and not self.options.train_trunk:
+            raise DiffcodecError("new blocks with a frozen trunk would stay the identity: pass --train-trunk "
+                                 "or leave --extra-blocks out")
         missing = [name for name in missing if not name.endswith(".input_exponent")]  # calibrated below
         if unexpected or any(not name.startswith(HEAD_PREFIXES + grown) for name in missing):
             raise CheckpointError(f"{self.options.init} does not fit the model being trained")
