@@ -81,7 +81,7 @@ def main() -> None:
 # Every train flag names a TrainOptions field (train/options.py) and defaults to None: a
 # flag given overrides the config file, which overrides the run's stored options.
 _MODEL_FLAGS = {"channels": "level_channels", "blocks": "blocks_per_level", "patch": "patch_size",
-                "schedule": "schedule", "name": "name"}
+                "schedule": "schedule", "name": "name", "extra_blocks": "extra_blocks"}
 
 
 @main.command()
@@ -117,6 +117,8 @@ _MODEL_FLAGS = {"channels": "level_channels", "blocks": "blocks_per_level", "pat
 @click.option("--blocks", type=click.IntRange(min=1), help="Res blocks per level of a new model [default: 1].")
 @click.option("--patch", type=click.IntRange(min=1), help="Pixel-unshuffle patch size of a new model [default: 2].")
 @click.option("--name", help="Model name stored in the checkpoint [default: default].")
+@click.option("--extra-blocks", help="Extra res blocks per level after its down-path blocks, e.g. 0,0,1,1; each starts "
+                                     "as the identity, so with --init this grows the model in depth [default: none].")
 @click.option("--objective", type=click.Choice(["elbo", "uq", "chain"]),
               help="elbo: the continuous Gaussian NELBO (the whole network); uq: the progressive layers' code "
                    "length (the progressive heads only, unless --train-trunk); chain: the bits-back chain's code "
@@ -141,11 +143,12 @@ def train(config, quiet, **flags):
         value = flags.pop(flag)
         if value is not None:
             model[field] = value
-    if "level_channels" in model:
-        try:
-            model["level_channels"] = [int(c) for c in model["level_channels"].split(",")]
-        except ValueError:
-            raise DiffcodecError(f"invalid model options: --channels {model['level_channels']!r}") from None
+    for field, flag in (("level_channels", "--channels"), ("extra_blocks", "--extra-blocks")):
+        if field in model:
+            try:
+                model[field] = [int(c) for c in model[field].split(",")]
+            except ValueError:
+                raise DiffcodecError(f"invalid model options: {flag} {model[field]!r}") from None
     flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
     flags["data"] = [str(d) for d in flags["data"]] or None
     if quiet:

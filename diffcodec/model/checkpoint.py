@@ -46,6 +46,7 @@ _CONFIG_FIELDS = {
     "gamma_max": (float, math.isfinite),
     "progressive_heads": (bool, lambda v: True),
     "chain_scale_head": (bool, lambda v: True),
+    "extra_blocks": (list, lambda v: len(v) <= 8 and all(type(c) is int and 0 <= c <= 16 for c in v)),
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import CheckpointError
 
 NOISE_SCHEDULES = ("fixed_linear", "learned")
-_LATER_FIELDS = {"chain_scale_head": False, "weight_bits": 0}  # field -> the default a checkpoint without it means
+_LATER_FIELDS = {"chain_scale_head": False, "weight_bits": 0, "extra_blocks": ()}  # field -> the default a checkpoint without it means
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,10 @@ class ModelConfig:
     # quantization-aware for 8-bit weights and 16-bit inputs, whose integer products the exact
     # network sums exactly (network.QuantizedConv2d, exact_network, compiled).
     weight_bits: int = 0
+    # Per level, this many more ResBlock(width, width) after the level's down-path blocks,
+    # each starting as the identity: how a trained model grows in depth (train --init with
+    # --extra-blocks keeps its function). () or all zeros: none (stored as ()).
+    extra_blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.schedule not in NOISE_SCHEDULES:
@@ -56,6 +60,12 @@ class ModelConfig:
             raise ValueError("weight_bits must be 0 (float) or 8")
         if self.chain_scale_head and not self.progressive_heads:
             raise ValueError("chain_scale_head needs progressive_heads")
+        extra = tuple(self.extra_blocks)
+        if extra and len(extra) != len(self.level_channels):
+            raise ValueError(f"extra_blocks needs one count per level ({len(self.level_channels)}), got {len(extra)}")
+        if not all(type(n) is int and 0 <= n <= 16 for n in extra) or len(extra) > 8:
+            raise ValueError("extra_blocks must be counts from 0 to 16 (at most 8 levels), as a checkpoint stores them")
+        object.__setattr__(self, "extra_blocks", extra if any(extra) else ())  # all zeros: the model without
 
     @property
     def stride(self) -> int:

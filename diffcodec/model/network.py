@@ -167,6 +167,15 @@ def _head(width: int, out_ch: int, bias: float, conv: Callable[..., nn.Conv2d]) 
     return nn.Sequential(conv(width, width, 3, padding=1), nn.SiLU(), last)
 
 
+def extra_block_prefixes(base: ModelConfig, grown: ModelConfig) -> list[str]:
+    """The state-dict prefixes (within the network) of the extra blocks ``grown`` has beyond
+    ``base``'s: the only weights a model grown in depth lacks from the one it grows from."""
+    have = base.extra_blocks or (0,) * len(base.level_channels)
+    want = grown.extra_blocks or (0,) * len(grown.level_channels)
+    return [f"down_blocks.{level}.{grown.blocks_per_level + k}."
+            for level in range(len(want)) for k in range(have[level] if level < len(have) else 0, want[level])]
+
+
 class UNet(nn.Module):
     """eps-prediction U-Net; optionally with the progressive heads.
 
@@ -198,6 +207,11 @@ class UNet(nn.Module):
             for _ in range(config.blocks_per_level):
                 blocks.append(ResBlock(prev, width, emb_dim, conv))
                 prev = width
+            # extra blocks (grown depth) after these, in the same list: the identity at first
+            # (ResBlock's conv2 starts at zero, its skip is the identity), so a model grown from
+            # a trained one computes what it did; features() and the exact network run them as any
+            for _ in range(config.extra_blocks[level] if config.extra_blocks else 0):
+                blocks.append(ResBlock(width, width, emb_dim, conv))
             self.down_blocks.append(blocks)
             if level < len(widths) - 1:
                 self.downsamplers.append(conv(width, width, 3, stride=2, padding=1))

@@ -32,7 +32,7 @@ from ..errors import CheckpointError, DiffcodecError
 from ..images import SkipHandler, load_folder_images
 from ..model import DiffusionModel, ModelConfig
 from ..model.checkpoint import atomic_save, load_model, read_torch_file, save_model
-from ..model.network import calibrate_inputs
+from ..model.network import calibrate_inputs, extra_block_prefixes
 from .data import CropSampler, center_crop
 from ..model.time_grid import grid_fractions
 from .evaluation import chain_validation, mean_nelbo, progressive_code_length
@@ -141,7 +141,7 @@ class Trainer:
             self._load_state(state_path)
         else:
             torch.manual_seed(options.seed)
-            self.model = self._initial_model(options.model_config()).to(device)
+            self.model = self._initial_model().to(device)
         self.chain_times = None
         if options.objective == "chain":
             if options.chain_times is None:  # fixed when the run starts: the --init model's grid
@@ -158,26 +158,42 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.train_model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def _initial_model(self, config: ModelConfig) -> DiffusionModel:
-        """A fresh model, or one started from --init (gaining a scale head if the objective needs it)."""
+    def _initial_model(self) -> DiffusionModel:
+        """A fresh model, or one started from --init (gaining a scale head if the objective needs
+        it, and grown in depth where the model options ask for more extra_blocks than it has:
+        the new blocks start as the identity, so the model computes what it did)."""
         if not self.options.init:
-            return DiffusionModel(config)
+            return DiffusionModel(self.options.model_config())
         base = load_model(self.options.init)
         chain = self.options.objective == "chain"
-        wanted = dataclasses.replace(
-            base.config, progressive_heads=base.config.progressive_heads or self.options.objective in ("uq", "chain"),
-            chain_scale_head=base.config.chain_scale_head or chain,
-            weight_bits=self.options.weight_bits or base.config.weight_bits)
+        extra = self.options.model.get("extra_blocks")
+        try:
+            wanted = dataclasses.replace(
+                base.config, progressive_heads=base.config.progressive_heads or self.options.objective in ("uq", "chain"),
+                chain_scale_head=base.config.chain_scale_head or chain,
+                weight_bits=self.options.weight_bits or base.config.weight_bits,
+                extra_blocks=base.config.extra_blocks if extra is None else tuple(extra))
+        except (TypeError, ValueError) as exc:
+            raise DiffcodecError(f"invalid model options for {self.options.init}: {exc}") from None
         model = DiffusionModel(wanted)
-        missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+        except RuntimeError:  # a tensor of another shape: another architecture
+            raise CheckpointError(f"{self.options.init} does not fit the model being trained") from None
+        grown = tuple("network." + prefix for prefix in extra_block_prefixes(base.config, wanted))
+        if grown and self.options.objective == "uq" and not self.options.train_trunk:
+            raise DiffcodecError("new blocks with a frozen trunk would stay the identity: pass --train-trunk "
+                                 "or leave --extra-blocks out")
         missing = [name for name in missing if not name.endswith(".input_exponent")]  # calibrated below
-        if unexpected or any(not name.startswith(HEAD_PREFIXES) for name in missing):
+        if unexpected or any(not name.startswith(HEAD_PREFIXES + grown) for name in missing):
             raise CheckpointError(f"{self.options.init} does not fit the model being trained")
         if chain and not base.config.chain_scale_head and base.config.progressive_heads:
             # the chain head starts as the progressive scale head (the same kind of estimate)
             model.network.chain_scale_out.load_state_dict(model.network.scale_out.state_dict())
         model.metadata = base.metadata  # its grids, for the chain objective
-        self.log(f"initialised from {self.options.init}" + (" (new heads)" if missing else ""))
+        heads = any(name.startswith(HEAD_PREFIXES) for name in missing)
+        self.log(f"initialised from {self.options.init}" + (" (new heads)" if heads else "")
+                 + (f" (grown: {len(grown)} new blocks, identity at first)" if grown else ""))
         return model
 
     def _calibrate(self) -> None:
