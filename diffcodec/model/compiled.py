@@ -221,8 +221,9 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor | int, offsets: list[int
     the bias, two roundings in this order.
 
     ``rows``: (N, in) integers |q| <= 2^15 - 1 (any dtype); ``base``: int64 row indices, or a
-    count n for 0 .. n - 1; every base + offset inside ``rows``. The loop keeps pairs of products in 32 bits for as many
-    pairs as stay below 2^31 with these weights, then sums in 64 bits. ``largest``: at least
+    count n for 0 .. n - 1; every base + offset inside ``rows``. The loop keeps pairs of
+    products in 32 bits for as many pairs as stay below 2^31 with these weights, then sums in
+    64 bits. ``largest``: at least
     the weights' :func:`peak` (a caller that packed them once passes it; found here otherwise)."""
     lib = library()
     if packed.dtype != torch.int16 or packed.dim() != 4 or packed.shape[2] % COLUMNS or not packed.is_contiguous():

@@ -9,7 +9,8 @@ from typing import Any
 from ..errors import CheckpointError
 
 NOISE_SCHEDULES = ("fixed_linear", "learned")
-_LATER_FIELDS = {"chain_scale_head": False, "weight_bits": 0, "extra_blocks": ()}  # field -> the default a checkpoint without it means
+# field -> the default a checkpoint without it means
+_LATER_FIELDS = {"chain_scale_head": False, "weight_bits": 0, "extra_blocks": ()}
 
 
 @dataclass(frozen=True)
