@@ -370,7 +370,7 @@ def elementwise(name: str, x: np.ndarray, terms: np.ndarray, constants: np.ndarr
     x, terms, constants = (np.ascontiguousarray(a) for a in (x, terms, constants))
     out = np.empty_like(x)
     library().exact_math(("exp", "log").index(name), x.ctypes.data, x.size, terms.ctypes.data, terms.size,
-                         constants.ctypes.data, out.ctypes.data, _threads(32 * x.size), _path())
+                         constants.ctypes.data, out.ctypes.data, _threads(8 * x.size), _path())
     return out.reshape(shape)
 
 
@@ -379,7 +379,7 @@ def fixed_sum(x: np.ndarray, bits: int, limit: float) -> int:
     if x.dtype != np.float64:
         raise TypeError("fixed_sum reads float64 values")
     x = np.ascontiguousarray(x)
-    return int(library().fixed_sum(x.ctypes.data, x.size, bits, limit, _threads(4 * x.size)))
+    return int(library().fixed_sum(x.ctypes.data, x.size, bits, limit, _threads(8 * x.size)))
 
 
 def ordered_products(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:
@@ -391,5 +391,5 @@ def ordered_products(matrix: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     out = np.empty((blocks.shape[0], matrix.shape[0], blocks.shape[2]))
     library().ordered_products(matrix.ctypes.data, matrix.shape[0], matrix.shape[1], blocks.ctypes.data,
                                blocks.shape[0], blocks.shape[2], out.ctypes.data,
-                               _threads(out.size * matrix.shape[1]))
+                               _threads(4 * out.size * matrix.shape[1]))
     return out

@@ -128,10 +128,11 @@ def _use_compiled(x: np.ndarray) -> bool:
 
 @lru_cache(maxsize=None)
 def _compiled_agrees(library: int, path: str | None) -> bool:
-    """Whether the compiled exp, log, fixed sum and ordered products give the numpy code's bits, NaN for NaN (a compiler
-    that broke the IEEE arithmetic despite its flags is caught here), on values at and beyond
-    every edge: zeros, subnormals, the clamps, the reduction's and the vector paths' boundaries,
-    infinities (each four times, to fill a vector, then mixed with the others)."""
+    """Whether the compiled exp, log, fixed sum and ordered products give the numpy code's
+    bits, NaN for NaN (a compiler that broke the IEEE arithmetic despite its flags is caught
+    here), on values at and beyond every edge: zeros, subnormals, the clamps, the reduction's
+    and the vector paths' boundaries, infinities (each four times, to fill a vector, then mixed
+    with the others)."""
     edges = [0.0, 5e-324, 2.2250738585072014e-308, 1e-300, 0.5, SQRT_HALF, math.nextafter(SQRT_HALF, 0), 1.0,
              math.nextafter(1.0, 2), 2.0, LN2 / 2, 708.4, 709.0, 709.78, 710.0, 711.0, 1e300, math.inf, math.nan]
     edges = edges + [-e for e in edges] + [-707.7, -708.1, -708.4, -708.5, -745.1, -746.0, -747.0]

@@ -580,7 +580,7 @@ void exact_math(int function, const double *x, int64_t n, const double *terms, i
     (void)threads;
     (void)avx2;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(threads) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(threads)
 #endif
     for (int64_t b = 0; b < blocks; ++b) {
         int64_t i = 4 * b, end = i + 4 < n ? i + 4 : n;
@@ -600,7 +600,7 @@ int64_t fixed_sum(const double *x, int64_t n, int bits, double limit, int thread
     const double scale = ldexp(1.0, bits);
     (void)threads;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : total) if (n > 32768)
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : total)
 #endif
     for (int64_t i = 0; i < n; ++i) {
         double v = x[i];
@@ -618,7 +618,7 @@ void ordered_products(const double *m, int64_t rows, int64_t n, const double *x,
                       double *out, int threads) {
     (void)threads;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(threads) if (count * rows * n * rest > 65536)
+#pragma omp parallel for schedule(static) num_threads(threads)
 #endif
     for (int64_t c = 0; c < count; ++c) {
         for (int64_t i = 0; i < rows; ++i) {
