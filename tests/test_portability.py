@@ -163,6 +163,13 @@ def test_every_sum_of_the_exact_network_reads_grid_values(tiny_model, monkeypatc
         return norm_silu(self, norm, x, film)
 
     monkeypatch.setattr(en.ExactNetwork, "norm_silu", checked_norm_silu)
+    norm_silu_conv = en.ExactNetwork.norm_silu_conv
+
+    def checked_norm_silu_conv(self, norm, x, layer, film=None, on_grid=True):  # the fused norm's input
+        seen.append(en.on_grid(x if on_grid else en.quantize(x), en.ACT_FRACTION_BITS))
+        return norm_silu_conv(self, norm, x, layer, film, on_grid)
+
+    monkeypatch.setattr(en.ExactNetwork, "norm_silu_conv", checked_norm_silu_conv)
     model = DiffusionModel(tiny_config(progressive_heads=True, chain_scale_head=True, patch_size=2))
     randomize_output(model)
     z = 3 * torch.randn(1, 3, 19, 22, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -551,6 +558,23 @@ def test_the_compiled_roundings_agree_at_their_edges(monkeypatch):
             expected = en._silu_lookup(torch.nan_to_num(filmed, nan=float("inf")), table, offset)
             assert torch.equal(got, expected), (setting, channels)
             assert torch.equal(compiled.silu(filmed, table, offset, limit), expected), (setting, channels)
+            # the same lookup as a layer on the grid 2^-9 reads it, straight into its padded 16-bit input
+            read = lambda y: torch.round(y * 2.0**9).clamp(-compiled.INPUT_LIMIT, compiled.INPUT_LIMIT)  # noqa: E731
+            table16 = read(table).to(torch.int16)
+            fused = compiled.norm_silu_int16(v, weight, bias, mul, add, table16, offset, limit, (1, 2, 1, 1))
+            assert fused.shape == (5, 7, channels) and not fused[0].any() and not fused[3:].any()
+            assert not fused[:, 0].any() and not fused[:, -1].any()
+            assert torch.equal(fused[1:3, 1:-1], read(expected).to(torch.int16)), (setting, channels)
+            # and of values off the grid (a view with gaps between its rows), put on it first
+            wider = torch.zeros(2, 7, channels, dtype=torch.float64)
+            wider[:, 1:6] = v + 1e-5 * torch.randn(2, 5, channels, generator=generator, dtype=torch.float64)
+            wider[0, 1, 0] = 1e4  # beyond the clamp
+            off = wider[:, 1:6]
+            filmed = norm(en.quantize(off)) * mul + add
+            fused = compiled.norm_silu_int16(off, weight, bias, mul, add, table16, offset, limit, (1, 2, 1, 1),
+                                             (en.ACT_LIMIT, en._magic(en.ACT_FRACTION_BITS)))
+            expected = en._silu_lookup(torch.nan_to_num(filmed, nan=float("inf")), table, offset)
+            assert torch.equal(fused[1:3, 1:-1], read(expected).to(torch.int16)), (setting, channels)
 
 
 @pytest.mark.parametrize("path", ["auto", "plain"])

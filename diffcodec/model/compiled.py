@@ -63,6 +63,10 @@ def _load(path: Path) -> ctypes.CDLL | None:
         lib.norm_silu.argtypes = [pointer, i64, i64, pointer, pointer, pointer, pointer, pointer, i64,
                                   ctypes.c_double, pointer, i32, i32]
         lib.norm_silu.restype = None
+        lib.norm_silu_int16.argtypes = [pointer, i64, i64, i64, i64, ctypes.c_double, ctypes.c_double, pointer,
+                                        pointer, pointer, pointer, pointer, i64, ctypes.c_double, pointer, i64, i64,
+                                        i64, i32, i32]
+        lib.norm_silu_int16.restype = None
         lib.silu.argtypes = [pointer, i64, pointer, i64, ctypes.c_double, pointer, i32, i32]
         lib.silu.restype = None
         lib.to_grid.argtypes = [pointer, i64, pointer, i64, i64, i64, ctypes.c_double, ctypes.c_double, pointer, i32, i32]
@@ -300,6 +304,39 @@ def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mul: to
                         None if mul is None else film[0].data_ptr(), None if mul is None else film[1].data_ptr(),
                         None if table is None else table.data_ptr(), offset, limit, out.data_ptr(),
                         _threads(16 * x.numel()), _path())
+    return out
+
+
+def norm_silu_int16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mul: torch.Tensor | None,
+                    add: torch.Tensor | None, table16: torch.Tensor, offset: int, limit: float,
+                    pad: tuple[int, int, int, int], grid: tuple[float, float] | None = None) -> torch.Tensor:
+    """:func:`norm_silu` of x (H, W, C) with the SiLU looked up in ``table16`` (the table as a
+    quantization-aware layer reads it), as :func:`to_int16` writes that layer's input: the same
+    integers, without the float64 values between. ``grid`` (limit, magic): x is first put on
+    the grid as :func:`to_grid` does (x may then be a view with gaps between its rows, such as
+    a convolution's output)."""
+    channels = x.shape[-1]
+    tensors = [x, weight, bias] + ([] if mul is None else [mul, add])
+    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in tensors) or x.dim() != 3 or any(
+            t.numel() != channels for t in tensors[1:]) or table16.dtype != torch.int16 or (
+            table16.numel() != 2 * offset + 1 or limit != offset or min(pad) < 0):
+        raise TypeError("norm_silu_int16 reads float64 CPU tensors, one weight, bias (and FiLM) value per channel, "
+                        "and the 16-bit SiLU table")
+    height, width, _ = x.shape
+    top, bottom, left, right = pad
+    out = torch.zeros(height + top + bottom, width + left + right, channels, dtype=torch.int16)
+    x, x_stride = _rows(x) if grid is not None else (x.contiguous(), width * channels)
+    if x_stride % channels:
+        x, x_stride = x.contiguous(), width * channels
+    grid_limit, magic = grid if grid is not None else (0.0, 0.0)
+    table16 = table16.contiguous()
+    flat = [t.reshape(-1).contiguous() for t in (weight, bias)]
+    film = [None, None] if mul is None else [t.reshape(-1).contiguous() for t in (mul, add)]
+    library().norm_silu_int16(x.data_ptr(), height, width, channels, x_stride // channels, grid_limit, magic,
+                              flat[0].data_ptr(), flat[1].data_ptr(),
+                              None if mul is None else film[0].data_ptr(), None if mul is None else film[1].data_ptr(),
+                              table16.data_ptr(), offset, limit, out.data_ptr(), out.shape[1], top, left,
+                              _threads(16 * x.numel()), _path())
     return out
 
 

@@ -81,6 +81,11 @@ def round_weight(weight: torch.Tensor) -> torch.Tensor:
     return torch.round(w / unit) * unit
 
 
+# zeros around an image (top, bottom, left, right) for _same_taps: one extra row below keeps
+# the last tap's slice in bounds
+SAME_PADDING = (1, 2, 1, 1)
+
+
 def _same_taps(width: int) -> tuple[int, list[int]]:
     """A 3x3 'same' convolution over the zero-padded image flattened row by row: the padded
     row length, and each tap's offset (tap (dy, dx) of output pixel p reads p + dy row + dx)."""
@@ -213,13 +218,23 @@ class _Layer:
         if self.kernel == 1:
             q = compiled.to_int16(x, self.exponent).view(-1, channels)
             return self._products(q, height * width, [0]).view(height, width, -1)
-        row, offsets = _same_taps(width)
         if self.stride == 1:
-            flat = compiled.to_int16(x, self.exponent, (1, 2, 1, 1)).view(-1, channels)
-            return self._products(flat, height * row, offsets).view(height, row, -1)[:, :width]
+            return self.same_products(compiled.to_int16(x, self.exponent, SAME_PADDING), height, width)
+        row, offsets = _same_taps(width)
         padded = compiled.to_int16(x, self.exponent, (1, 1, 1, 1)).view(-1, channels)
         out_h, out_w = height // 2, width // 2
         return self._products(padded, _strided_base(out_h, out_w, row), offsets).view(out_h, out_w, -1)
+
+    def reads_int16_same(self, x: torch.Tensor) -> bool:
+        """Whether this layer is a 3x3 'same' convolution in the compiled integer loop, which
+        :meth:`same_products` can give its 16-bit input directly."""
+        return self.kernel == 3 and self.stride == 1 and type(self) is _Layer and self._compiled(x)
+
+    def same_products(self, q: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The 3x3 'same' convolution of the (H, W, C) image whose 16-bit integers ``q`` holds
+        inside SAME_PADDING zeros (as compiled.to_int16 writes them)."""
+        row, offsets = _same_taps(width)
+        return self._products(q.view(-1, q.shape[-1]), height * row, offsets).view(height, row, -1)[:, :width]
 
     def _output(self, sums: torch.Tensor) -> torch.Tensor:
         if self.exponent is None:
@@ -318,7 +333,7 @@ class _Upsampler(_Layer):
     def _compiled_conv(self, x: torch.Tensor) -> torch.Tensor:
         height, width, channels = x.shape
         row = width + 2
-        flat = compiled.to_int16(x, self.exponent, (1, 2, 1, 1)).view(-1, channels)
+        flat = compiled.to_int16(x, self.exponent, SAME_PADDING).view(-1, channels)
         phases = []
         for phase in range(4):  # (i, j) = divmod(phase, 2); the sums scaled and biased in the loop
             i, j = divmod(phase, 2)
@@ -463,6 +478,16 @@ def _compare_loops() -> bool:
         pairs.append((compiled.norm_silu(x, norm.weight, norm.bias, 1 + film[0], film[1], table, offset, limit),
                       _silu_lookup(filmed, table, offset)))
         pairs.append((compiled.silu(filmed, table, offset, limit), _silu_lookup(filmed, table, offset)))
+        table16 = torch.clamp(torch.round(table * 2.0**9), -INPUT_LIMIT, INPUT_LIMIT).to(torch.int16)  # exponent -9
+        for mul, add, y in ((None, None, normed), (1 + film[0], film[1], filmed)):
+            fused = compiled.norm_silu_int16(x, norm.weight, norm.bias, mul, add, table16, offset, limit, SAME_PADDING)
+            read = torch.clamp(torch.round(_silu_lookup(y, table, offset) * 2.0**9), -INPUT_LIMIT, INPUT_LIMIT)
+            pairs.append((fused.double(), F.pad(read, (0, 0, 1, 1, 1, 2)).to(torch.int16).double()))
+        off_grid = 50 * torch.randn(5, 9, 6, generator=generator, dtype=torch.float64)[:, 1:8]  # gaps between rows
+        fused = compiled.norm_silu_int16(off_grid, norm.weight, norm.bias, None, None, table16, offset, limit,
+                                         SAME_PADDING, (ACT_LIMIT, _magic(ACT_FRACTION_BITS)))
+        read = torch.round(_silu_lookup(norm(quantize(off_grid)), table, offset) * 2.0**9).clamp(-INPUT_LIMIT, INPUT_LIMIT)
+        pairs.append((fused.double(), F.pad(read, (0, 0, 1, 1, 1, 2)).to(torch.int16).double()))
         wide = 300 * torch.randn(5, 10, 6, generator=generator, dtype=torch.float64)  # some beyond the clamps
         fine = 2.0 ** (FOURIER_FRACTION_BITS + 2)  # between the stem's grid points
         z = torch.round(torch.cat([6 * torch.randn(1, 3, 4, 6, generator=generator, dtype=torch.float64),
@@ -511,6 +536,7 @@ class ExactNetwork:
             self.edge_first = _Layer.stacked([layer(h[0]) for h in heads[:2]])
         self.silu_table = torch.from_numpy(_silu_table()).to(device)
         self.silu_offset = int(ACT_LIMIT * _ACT_SCALE)
+        self.silu_int16: dict[int, torch.Tensor] = {}  # the table as each input grid reads it
         self.fourier_tables = [fourier_table(n, device) for n in config.fourier_exponents]
         self.fourier_flat = flat_tables(self.fourier_tables)
         half = config.time_embedding_dim // 2
@@ -564,11 +590,28 @@ class ExactNetwork:
             h = h * (1 + film[0]) + film[1]
         return self.silu(h)
 
+    def norm_silu_conv(self, norm: _Norm, x: torch.Tensor, layer: _Layer,
+                       film: tuple[torch.Tensor, torch.Tensor] | None = None, on_grid: bool = True) -> torch.Tensor:
+        """layer.conv(self.norm_silu(norm, x, film)), of x put on the grid first unless it is
+        ``on_grid``. Where the layer is a compiled 3x3 integer convolution, that is one pass
+        that gives the layer its 16-bit inputs directly (the lookup in a table of the SiLU's
+        values as that layer reads them): the same integers, without the float64 between."""
+        if not layer.reads_int16_same(x):
+            return layer.conv(self.norm_silu(norm, x if on_grid else self.grid(x), film))
+        if layer.exponent not in self.silu_int16:
+            scaled = torch.round(self.silu_table.cpu() * 2.0**-layer.exponent)  # exact: a power of two
+            self.silu_int16[layer.exponent] = scaled.clamp(-INPUT_LIMIT, INPUT_LIMIT).to(torch.int16)
+        mul, add = (None, None) if film is None else (1 + film[0], film[1])
+        q = compiled.norm_silu_int16(x, norm.weight, norm.bias, mul, add, self.silu_int16[layer.exponent],
+                                     self.silu_offset, ACT_LIMIT * _ACT_SCALE, SAME_PADDING,
+                                     None if on_grid else (ACT_LIMIT, _magic(ACT_FRACTION_BITS)))
+        return layer.same_products(q, *x.shape[:2])
+
     def block(self, block: _Block, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """A ResBlock on x (on the grid); its output is on the grid."""
-        h = block.conv1.conv(self.norm_silu(block.norm1, x))
+        h = self.norm_silu_conv(block.norm1, x, block.conv1)
         film = block.film.linear(emb).chunk(2, dim=1)  # scale, shift: (1, C) each, over (H, W, C)
-        h = block.conv2.conv(self.norm_silu(block.norm2, self.grid(h), film))
+        h = self.norm_silu_conv(block.norm2, h, block.conv2, film, on_grid=False)
         skip = x if block.skip is None else block.skip.conv(x)
         return self.grid(skip, h)
 

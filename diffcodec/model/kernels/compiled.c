@@ -196,10 +196,14 @@ void to_int16(const double *x, int64_t h, int64_t w, int64_t c, double scale, in
    ExactNetwork.silu, one by one, in their order. table: SiLU at index = round(y 2^12) +
    offset, the index clamped to +-limit first; NULL: y itself (for the check that these
    operations round as torch's do, before a lookup can hide a last-bit difference). */
-static inline double lookup(double y, const double *table, int64_t offset, double limit) {
+static inline int64_t lookup_index(double y, int64_t offset, double limit) {
     double k = y * 4096.0;
     k = k <= limit ? (k >= -limit ? k : -limit) : limit; /* a NaN reads the table's end, not past it */
-    return table[(int64_t)nearbyint(k) + offset];
+    return (int64_t)nearbyint(k) + offset;
+}
+
+static inline double lookup(double y, const double *table, int64_t offset, double limit) {
+    return table[lookup_index(y, offset, limit)];
 }
 
 static inline double normed(double v, double mean, double deviation, const double *weight, const double *bias,
@@ -213,14 +217,18 @@ static inline double normed(double v, double mean, double deviation, const doubl
 
 #ifdef HAVE_AVX2_PATH
 /* lookup() of four values */
-__attribute__((target("avx2"))) static inline __m256d lookup_avx2(__m256d y, const double *table, int64_t offset,
-                                                                  double limit) {
+__attribute__((target("avx2"))) static inline __m128i lookup_index_avx2(__m256d y, int64_t offset, double limit) {
     const __m256d high = _mm256_set1_pd(limit), low = _mm256_set1_pd(-limit);
     __m256d k = _mm256_mul_pd(y, _mm256_set1_pd(4096.0));
     k = _mm256_blendv_pd(high, k, _mm256_cmp_pd(k, high, _CMP_LE_OQ)); /* a NaN becomes high */
     k = _mm256_blendv_pd(low, k, _mm256_cmp_pd(k, low, _CMP_GE_OQ));
     k = _mm256_round_pd(k, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm256_i32gather_pd(table, _mm_add_epi32(_mm256_cvtpd_epi32(k), _mm_set1_epi32((int)offset)), 8);
+    return _mm_add_epi32(_mm256_cvtpd_epi32(k), _mm_set1_epi32((int)offset));
+}
+
+__attribute__((target("avx2"))) static inline __m256d lookup_avx2(__m256d y, const double *table, int64_t offset,
+                                                                  double limit) {
+    return _mm256_i32gather_pd(table, lookup_index_avx2(y, offset, limit), 8);
 }
 
 /* one pixel's sums (exact, so in any order) and then normed() four channels at a time: the
@@ -228,7 +236,7 @@ __attribute__((target("avx2"))) static inline __m256d lookup_avx2(__m256d y, con
 __attribute__((target("avx2"))) static void norm_pixel_avx2(const double *v, int64_t c, const double *weight,
                                                             const double *bias, const double *mul, const double *add,
                                                             const double *table, int64_t offset, double limit,
-                                                            double *out) {
+                                                            double *out, const int16_t *table16, int16_t *out16) {
     __m256d sum4 = _mm256_setzero_pd(), squares4 = _mm256_setzero_pd();
     int64_t i = 0;
     for (; i + 4 <= c; i += 4) {
@@ -253,11 +261,52 @@ __attribute__((target("avx2"))) static void norm_pixel_avx2(const double *v, int
         __m256d y = _mm256_div_pd(_mm256_sub_pd(_mm256_loadu_pd(v + i), m4), d4);
         y = _mm256_add_pd(_mm256_mul_pd(y, _mm256_loadu_pd(weight + i)), _mm256_loadu_pd(bias + i));
         if (mul) y = _mm256_add_pd(_mm256_mul_pd(y, _mm256_loadu_pd(mul + i)), _mm256_loadu_pd(add + i));
-        _mm256_storeu_pd(out + i, table ? lookup_avx2(y, table, offset, limit) : y);
+        if (out16) {
+            int32_t index[4];
+            _mm_storeu_si128((__m128i *)index, lookup_index_avx2(y, offset, limit));
+            for (int j = 0; j < 4; ++j) out16[i + j] = table16[index[j]];
+        } else {
+            _mm256_storeu_pd(out + i, table ? lookup_avx2(y, table, offset, limit) : y);
+        }
     }
-    for (; i < c; ++i) out[i] = normed(v[i], mean, deviation, weight, bias, mul, add, table, offset, limit, i);
+    for (; i < c; ++i) {
+        if (out16)
+            out16[i] = table16[lookup_index(normed(v[i], mean, deviation, weight, bias, mul, add, NULL, 0, 0.0, i),
+                                            offset, limit)];
+        else
+            out[i] = normed(v[i], mean, deviation, weight, bias, mul, add, table, offset, limit, i);
+    }
 }
 #endif
+
+/* one pixel's norm (and FiLM and lookup) into out, or, with out16, its SiLU looked up in
+   table16 (the same table as a layer's 16-bit integers) into out16 */
+static void norm_pixel(const double *v, int64_t c, const double *weight, const double *bias, const double *mul,
+                       const double *add, const double *table, int64_t offset, double limit, double *out,
+                       const int16_t *table16, int16_t *out16, int avx2) {
+#ifdef HAVE_AVX2_PATH
+    if (avx2) {
+        norm_pixel_avx2(v, c, weight, bias, mul, add, table, offset, limit, out, table16, out16);
+        return;
+    }
+#endif
+    (void)avx2;
+    double sum = 0.0, squares = 0.0;
+    for (int64_t i = 0; i < c; ++i) {
+        sum += v[i];
+        squares += v[i] * v[i];
+    }
+    double mean = sum / (double)c;
+    double variance = squares / (double)c - mean * mean;
+    double deviation = sqrt((variance < 0.0 ? 0.0 : variance) + 1e-6);
+    for (int64_t i = 0; i < c; ++i) {
+        if (out16)
+            out16[i] = table16[lookup_index(normed(v[i], mean, deviation, weight, bias, mul, add, NULL, 0, 0.0, i),
+                                            offset, limit)];
+        else
+            out[i] = normed(v[i], mean, deviation, weight, bias, mul, add, table, offset, limit, i);
+    }
+}
 
 /* path as intconv's; the AVX2 path needs offset < 2^30 (its indices, up to 2 offset, are int32;
    the default grid's offset is 2^20) */
@@ -269,25 +318,8 @@ void norm_silu(const double *x, int64_t rows, int64_t c, const double *weight, c
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
-    for (int64_t p = 0; p < rows; ++p) {
-        const double *v = x + p * c;
-#ifdef HAVE_AVX2_PATH
-        if (avx2) {
-            norm_pixel_avx2(v, c, weight, bias, mul, add, table, offset, limit, out + p * c);
-            continue;
-        }
-#endif
-        double sum = 0.0, squares = 0.0;
-        for (int64_t i = 0; i < c; ++i) {
-            sum += v[i];
-            squares += v[i] * v[i];
-        }
-        double mean = sum / (double)c;
-        double variance = squares / (double)c - mean * mean;
-        double deviation = sqrt((variance < 0.0 ? 0.0 : variance) + 1e-6);
-        for (int64_t i = 0; i < c; ++i)
-            out[p * c + i] = normed(v[i], mean, deviation, weight, bias, mul, add, table, offset, limit, i);
-    }
+    for (int64_t p = 0; p < rows; ++p)
+        norm_pixel(x + p * c, c, weight, bias, mul, add, table, offset, limit, out + p * c, NULL, NULL, avx2);
 }
 
 #ifdef HAVE_AVX2_PATH
@@ -357,6 +389,36 @@ void to_grid(const double *x, int64_t x_stride, const double *y, int64_t y_strid
         if (avx2) i = grid_row_avx2(a, b, n, limit, magic, o);
 #endif
         for (; i < n; ++i) o[i] = grid_value(b ? a[i] + b[i] : a[i], limit, magic);
+    }
+}
+
+/* norm_silu of x (h, w, c) looked up in table16 (the SiLU table as a quantization-aware layer
+   reads it: its 16-bit integers), written as to_int16 writes: into the int16 image out (rows
+   of out_w pixels) at row top, column left, the rest left as it is (zeros). Row y of x starts
+   at x + y x_row c. magic != 0: each value is first put on the grid (to_grid's clamp to
+   +-grid_limit and two additions), as the norm's input must be. */
+void norm_silu_int16(const double *x, int64_t h, int64_t w, int64_t c, int64_t x_row, double grid_limit,
+                     double magic, const double *weight, const double *bias, const double *mul, const double *add,
+                     const int16_t *table16, int64_t offset, double limit, int16_t *out, int64_t out_w, int64_t top,
+                     int64_t left, int threads, int path) {
+    int avx2 = use_avx2(path) && offset < (1LL << 30);
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+    for (int64_t p = 0; p < h * w; ++p) {
+        const double *v = x + ((p / w) * x_row + p % w) * c;
+        double rounded[c];
+        if (magic != 0.0) {
+            int64_t i = 0;
+#ifdef HAVE_AVX2_PATH
+            if (avx2) i = grid_row_avx2(v, NULL, c, grid_limit, magic, rounded);
+#endif
+            for (; i < c; ++i) rounded[i] = grid_value(v[i], grid_limit, magic);
+            v = rounded;
+        }
+        norm_pixel(v, c, weight, bias, mul, add, NULL, offset, limit, NULL, table16,
+                   out + ((p / w + top) * out_w + left + p % w) * c, avx2);
     }
 }
 
