@@ -680,3 +680,18 @@ def test_import_sets_a_passive_openmp_wait_policy_unless_the_user_chose(setting,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == expected
+
+
+def test_a_pass_reads_the_kernel_setting_once(monkeypatch):
+    """Inside pinned_setting (a whole network pass) DIFFCODEC_KERNEL is the value read when
+    it began; outside, every call reads the environment again (the tests rely on that)."""
+    from diffcodec.model import compiled
+
+    monkeypatch.setenv("DIFFCODEC_KERNEL", "plain")
+    with compiled.pinned_setting():
+        monkeypatch.setenv("DIFFCODEC_KERNEL", "off")
+        assert compiled.setting() == "plain" and compiled._path() == 0
+        with compiled.pinned_setting():
+            assert compiled.setting() == "off"
+        assert compiled.setting() == "plain"
+    assert compiled.setting() == "off" and not compiled.available()

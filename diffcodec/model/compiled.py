@@ -23,6 +23,8 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -140,14 +142,35 @@ def _threads(work: int) -> int:
 _PID = os.getpid()
 
 
+_pinned = threading.local()
+
+
+def setting() -> str | None:
+    """DIFFCODEC_KERNEL: as read when the innermost :func:`pinned_setting` began, else now."""
+    stack = getattr(_pinned, "settings", None)
+    return stack[-1] if stack else os.environ.get("DIFFCODEC_KERNEL")
+
+
+@contextmanager
+def pinned_setting():
+    """DIFFCODEC_KERNEL read once for what runs inside (a network pass makes some hundred
+    calls, and reading the environment for each cost about 1 % of a pass)."""
+    stack = _pinned.__dict__.setdefault("settings", [])
+    stack.append(os.environ.get("DIFFCODEC_KERNEL"))
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
 def _path() -> int:
     """The loops' path: 1, AVX2 where the CPU has it; 0 (DIFFCODEC_KERNEL=plain), plain C."""
-    return 0 if os.environ.get("DIFFCODEC_KERNEL") == "plain" else 1
+    return 0 if setting() == "plain" else 1
 
 
 def available() -> bool:
     """Whether the compiled loops can run here: built and loaded, and not DIFFCODEC_KERNEL=off."""
-    return os.environ.get("DIFFCODEC_KERNEL") != "off" and library() is not None
+    return setting() != "off" and library() is not None
 
 
 def pack(taps: torch.Tensor) -> torch.Tensor:

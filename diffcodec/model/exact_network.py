@@ -37,7 +37,6 @@ the exactness argument rests on reads together.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 import numpy as np
@@ -435,7 +434,7 @@ def compiled_loops_agree() -> bool:
     once per library and path)."""
     if not compiled.available():
         return False
-    return _loops_agree(id(compiled.library()), os.environ.get("DIFFCODEC_KERNEL"))
+    return _loops_agree(id(compiled.library()), compiled.setting())
 
 
 @lru_cache(maxsize=None)
@@ -507,6 +506,9 @@ def _compare_loops() -> bool:
     return all(a.shape == b.shape and torch.equal(a.view(torch.int64), b.contiguous().view(torch.int64)) for a, b in pairs)
 
 
+FILM_GAMMAS = 1024  # gammas whose FiLMs an ExactNetwork keeps (a few kB each)
+
+
 class ExactNetwork:
     """:class:`UNet`'s forward in exact arithmetic (float64 tensors on its device)."""
 
@@ -537,6 +539,7 @@ class ExactNetwork:
         self.silu_table = torch.from_numpy(_silu_table()).to(device)
         self.silu_offset = int(ACT_LIMIT * _ACT_SCALE)
         self.silu_int16: dict[int, torch.Tensor] = {}  # the table as each input grid reads it
+        self._films: dict[float, dict] = {}
         self.fourier_tables = [fourier_table(n, device) for n in config.fourier_exponents]
         self.fourier_flat = flat_tables(self.fourier_tables)
         half = config.time_embedding_dim // 2
@@ -607,10 +610,22 @@ class ExactNetwork:
                                      None if on_grid else (ACT_LIMIT, _magic(ACT_FRACTION_BITS)))
         return layer.same_products(q, *x.shape[:2])
 
-    def block(self, block: _Block, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """A ResBlock on x (on the grid); its output is on the grid."""
+    def films(self, gamma: float) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Every block's FiLM (scale, shift: (1, C) each, over (H, W, C)) at ``gamma``, by
+        id(block): the same for every pass at one step (a chain runs every band through the
+        same steps), so kept for up to FILM_GAMMAS gammas."""
+        key = float(gamma)
+        if key not in self._films:
+            if len(self._films) >= FILM_GAMMAS:
+                self._films.clear()
+            emb = self.embedding(gamma)
+            blocks = [b for level in self.down_blocks + self.up_blocks for b in level] + [self.mid]
+            self._films[key] = {id(b): b.film.linear(emb).chunk(2, dim=1) for b in blocks}
+        return self._films[key]
+
+    def block(self, block: _Block, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """A ResBlock on x (on the grid) with its FiLM; its output is on the grid."""
         h = self.norm_silu_conv(block.norm1, x, block.conv1)
-        film = block.film.linear(emb).chunk(2, dim=1)  # scale, shift: (1, C) each, over (H, W, C)
         h = self.norm_silu_conv(block.norm2, h, block.conv2, film, on_grid=False)
         skip = x if block.skip is None else block.skip.conv(x)
         return self.grid(skip, h)
@@ -622,6 +637,10 @@ class ExactNetwork:
         ``edge_rows`` (a model with the chain's head): x_direct and the progressive log-scale
         over the top edge_rows rows only, the same values there (their convolutions read
         every row they read in the whole image), a fraction of the heads' work."""
+        with compiled.pinned_setting():
+            return self._forward(z, gamma, edge_rows)
+
+    def _forward(self, z: torch.Tensor, gamma: float, edge_rows: int | None) -> tuple[torch.Tensor, ...]:
         config = self.config
         n, _, height, width = z.shape
         if n != 1:
@@ -632,7 +651,7 @@ class ExactNetwork:
         pad_h, pad_w = (-height) % stride, (-width) % stride
         if pad_h or pad_w:
             z = F.pad(z, (0, pad_w, 0, pad_h), mode="replicate")
-        emb = self.embedding(gamma)
+        films = self.films(gamma)
         # the stem reads z itself on the fine Fourier grid (its sums stay below 2^53: 2^24 x 2^15
         # x at most 9 * 4 * 5 * 4 channels), the features on the coarser one, a subset of it
         features = self.stem_input(z)
@@ -640,15 +659,15 @@ class ExactNetwork:
         skips = []
         for level, blocks in enumerate(self.down_blocks):
             for block in blocks:
-                h = self.block(block, h, emb)
+                h = self.block(block, h, films[id(block)])
             skips.append(h)
             if level < len(self.downsamplers):
                 h = self.grid(self.downsamplers[level].conv(h))
-        h = self.block(self.mid, h, emb)
+        h = self.block(self.mid, h, films[id(self.mid)])
         for index, blocks in enumerate(self.up_blocks):
             h = torch.cat([h, skips.pop()], dim=-1)
             for block in blocks:
-                h = self.block(block, h, emb)
+                h = self.block(block, h, films[id(block)])
             if index < len(self.upsamplers):
                 h = self.grid(self.upsamplers[index].conv(h))
         h = self.norm_silu(self.out_norm, h)
