@@ -47,9 +47,12 @@ class LearnedSchedule(nn.Module):
         self.gamma_max = float(gamma_max)
         self.w1 = nn.Parameter(torch.ones(()))
         self.b1 = nn.Parameter(torch.zeros(()))
+        # drawn on the CPU, then moved to the default device: a draw made on the meta device
+        # (checkpoint.py checks a file's shapes on it) would import torch's compiler (~1.5 s)
         generator = torch.Generator().manual_seed(0)
-        self.w2 = nn.Parameter(torch.randn(hidden, generator=generator).abs() * 4)
-        self.b2 = nn.Parameter(torch.randn(hidden, generator=generator) * 2)
+        device = torch.get_default_device()
+        self.w2 = nn.Parameter((torch.randn(hidden, generator=generator, device="cpu").abs() * 4).to(device))
+        self.b2 = nn.Parameter((torch.randn(hidden, generator=generator, device="cpu") * 2).to(device))
         self.w3 = nn.Parameter(torch.full((hidden,), 1e-3))
 
     def _h(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
