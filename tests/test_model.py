@@ -45,13 +45,15 @@ def test_nelbo_matches_hand_computation():
 
 
 def test_windowed_reconstruction_equals_full_softmax():
+    generator = torch.Generator().manual_seed(0)  # its own draws: the outcome must not depend on test order
     for gamma_0 in (-13.3, -9.0, -4.0, 1.0):
         g = torch.full((2,), gamma_0)
-        x = torch.randint(0, 256, (2, 3, 5, 7))
-        z0 = dm.diffuse(dm.scale_pixels(x), g, torch.randn(x.shape))
+        x = torch.randint(0, 256, (2, 3, 5, 7), generator=generator)
+        z0 = dm.diffuse(dm.scale_pixels(x), g, torch.randn(x.shape, generator=generator))
         full = -torch.log_softmax(dm.decoder_logits(z0, g).double(), -1)
         full = full.gather(-1, x.long().unsqueeze(-1)).flatten(1).sum(1)
-        assert torch.allclose(dm.reconstruction_nll(x, z0, g).double(), full, rtol=1e-5)
+        # float32 against float64: near gamma_min the NLL is ~0.01 nats, known to ~1e-7 absolutely
+        assert torch.allclose(dm.reconstruction_nll(x, z0, g).double(), full, rtol=1e-5, atol=1e-5)
 
 
 def test_learned_schedule_endpoints_monotone_and_derivative():
