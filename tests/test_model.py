@@ -52,8 +52,8 @@ def test_windowed_reconstruction_equals_full_softmax():
         z0 = dm.diffuse(dm.scale_pixels(x), g, torch.randn(x.shape, generator=generator))
         full = -torch.log_softmax(dm.decoder_logits(z0, g).double(), -1)
         full = full.gather(-1, x.long().unsqueeze(-1)).flatten(1).sum(1)
-        # float32 against float64: near gamma_min the NLL is ~0.01 nats, known to ~1e-7 absolutely
-        assert torch.allclose(dm.reconstruction_nll(x, z0, g).double(), full, rtol=1e-5, atol=1e-5)
+        # float32 against float64: near gamma_min the NLL is ~0.01 nats, known to a few 1e-7 absolutely
+        assert torch.allclose(dm.reconstruction_nll(x, z0, g).double(), full, rtol=1e-5, atol=2e-6)
 
 
 def test_learned_schedule_endpoints_monotone_and_derivative():

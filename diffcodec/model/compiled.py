@@ -340,7 +340,7 @@ def norm_silu_int16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, m
     a convolution's output)."""
     channels = x.shape[-1]
     tensors = [x, weight, bias] + ([] if mul is None else [mul, add])
-    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in tensors) or x.dim() != 3 or any(
+    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in tensors) or x.dim() != 3 or channels < 1 or any(
             t.numel() != channels for t in tensors[1:]) or table16.dtype != torch.int16 or (
             table16.numel() != 2 * offset + 1 or limit != offset or min(pad) < 0):
         raise TypeError("norm_silu_int16 reads float64 CPU tensors, one weight, bias (and FiLM) value per channel, "
@@ -348,9 +348,7 @@ def norm_silu_int16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, m
     height, width, _ = x.shape
     top, bottom, left, right = pad
     out = torch.zeros(height + top + bottom, width + left + right, channels, dtype=torch.int16)
-    x, x_stride = _rows(x) if grid is not None else (x.contiguous(), width * channels)
-    if x_stride % channels:
-        x, x_stride = x.contiguous(), width * channels
+    x, x_stride = _rows(x)
     grid_limit, magic = grid if grid is not None else (0.0, 0.0)
     table16 = table16.contiguous()
     flat = [t.reshape(-1).contiguous() for t in (weight, bias)]
@@ -378,7 +376,7 @@ def silu(x: torch.Tensor, table: torch.Tensor, offset: int, limit: float) -> tor
 def _rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """x (H, W, C) as H rows of W * C contiguous values and the step between rows (a copy
     only where its rows are not contiguous)."""
-    if x.stride(2) != 1 or x.stride(1) != x.shape[2]:
+    if x.stride(2) != 1 or x.stride(1) != x.shape[2] or x.stride(0) % max(1, x.shape[2]):
         x = x.contiguous()
     return x, x.stride(0)
 

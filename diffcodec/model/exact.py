@@ -21,7 +21,6 @@ partial sum is exact. :func:`tree_sum` fixes the order instead.
 from __future__ import annotations
 
 import math
-import os
 from functools import lru_cache
 
 import numpy as np
@@ -120,10 +119,10 @@ def _compiled(name: str, x: np.ndarray) -> np.ndarray:
 
 
 def _use_compiled(x: np.ndarray) -> bool:
-    if x.size < COMPILED_SIZE or os.environ.get("DIFFCODEC_KERNEL") == "off":
+    if x.size < COMPILED_SIZE:
         return False
     compiled = _kernels()
-    return compiled.available() and _compiled_agrees(id(compiled.library()), os.environ.get("DIFFCODEC_KERNEL"))
+    return compiled.available() and _compiled_agrees(id(compiled.library()), compiled.setting())
 
 
 @lru_cache(maxsize=None)

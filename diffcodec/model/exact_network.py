@@ -506,7 +506,7 @@ def _compare_loops() -> bool:
     return all(a.shape == b.shape and torch.equal(a.view(torch.int64), b.contiguous().view(torch.int64)) for a, b in pairs)
 
 
-FILM_GAMMAS = 1024  # gammas whose FiLMs an ExactNetwork keeps (a few kB each)
+FILM_GAMMAS = 1024  # gammas whose FiLMs an ExactNetwork keeps (about 20 kB each; as many as a file's steps can be)
 
 
 class ExactNetwork:
@@ -538,7 +538,7 @@ class ExactNetwork:
             self.edge_first = _Layer.stacked([layer(h[0]) for h in heads[:2]])
         self.silu_table = torch.from_numpy(_silu_table()).to(device)
         self.silu_offset = int(ACT_LIMIT * _ACT_SCALE)
-        self.silu_int16: dict[int, torch.Tensor] = {}  # the table as each input grid reads it
+        self.silu_tables16: dict[int, torch.Tensor] = {}  # the SiLU table as each input grid reads it
         self._films: dict[float, dict] = {}
         self.fourier_tables = [fourier_table(n, device) for n in config.fourier_exponents]
         self.fourier_flat = flat_tables(self.fourier_tables)
@@ -601,27 +601,28 @@ class ExactNetwork:
         values as that layer reads them): the same integers, without the float64 between."""
         if not layer.reads_int16_same(x):
             return layer.conv(self.norm_silu(norm, x if on_grid else self.grid(x), film))
-        if layer.exponent not in self.silu_int16:
+        if layer.exponent not in self.silu_tables16:
             scaled = torch.round(self.silu_table.cpu() * 2.0**-layer.exponent)  # exact: a power of two
-            self.silu_int16[layer.exponent] = scaled.clamp(-INPUT_LIMIT, INPUT_LIMIT).to(torch.int16)
+            self.silu_tables16[layer.exponent] = scaled.clamp(-INPUT_LIMIT, INPUT_LIMIT).to(torch.int16)
         mul, add = (None, None) if film is None else (1 + film[0], film[1])
-        q = compiled.norm_silu_int16(x, norm.weight, norm.bias, mul, add, self.silu_int16[layer.exponent],
+        q = compiled.norm_silu_int16(x, norm.weight, norm.bias, mul, add, self.silu_tables16[layer.exponent],
                                      self.silu_offset, ACT_LIMIT * _ACT_SCALE, SAME_PADDING,
                                      None if on_grid else (ACT_LIMIT, _magic(ACT_FRACTION_BITS)))
         return layer.same_products(q, *x.shape[:2])
 
-    def films(self, gamma: float) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """Every block's FiLM (scale, shift: (1, C) each, over (H, W, C)) at ``gamma``, by
-        id(block): the same for every pass at one step (a chain runs every band through the
-        same steps), so kept for up to FILM_GAMMAS gammas."""
+    def films(self, gamma: float) -> dict[_Block, tuple[torch.Tensor, torch.Tensor]]:
+        """Every block's FiLM (scale, shift: (1, C) each, over (H, W, C)) at ``gamma``: the
+        same for every pass at one step (a chain runs every band through the same steps), so
+        kept for up to FILM_GAMMAS gammas."""
         key = float(gamma)
-        if key not in self._films:
+        films = self._films.get(key)
+        if films is None:
             if len(self._films) >= FILM_GAMMAS:
                 self._films.clear()
             emb = self.embedding(gamma)
             blocks = [b for level in self.down_blocks + self.up_blocks for b in level] + [self.mid]
-            self._films[key] = {id(b): b.film.linear(emb).chunk(2, dim=1) for b in blocks}
-        return self._films[key]
+            films = self._films[key] = {b: b.film.linear(emb).chunk(2, dim=1) for b in blocks}
+        return films
 
     def block(self, block: _Block, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """A ResBlock on x (on the grid) with its FiLM; its output is on the grid."""
@@ -659,15 +660,15 @@ class ExactNetwork:
         skips = []
         for level, blocks in enumerate(self.down_blocks):
             for block in blocks:
-                h = self.block(block, h, films[id(block)])
+                h = self.block(block, h, films[block])
             skips.append(h)
             if level < len(self.downsamplers):
                 h = self.grid(self.downsamplers[level].conv(h))
-        h = self.block(self.mid, h, films[id(self.mid)])
+        h = self.block(self.mid, h, films[self.mid])
         for index, blocks in enumerate(self.up_blocks):
             h = torch.cat([h, skips.pop()], dim=-1)
             for block in blocks:
-                h = self.block(block, h, films[id(block)])
+                h = self.block(block, h, films[block])
             if index < len(self.upsamplers):
                 h = self.grid(self.upsamplers[index].conv(h))
         h = self.norm_silu(self.out_norm, h)

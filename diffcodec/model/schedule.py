@@ -50,7 +50,7 @@ class LearnedSchedule(nn.Module):
         # drawn on the CPU, then moved to the default device: a draw made on the meta device
         # (checkpoint.py checks a file's shapes on it) would import torch's compiler (~1.5 s)
         generator = torch.Generator().manual_seed(0)
-        device = torch.get_default_device()
+        device = torch.empty(()).device  # the default device, a `with torch.device(...)` one too
         self.w2 = nn.Parameter((torch.randn(hidden, generator=generator, device="cpu").abs() * 4).to(device))
         self.b2 = nn.Parameter((torch.randn(hidden, generator=generator, device="cpu") * 2).to(device))
         self.w3 = nn.Parameter(torch.full((hidden,), 1e-3))

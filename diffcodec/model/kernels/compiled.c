@@ -216,7 +216,7 @@ static inline double normed(double v, double mean, double deviation, const doubl
 }
 
 #ifdef HAVE_AVX2_PATH
-/* lookup() of four values */
+/* lookup_index() of four values, and lookup() */
 __attribute__((target("avx2"))) static inline __m128i lookup_index_avx2(__m256d y, int64_t offset, double limit) {
     const __m256d high = _mm256_set1_pd(limit), low = _mm256_set1_pd(-limit);
     __m256d k = _mm256_mul_pd(y, _mm256_set1_pd(4096.0));
