@@ -41,23 +41,39 @@ static inline double scaled(int64_t sum, const double *factor, const double *bia
 }
 
 static void tile_plain(const int16_t *in, const int64_t *base, int64_t r0, int rows, const int64_t *offset,
-                       int taps, const int16_t *w, int cin, int64_t n_pad, int64_t j, double *out,
+                       int taps, const int16_t *w, int cin, int64_t n_pad, int64_t j, double *out, int chunk,
                        const double *factor, const double *bias) {
+    /* the AVX2 tile's sums in portable C: 32-bit sums of pairs of products (which compilers
+       vectorise, SSE2's pmaddwd or NEON), moved into 64-bit ones every `chunk` pairs */
     int64_t acc[ROWS][COLS];
+    int32_t part[ROWS][COLS];
     memset(acc, 0, sizeof acc);
-    int pairs = cin / 2;
-    for (int r = 0; r < rows; ++r) {
-        for (int t = 0; t < taps; ++t) {
-            const int16_t *a = in + (base[r0 + r] + offset[t]) * cin;
-            const int16_t *wt = w + (int64_t)t * pairs * n_pad * 2 + j * 2;
-            for (int p = 0; p < pairs; ++p) {
-                const int16_t *wp = wt + (int64_t)p * n_pad * 2;
-                for (int s = 0; s < COLS; ++s)
-                    acc[r][s] += (int32_t)a[2 * p] * wp[2 * s] + (int32_t)a[2 * p + 1] * wp[2 * s + 1];
+    memset(part, 0, sizeof part);
+    int pairs = cin / 2, counted = 0;
+    for (int t = 0; t < taps; ++t) {
+        const int16_t *a[ROWS];
+        for (int r = 0; r < ROWS; ++r) /* a short tile repeats its first row, whose sums are dropped */
+            a[r] = in + (base[r0 + (r < rows ? r : 0)] + offset[t]) * cin;
+        const int16_t *wt = w + (int64_t)t * pairs * n_pad * 2 + j * 2;
+        for (int p = 0; p < pairs; ++p) {
+            const int16_t *wp = wt + (int64_t)p * n_pad * 2;
+            for (int r = 0; r < ROWS; ++r) {
+                int32_t x0 = a[r][2 * p], x1 = a[r][2 * p + 1];
+                for (int s = 0; s < COLS; ++s) part[r][s] += x0 * wp[2 * s] + x1 * wp[2 * s + 1];
+            }
+            if (++counted == chunk) {
+                for (int r = 0; r < ROWS; ++r)
+                    for (int s = 0; s < COLS; ++s) {
+                        acc[r][s] += part[r][s];
+                        part[r][s] = 0;
+                    }
+                counted = 0;
             }
         }
-        for (int s = 0; s < COLS; ++s) out[(r0 + r) * n_pad + j + s] = scaled(acc[r][s], factor, bias, j + s);
     }
+    for (int r = 0; r < rows; ++r)
+        for (int s = 0; s < COLS; ++s)
+            out[(r0 + r) * n_pad + j + s] = scaled(acc[r][s] + part[r][s], factor, bias, j + s);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -138,7 +154,7 @@ int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t 
                 continue;
             }
 #endif
-            tile_plain(in, base, r0, count, offset, taps, w, cin, n_pad, j, out, factor, bias);
+            tile_plain(in, base, r0, count, offset, taps, w, cin, n_pad, j, out, chunk, factor, bias);
         }
     }
     return avx2;
