@@ -307,26 +307,36 @@ def float_products(rows: torch.Tensor, base: torch.Tensor | int, offsets: list[i
     return out[:, :outputs] if width != outputs else out
 
 
+def _norm_parameters(name: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mul: torch.Tensor | None,
+                     add: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """The norm's weight, bias and FiLM (mul, add; None for none) as the loops read them, one
+    contiguous float64 CPU value per channel of x (checked, with x, first)."""
+    channels = x.shape[-1]
+    tensors = [x, weight, bias] + ([] if mul is None else [mul, add])
+    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in tensors) or channels < 1 or any(
+            t.numel() != channels for t in tensors[1:]):
+        raise TypeError(f"{name} reads float64 CPU tensors, one weight, bias (and FiLM) value per channel")
+    return [None if t is None else t.reshape(-1).contiguous() for t in (weight, bias, mul, add)]
+
+
+def _pointer(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
 def norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mul: torch.Tensor | None,
               add: torch.Tensor | None, table: torch.Tensor | None, offset: int = 0, limit: float = 0.0) -> torch.Tensor:
     """exact_network's ChannelNorm of x (H, W, C) on the activation grid, times ``mul`` plus
     ``add`` where given (a FiLM), then SiLU by ``table``: the same numbers, in one pass.
     Without a table, the values before the lookup (for exact_network's check)."""
-    channels = x.shape[-1]
-    tensors = [x, weight, bias] + ([] if mul is None else [mul, add])
-    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in tensors + [table] if t is not None) or any(
-            t.numel() != channels for t in tensors[1:]) or (
-            table is not None and (table.numel() != 2 * offset + 1 or limit != offset)):
-        raise TypeError("norm_silu reads float64 CPU tensors, one weight, bias (and FiLM) value per channel")
+    parameters = _norm_parameters("norm_silu", x, weight, bias, mul, add)
+    if table is not None and (table.dtype != torch.float64 or table.device.type != "cpu"
+                              or table.numel() != 2 * offset + 1 or limit != offset):
+        raise TypeError("norm_silu reads the float64 SiLU table")
     x = x.contiguous()
     out = torch.empty_like(x)
     table = None if table is None else table.contiguous()
-    flat = [t.reshape(-1).contiguous() for t in (weight, bias)]
-    film = [None, None] if mul is None else [t.reshape(-1).contiguous() for t in (mul, add)]
-    library().norm_silu(x.data_ptr(), x.numel() // x.shape[-1], x.shape[-1], flat[0].data_ptr(), flat[1].data_ptr(),
-                        None if mul is None else film[0].data_ptr(), None if mul is None else film[1].data_ptr(),
-                        None if table is None else table.data_ptr(), offset, limit, out.data_ptr(),
-                        _threads(16 * x.numel()), _path())
+    library().norm_silu(x.data_ptr(), x.numel() // x.shape[-1], x.shape[-1], *map(_pointer, parameters),
+                        _pointer(table), offset, limit, out.data_ptr(), _threads(16 * x.numel()), _path())
     return out
 
 
@@ -338,26 +348,19 @@ def norm_silu_int16(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, m
     integers, without the float64 values between. ``grid`` (limit, magic): x is first put on
     the grid as :func:`to_grid` does (x may then be a view with gaps between its rows, such as
     a convolution's output)."""
-    channels = x.shape[-1]
-    tensors = [x, weight, bias] + ([] if mul is None else [mul, add])
-    if any(t.dtype != torch.float64 or t.device.type != "cpu" for t in tensors) or x.dim() != 3 or channels < 1 or any(
-            t.numel() != channels for t in tensors[1:]) or table16.dtype != torch.int16 or (
-            table16.numel() != 2 * offset + 1 or limit != offset or min(pad) < 0):
-        raise TypeError("norm_silu_int16 reads float64 CPU tensors, one weight, bias (and FiLM) value per channel, "
-                        "and the 16-bit SiLU table")
-    height, width, _ = x.shape
+    parameters = _norm_parameters("norm_silu_int16", x, weight, bias, mul, add)
+    if x.dim() != 3 or table16.dtype != torch.int16 or table16.numel() != 2 * offset + 1 or limit != offset or (
+            min(pad) < 0):
+        raise TypeError("norm_silu_int16 reads an (H, W, C) image and the 16-bit SiLU table, into padding")
+    height, width, channels = x.shape
     top, bottom, left, right = pad
     out = torch.zeros(height + top + bottom, width + left + right, channels, dtype=torch.int16)
     x, x_stride = _rows(x)
     grid_limit, magic = grid if grid is not None else (0.0, 0.0)
     table16 = table16.contiguous()
-    flat = [t.reshape(-1).contiguous() for t in (weight, bias)]
-    film = [None, None] if mul is None else [t.reshape(-1).contiguous() for t in (mul, add)]
     library().norm_silu_int16(x.data_ptr(), height, width, channels, x_stride // channels, grid_limit, magic,
-                              flat[0].data_ptr(), flat[1].data_ptr(),
-                              None if mul is None else film[0].data_ptr(), None if mul is None else film[1].data_ptr(),
-                              table16.data_ptr(), offset, limit, out.data_ptr(), out.shape[1], top, left,
-                              _threads(16 * x.numel()), _path())
+                              *map(_pointer, parameters), table16.data_ptr(), offset, limit, out.data_ptr(),
+                              out.shape[1], top, left, _threads(16 * x.numel()), _path())
     return out
 
 

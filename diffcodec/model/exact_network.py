@@ -477,7 +477,7 @@ def _compare_loops() -> bool:
         pairs.append((compiled.norm_silu(x, norm.weight, norm.bias, 1 + film[0], film[1], table, offset, limit),
                       _silu_lookup(filmed, table, offset)))
         pairs.append((compiled.silu(filmed, table, offset, limit), _silu_lookup(filmed, table, offset)))
-        table16 = torch.clamp(torch.round(table * 2.0**9), -INPUT_LIMIT, INPUT_LIMIT).to(torch.int16)  # exponent -9
+        table16 = _Layer(conv, x.device)._input(table).to(torch.int16)  # as a layer on the grid 2^-9 reads it
         for mul, add, y in ((None, None, normed), (1 + film[0], film[1], filmed)):
             fused = compiled.norm_silu_int16(x, norm.weight, norm.bias, mul, add, table16, offset, limit, SAME_PADDING)
             read = torch.clamp(torch.round(_silu_lookup(y, table, offset) * 2.0**9), -INPUT_LIMIT, INPUT_LIMIT)
@@ -601,9 +601,8 @@ class ExactNetwork:
         values as that layer reads them): the same integers, without the float64 between."""
         if not layer.reads_int16_same(x):
             return layer.conv(self.norm_silu(norm, x if on_grid else self.grid(x), film))
-        if layer.exponent not in self.silu_tables16:
-            scaled = torch.round(self.silu_table.cpu() * 2.0**-layer.exponent)  # exact: a power of two
-            self.silu_tables16[layer.exponent] = scaled.clamp(-INPUT_LIMIT, INPUT_LIMIT).to(torch.int16)
+        if layer.exponent not in self.silu_tables16:  # the table's values as the layer reads its input
+            self.silu_tables16[layer.exponent] = layer._input(self.silu_table.cpu()).to(torch.int16)
         mul, add = (None, None) if film is None else (1 + film[0], film[1])
         q = compiled.norm_silu_int16(x, norm.weight, norm.bias, mul, add, self.silu_tables16[layer.exponent],
                                      self.silu_offset, ACT_LIMIT * _ACT_SCALE, SAME_PADDING,
