@@ -118,8 +118,11 @@ def test_merge_joins_reports_of_other_images(tmp_path):
     merged = portability.merge([report("a"), report("b")], tmp_path)
     assert merged["images"] == ["a.png", "b.png"] and len(merged["decoded"]["1 thread"]) == 4
     assert "| 1 thread | 2/2 | 2/2 | 2.0 |" in (tmp_path / "portability.md").read_text()
+    part = portability.merge([report("a"), report("b", settings=("native",))], tmp_path / "part")
+    assert len(part["decoded"]["native"]) == 4 and len(part["decoded"]["1 thread"]) == 2
+    assert "| 1 thread | 1/1 | 1/1 | 2.0 |" in (tmp_path / "part" / "portability.md").read_text()
     with pytest.raises(SystemExit):
-        portability.merge([report("a"), report("b", settings=("native",))], tmp_path)
+        portability.merge([report("a"), {**report("b"), "modes": ["lossless"]}], tmp_path)
 
 
 def test_exact_network_is_close_to_the_float_one(tiny_model):
