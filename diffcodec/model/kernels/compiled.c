@@ -16,8 +16,9 @@
    upsampler's merged taps are larger), after which they move to 64-bit sums, written
    exactly as float64 (below 2^53). Sums that are exact do not depend on their order, and
    every other operation is one correctly rounded IEEE operation in the torch code's order
-   (in a vector lane or a scalar one), so each AVX2 path and its plain C path give the same
-   numbers, on every machine and with any number of threads. */
+   (in a vector lane or a scalar one), so each AVX2 or NEON path and its plain C path give the
+   same numbers, on every machine and with any number of threads (tests/kernels/cross_check.c
+   checks an ARM build against this machine's under an emulator). */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -123,6 +124,66 @@ __attribute__((target("avx2"))) static void tile_avx2(const int16_t *in, const i
 }
 #endif
 
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#define HAVE_NEON_PATH 1
+/* the AVX2 tile's sums on 64-bit ARM (where NEON is always there): each pair of weights
+   loaded apart (vld2q), the two products added to 32-bit sums one by one (vmlal), moved into
+   64-bit ones every `chunk` pairs as there; the same exact integers */
+static void tile_neon(const int16_t *in, const int64_t *base, int64_t r0, int rows, const int64_t *offset,
+                      int taps, const int16_t *w, int cin, int64_t n_pad, int64_t j, double *out, int chunk,
+                      const double *factor, const double *bias) {
+    int64_t acc[ROWS][COLS];
+    memset(acc, 0, sizeof acc);
+    int32x4_t sum[ROWS][4];
+    for (int r = 0; r < ROWS; ++r) sum[r][0] = sum[r][1] = sum[r][2] = sum[r][3] = vdupq_n_s32(0);
+    int pairs = cin / 2, counted = 0;
+    int32_t spill[COLS];
+    for (int t = 0; t < taps; ++t) {
+        const int16_t *a[ROWS];
+        for (int r = 0; r < ROWS; ++r) /* a short tile repeats its first row, whose sums are dropped */
+            a[r] = in + (base[r0 + (r < rows ? r : 0)] + offset[t]) * cin;
+        const int16_t *wt = w + (int64_t)t * pairs * n_pad * 2 + j * 2;
+        for (int p = 0; p < pairs; ++p) {
+            /* columns 0-7 and 8-15: val[0] the weights of channel 2p, val[1] those of 2p + 1 */
+            int16x8x2_t lo = vld2q_s16(wt + (int64_t)p * n_pad * 2);
+            int16x8x2_t hi = vld2q_s16(wt + (int64_t)p * n_pad * 2 + 16);
+            for (int r = 0; r < ROWS; ++r) {
+                int16_t x0 = a[r][2 * p], x1 = a[r][2 * p + 1];
+                sum[r][0] = vmlal_n_s16(vmlal_n_s16(sum[r][0], vget_low_s16(lo.val[0]), x0), vget_low_s16(lo.val[1]), x1);
+                sum[r][1] = vmlal_high_n_s16(vmlal_high_n_s16(sum[r][1], lo.val[0], x0), lo.val[1], x1);
+                sum[r][2] = vmlal_n_s16(vmlal_n_s16(sum[r][2], vget_low_s16(hi.val[0]), x0), vget_low_s16(hi.val[1]), x1);
+                sum[r][3] = vmlal_high_n_s16(vmlal_high_n_s16(sum[r][3], hi.val[0], x0), hi.val[1], x1);
+            }
+            if (++counted == chunk) {
+                for (int r = 0; r < ROWS; ++r) {
+                    for (int k = 0; k < 4; ++k) {
+                        vst1q_s32(spill + 4 * k, sum[r][k]);
+                        sum[r][k] = vdupq_n_s32(0);
+                    }
+                    for (int s = 0; s < COLS; ++s) acc[r][s] += spill[s];
+                }
+                counted = 0;
+            }
+        }
+    }
+    for (int r = 0; r < rows; ++r) {
+        for (int k = 0; k < 4; ++k) vst1q_s32(spill + 4 * k, sum[r][k]);
+        for (int s = 0; s < COLS; ++s) out[(r0 + r) * n_pad + j + s] = scaled(acc[r][s] + spill[s], factor, bias, j + s);
+    }
+}
+#endif
+
+/* path 1: the vector path where the CPU has one (NEON on 64-bit ARM); path 0: plain C */
+static int use_neon(int path) {
+#ifdef HAVE_NEON_PATH
+    return path == 1;
+#else
+    (void)path;
+    return 0;
+#endif
+}
+
 /* path 1: AVX2 where the CPU has it; path 0: plain C */
 static int use_avx2(int path) {
 #ifdef HAVE_AVX2_PATH
@@ -133,12 +194,12 @@ static int use_avx2(int path) {
 #endif
 }
 
-/* path: 0 plain C, 1 AVX2 where the CPU has it (else plain); returns the path taken.
+/* path: 0 plain C, 1 AVX2 or NEON where the CPU has it (else plain); returns the path taken.
    factor, bias: n_pad values each, or both NULL for the bare sums. */
 int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t *offset, int taps,
             const int16_t *w, int cin, int64_t n_pad, double *out, int chunk, const double *factor,
             const double *bias, int threads, int path) {
-    int avx2 = use_avx2(path);
+    int avx2 = use_avx2(path), neon = use_neon(path);
     int64_t tiles = (rows + ROWS - 1) / ROWS;
     (void)threads;
 #ifdef _OPENMP
@@ -154,10 +215,17 @@ int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t 
                 continue;
             }
 #endif
+#ifdef HAVE_NEON_PATH
+            if (neon) {
+                tile_neon(in, base, r0, count, offset, taps, w, cin, n_pad, j, out, chunk, factor, bias);
+                continue;
+            }
+#endif
             tile_plain(in, base, r0, count, offset, taps, w, cin, n_pad, j, out, chunk, factor, bias);
         }
     }
-    return avx2;
+    (void)neon;
+    return avx2 || neon;
 }
 
 /* x (h, w, c) float64 on any grid finer than 2^e, times scale = 2^-e (exact), rounded half to
@@ -192,6 +260,7 @@ void to_int16(const double *x, int64_t h, int64_t w, int64_t c, double scale, in
               int64_t top, int64_t left, int threads, int path) {
     int avx2 = use_avx2(path);
     (void)threads;
+    (void)avx2;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
@@ -353,6 +422,7 @@ void silu(const double *x, int64_t n, const double *table, int64_t offset, doubl
     int avx2 = use_avx2(path) && offset < (1LL << 30);
     int64_t blocks = (n + 4095) / 4096;
     (void)threads;
+    (void)avx2;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
@@ -394,6 +464,7 @@ void to_grid(const double *x, int64_t x_stride, const double *y, int64_t y_strid
              double limit, double magic, double *out, int threads, int path) {
     int avx2 = use_avx2(path);
     (void)threads;
+    (void)avx2;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
@@ -537,10 +608,41 @@ __attribute__((target("avx2"))) static void dtile_avx2(const double *in, const i
 }
 #endif
 
+#ifdef HAVE_NEON_PATH
+static void dtile_neon(const double *in, const int64_t *base, int64_t r0, int rows, const int64_t *offset, int taps,
+                       const double *w, int cin, int64_t n_pad, int64_t j, const double *bias, double *out) {
+    /* 4 rows x 8 columns per pass over the weights, as the AVX2 tile; a product, then a sum
+       (never one fused multiply-add, though both are exact here) */
+    for (int64_t h = j; h < j + COLS; h += 8) {
+        float64x2_t sum[4][4];
+        for (int r = 0; r < 4; ++r) sum[r][0] = sum[r][1] = sum[r][2] = sum[r][3] = vdupq_n_f64(0.0);
+        for (int t = 0; t < taps; ++t) {
+            const double *a[4];
+            for (int r = 0; r < 4; ++r) a[r] = in + (base[r0 + (r < rows ? r : 0)] + offset[t]) * cin;
+            const double *wt = w + (int64_t)t * cin * n_pad + h;
+            for (int c = 0; c < cin; ++c) {
+                const double *wc = wt + (int64_t)c * n_pad;
+                float64x2_t v0 = vld1q_f64(wc), v1 = vld1q_f64(wc + 2), v2 = vld1q_f64(wc + 4), v3 = vld1q_f64(wc + 6);
+                for (int r = 0; r < 4; ++r) {
+                    double x = a[r][c];
+                    sum[r][0] = vaddq_f64(sum[r][0], vmulq_n_f64(v0, x));
+                    sum[r][1] = vaddq_f64(sum[r][1], vmulq_n_f64(v1, x));
+                    sum[r][2] = vaddq_f64(sum[r][2], vmulq_n_f64(v2, x));
+                    sum[r][3] = vaddq_f64(sum[r][3], vmulq_n_f64(v3, x));
+                }
+            }
+        }
+        for (int r = 0; r < rows; ++r)
+            for (int k = 0; k < 4; ++k)
+                vst1q_f64(out + (r0 + r) * n_pad + h + 2 * k, vaddq_f64(sum[r][k], vld1q_f64(bias + h + 2 * k)));
+    }
+}
+#endif
+
 /* path as intconv's; returns the path taken */
 int floatconv(const double *in, const int64_t *base, int64_t rows, const int64_t *offset, int taps, const double *w,
               int cin, int64_t n_pad, const double *bias, double *out, int threads, int path) {
-    int avx2 = use_avx2(path);
+    int avx2 = use_avx2(path), neon = use_neon(path);
     int64_t tiles = (rows + DROWS - 1) / DROWS;
     (void)threads;
 #ifdef _OPENMP
@@ -556,10 +658,17 @@ int floatconv(const double *in, const int64_t *base, int64_t rows, const int64_t
                 continue;
             }
 #endif
+#ifdef HAVE_NEON_PATH
+            if (neon) {
+                dtile_neon(in, base, r0, count, offset, taps, w, cin, n_pad, j, bias, out);
+                continue;
+            }
+#endif
             dtile_plain(in, base, r0, count, offset, taps, w, cin, n_pad, j, bias, out);
         }
     }
-    return avx2;
+    (void)neon;
+    return avx2 || neon;
 }
 
 /* exact.py's exp and log, element by element: the same IEEE operations in the same order as
