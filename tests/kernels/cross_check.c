@@ -1,7 +1,8 @@
-/* The compiled loops on made-up inputs, every path (plain C, and AVX2 or NEON where built),
-   one and three threads: one line per run, "kernel path threads hash" (FNV-1a of the output
-   bytes). Built for another CPU and run under an emulator (tests/test_kernels_elsewhere.py),
-   its hashes must be this machine's: the loops compute the same numbers on every CPU. */
+/* The compiled loops on made-up inputs, every path (0 plain C; 1 AVX2 or NEON where built;
+   2 the 128-bit paths, SSE2 or NEON), one and three threads: one line per run, "kernel path
+   threads hash" (FNV-1a of the output bytes). Built for another CPU and run under an
+   emulator (tests/test_kernels_elsewhere.py), its hashes must be this machine's: the loops
+   compute the same numbers on every CPU. */
 #include <stdio.h>
 #include <stdlib.h>
 #include "../../diffcodec/model/kernels/compiled.c"
@@ -48,7 +49,7 @@ static void convolutions(int cin, int n, int64_t rows, int wmax, int xmax, int c
     for (int64_t r = 0; r < rows; ++r) base[r] = (r / w_img) * w_img + r % w_img;
     for (int t = 0; t < taps; ++t) offset[t] = (t / 3) * w_img + t % 3;
     char name[64];
-    for (int path = 0; path < 2; ++path)
+    for (int path = 0; path < 3; ++path)
         for (int threads = 1; threads <= 3; threads += 2) {
             snprintf(name, sizeof name, "intconv/%d/%d/%lld/%d", cin, n, (long long)rows, chunk);
             intconv(in, base, rows, offset, 9, w, cin, n_pad, out, chunk, NULL, NULL, threads, path);
@@ -90,7 +91,7 @@ static void elementwise(void) {
     for (int j = 0; j < 12; ++j) terms[j] = 1.0 / (double)(j + 1) / (j % 3 + 1.0);
     double grid[N];
     for (int i = 0; i < N; ++i) grid[i] = (double)draw(-1 << 18, 1 << 18) / 4096.0;
-    for (int path = 0; path < 2; ++path)
+    for (int path = 0; path < 3; ++path)
         for (int threads = 1; threads <= 3; threads += 2) {
             to_grid(x, 0, y, 0, 1, N, 5000.0, 6755399441055744.0 / 4096.0, out, threads, path);
             report("to_grid", path, threads, out, sizeof out);

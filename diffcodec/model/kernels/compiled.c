@@ -124,6 +124,55 @@ __attribute__((target("avx2"))) static void tile_avx2(const int16_t *in, const i
 }
 #endif
 
+#ifdef HAVE_AVX2_PATH
+/* the AVX2 tile's sums with SSE2's 128-bit vpmaddwd, which every x86-64 CPU has: 8 columns
+   at a time (the 16 registers hold 4 rows x 8 sums, not 16) */
+static void tile_sse2(const int16_t *in, const int64_t *base, int64_t r0, int rows, const int64_t *offset, int taps,
+                      const int16_t *w, int cin, int64_t n_pad, int64_t j, double *out, int chunk,
+                      const double *factor, const double *bias) {
+    int pairs = cin / 2;
+    int32_t spill[8];
+    for (int64_t h = j; h < j + COLS; h += 8) {
+        int64_t acc[ROWS][8];
+        memset(acc, 0, sizeof acc);
+        __m128i sum[ROWS][2];
+        for (int r = 0; r < ROWS; ++r) sum[r][0] = sum[r][1] = _mm_setzero_si128();
+        int counted = 0;
+        for (int t = 0; t < taps; ++t) {
+            const int32_t *a[ROWS];
+            for (int r = 0; r < ROWS; ++r) /* a short tile repeats its first row, whose sums are dropped */
+                a[r] = (const int32_t *)(in + (base[r0 + (r < rows ? r : 0)] + offset[t]) * cin);
+            const int16_t *wt = w + (int64_t)t * pairs * n_pad * 2 + h * 2;
+            for (int p = 0; p < pairs; ++p) {
+                __m128i w0 = _mm_loadu_si128((const __m128i *)(wt + (int64_t)p * n_pad * 2));
+                __m128i w1 = _mm_loadu_si128((const __m128i *)(wt + (int64_t)p * n_pad * 2 + 8));
+                for (int r = 0; r < ROWS; ++r) {
+                    int32_t pair;
+                    memcpy(&pair, a[r] + p, sizeof pair);
+                    __m128i v = _mm_set1_epi32(pair);
+                    sum[r][0] = _mm_add_epi32(sum[r][0], _mm_madd_epi16(v, w0));
+                    sum[r][1] = _mm_add_epi32(sum[r][1], _mm_madd_epi16(v, w1));
+                }
+                if (++counted == chunk) {
+                    for (int r = 0; r < ROWS; ++r) {
+                        _mm_storeu_si128((__m128i *)spill, sum[r][0]);
+                        _mm_storeu_si128((__m128i *)(spill + 4), sum[r][1]);
+                        for (int s = 0; s < 8; ++s) acc[r][s] += spill[s];
+                        sum[r][0] = sum[r][1] = _mm_setzero_si128();
+                    }
+                    counted = 0;
+                }
+            }
+        }
+        for (int r = 0; r < rows; ++r) {
+            _mm_storeu_si128((__m128i *)spill, sum[r][0]);
+            _mm_storeu_si128((__m128i *)(spill + 4), sum[r][1]);
+            for (int s = 0; s < 8; ++s) out[(r0 + r) * n_pad + h + s] = scaled(acc[r][s] + spill[s], factor, bias, h + s);
+        }
+    }
+}
+#endif
+
 #if defined(__aarch64__) && defined(__ARM_NEON)
 #include <arm_neon.h>
 #define HAVE_NEON_PATH 1
@@ -174,17 +223,7 @@ static void tile_neon(const int16_t *in, const int64_t *base, int64_t r0, int ro
 }
 #endif
 
-/* path 1: the vector path where the CPU has one (NEON on 64-bit ARM); path 0: plain C */
-static int use_neon(int path) {
-#ifdef HAVE_NEON_PATH
-    return path == 1;
-#else
-    (void)path;
-    return 0;
-#endif
-}
-
-/* path 1: AVX2 where the CPU has it; path 0: plain C */
+/* path 1: AVX2 where the CPU has it; path 0: plain C (2: the 128-bit paths, for the tests) */
 static int use_avx2(int path) {
 #ifdef HAVE_AVX2_PATH
     return path == 1 && __builtin_cpu_supports("avx2");
@@ -194,12 +233,33 @@ static int use_avx2(int path) {
 #endif
 }
 
-/* path: 0 plain C, 1 AVX2 or NEON where the CPU has it (else plain); returns the path taken.
+/* the tap products' 128-bit paths: NEON on 64-bit ARM (path 1 or 2), SSE2 on an x86-64 CPU
+   without AVX2 (path 1; path 2 takes it even there) */
+static int use_neon(int path) {
+#ifdef HAVE_NEON_PATH
+    return path >= 1;
+#else
+    (void)path;
+    return 0;
+#endif
+}
+
+static int use_sse2(int path) {
+#ifdef HAVE_AVX2_PATH
+    return path == 2 || (path == 1 && !use_avx2(path));
+#else
+    (void)path;
+    return 0;
+#endif
+}
+
+/* path: 0 plain C, 1 the fastest the CPU has (AVX2, else SSE2 on x86-64, NEON on 64-bit ARM);
+   returns the path taken: 0, 1 (AVX2) or 2 (a 128-bit path).
    factor, bias: n_pad values each, or both NULL for the bare sums. */
 int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t *offset, int taps,
             const int16_t *w, int cin, int64_t n_pad, double *out, int chunk, const double *factor,
             const double *bias, int threads, int path) {
-    int avx2 = use_avx2(path), neon = use_neon(path);
+    int avx2 = use_avx2(path), sse2 = use_sse2(path), neon = use_neon(path);
     int64_t tiles = (rows + ROWS - 1) / ROWS;
     (void)threads;
 #ifdef _OPENMP
@@ -214,6 +274,10 @@ int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t 
                 tile_avx2(in, base, r0, count, offset, taps, w, cin, n_pad, j, out, chunk, factor, bias);
                 continue;
             }
+            if (sse2) {
+                tile_sse2(in, base, r0, count, offset, taps, w, cin, n_pad, j, out, chunk, factor, bias);
+                continue;
+            }
 #endif
 #ifdef HAVE_NEON_PATH
             if (neon) {
@@ -224,8 +288,8 @@ int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t 
             tile_plain(in, base, r0, count, offset, taps, w, cin, n_pad, j, out, chunk, factor, bias);
         }
     }
-    (void)neon;
-    return avx2 || neon;
+    (void)sse2, (void)neon;
+    return avx2 ? 1 : (sse2 || neon) ? 2 : 0;
 }
 
 /* x (h, w, c) float64 on any grid finer than 2^e, times scale = 2^-e (exact), rounded half to
@@ -668,7 +732,7 @@ int floatconv(const double *in, const int64_t *base, int64_t rows, const int64_t
         }
     }
     (void)neon;
-    return avx2 || neon;
+    return avx2 ? 1 : neon ? 2 : 0;
 }
 
 /* exact.py's exp and log, element by element: the same IEEE operations in the same order as
