@@ -9,8 +9,8 @@ IEEE operation, correctly rounded (in a vector lane or a scalar one), in the sam
 C source ships with the package and is compiled on first use with the system's C compiler
 into the user's cache; where there is no compiler, or ``DIFFCODEC_KERNEL=off``, the torch
 code runs instead, and the files are the same bytes either way. ``DIFFCODEC_KERNEL=plain``
-keeps the compiled loops off their vector paths, AVX2 on x86 and NEON on 64-bit ARM (for
-tests: every path gives the same numbers).
+keeps the compiled loops off their vector paths, AVX2 and SSE2 on x86-64 and NEON on 64-bit
+ARM (for tests: every path gives the same numbers).
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ def pinned_setting():
 
 
 def _path() -> int:
-    """The loops' path: 1, AVX2 or NEON where the CPU has it; 0 (DIFFCODEC_KERNEL=plain), plain C."""
+    """The loops' path: 1, AVX2 where the CPU has it, else SSE2 (x86-64) or NEON (64-bit ARM)
+    for the tap products; 0 (DIFFCODEC_KERNEL=plain), plain C."""
     return 0 if setting() == "plain" else 1
 
 

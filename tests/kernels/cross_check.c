@@ -44,7 +44,7 @@ static void convolutions(int cin, int n, int64_t rows, int wmax, int xmax, int c
     }
     for (int i = 0; i < n_pad; ++i) {
         factor[i] = (double)draw(1, 1 << 20) / 3e9;
-        bias[i] = (double)draw(-1 << 20, 1 << 20) / 7e5;
+        bias[i] = (double)draw(-(1 << 20), 1 << 20) / 7e5;
     }
     for (int64_t r = 0; r < rows; ++r) base[r] = (r / w_img) * w_img + r % w_img;
     for (int t = 0; t < taps; ++t) offset[t] = (t / 3) * w_img + t % 3;
@@ -69,8 +69,8 @@ static void elementwise(void) {
     static double x[N], y[N], out[N], weight[C], bias[C], mul[C], add[C], table[8193];
     static int16_t table16[8193], out16[N + 64];
     for (int i = 0; i < N; ++i) {
-        x[i] = (double)draw(-1 << 24, 1 << 24) / 4096.0 / 97.0;
-        y[i] = (double)draw(-1 << 20, 1 << 20) / 3.0;
+        x[i] = (double)draw(-(1 << 24), 1 << 24) / 4096.0 / 97.0;
+        y[i] = (double)draw(-(1 << 20), 1 << 20) / 3.0;
     }
     x[7] = NAN, x[8] = INFINITY, x[9] = -INFINITY, x[10] = 0.5 / 4096, x[11] = 1.5 / 4096, x[12] = -2.5 / 4096;
     for (int i = 0; i < C; ++i) {
@@ -90,7 +90,7 @@ static void elementwise(void) {
     double terms[12];
     for (int j = 0; j < 12; ++j) terms[j] = 1.0 / (double)(j + 1) / (j % 3 + 1.0);
     double grid[N];
-    for (int i = 0; i < N; ++i) grid[i] = (double)draw(-1 << 18, 1 << 18) / 4096.0;
+    for (int i = 0; i < N; ++i) grid[i] = (double)draw(-(1 << 18), 1 << 18) / 4096.0;
     for (int path = 0; path < 3; ++path)
         for (int threads = 1; threads <= 3; threads += 2) {
             to_grid(x, 0, y, 0, 1, N, 5000.0, 6755399441055744.0 / 4096.0, out, threads, path);
@@ -124,10 +124,21 @@ static void elementwise(void) {
 }
 
 int main(void) {
+    /* which path each loop takes, on stderr (the hashes on stdout are compared between CPUs) */
+    int16_t one16[2] = {1, 1};
+    double one[2] = {1.0, 1.0}, out[16];
+    int64_t zero = 0;
+    for (int path = 0; path < 3; ++path) {
+        int16_t w16[32] = {0};
+        double w64[32] = {0}, bias[16] = {0};
+        fprintf(stderr, "took %d %d %d\n", path, intconv(one16, &zero, 1, &zero, 1, w16, 2, 16, out, 1, NULL, NULL, 1, path),
+                floatconv(one, &zero, 1, &zero, 1, w64, 2, 16, bias, out, 1, path));
+    }
     convolutions(64, 64, 203, 127, 32767, 258);  /* rows not a multiple of the tile's */
     convolutions(6, 40, 37, 127, 32767, 258);    /* few channels, outputs padded */
     convolutions(32, 16, 16, 2000, 32767, 16);   /* an upsampler's larger taps: spills every 16 pairs */
     convolutions(64, 32, 44, 127, -1, 258);      /* the extremes, one sign: 2^31 is near */
+    convolutions(8, 16, 6, 32767, -1, 1);        /* 16-bit weights: one pair is 2^31 - 2^17 */
     elementwise();
     return 0;
 }

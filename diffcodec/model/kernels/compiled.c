@@ -16,8 +16,8 @@
    upsampler's merged taps are larger), after which they move to 64-bit sums, written
    exactly as float64 (below 2^53). Sums that are exact do not depend on their order, and
    every other operation is one correctly rounded IEEE operation in the torch code's order
-   (in a vector lane or a scalar one), so each AVX2 or NEON path and its plain C path give the
-   same numbers, on every machine and with any number of threads (tests/kernels/cross_check.c
+   (in a vector lane or a scalar one), so each vector path (AVX2, SSE2, NEON) and its plain C
+   path give the same numbers, on every machine and with any number of threads (tests/kernels/cross_check.c
    checks an ARM build against this machine's under an emulator). */
 #include <float.h>
 #include <math.h>
@@ -139,16 +139,16 @@ static void tile_sse2(const int16_t *in, const int64_t *base, int64_t r0, int ro
         for (int r = 0; r < ROWS; ++r) sum[r][0] = sum[r][1] = _mm_setzero_si128();
         int counted = 0;
         for (int t = 0; t < taps; ++t) {
-            const int32_t *a[ROWS];
+            const int16_t *a[ROWS];
             for (int r = 0; r < ROWS; ++r) /* a short tile repeats its first row, whose sums are dropped */
-                a[r] = (const int32_t *)(in + (base[r0 + (r < rows ? r : 0)] + offset[t]) * cin);
+                a[r] = in + (base[r0 + (r < rows ? r : 0)] + offset[t]) * cin;
             const int16_t *wt = w + (int64_t)t * pairs * n_pad * 2 + h * 2;
             for (int p = 0; p < pairs; ++p) {
                 __m128i w0 = _mm_loadu_si128((const __m128i *)(wt + (int64_t)p * n_pad * 2));
                 __m128i w1 = _mm_loadu_si128((const __m128i *)(wt + (int64_t)p * n_pad * 2 + 8));
                 for (int r = 0; r < ROWS; ++r) {
                     int32_t pair;
-                    memcpy(&pair, a[r] + p, sizeof pair);
+                    memcpy(&pair, a[r] + 2 * p, sizeof pair);
                     __m128i v = _mm_set1_epi32(pair);
                     sum[r][0] = _mm_add_epi32(sum[r][0], _mm_madd_epi16(v, w0));
                     sum[r][1] = _mm_add_epi32(sum[r][1], _mm_madd_epi16(v, w1));
@@ -223,7 +223,8 @@ static void tile_neon(const int16_t *in, const int64_t *base, int64_t r0, int ro
 }
 #endif
 
-/* path 1: AVX2 where the CPU has it; path 0: plain C (2: the 128-bit paths, for the tests) */
+/* path 1: AVX2 where the CPU has it, else SSE2 (x86-64) or NEON (64-bit ARM) for the tap
+   products; path 0: plain C; path 2: the tap products' 128-bit paths (for the tests) */
 static int use_avx2(int path) {
 #ifdef HAVE_AVX2_PATH
     return path == 1 && __builtin_cpu_supports("avx2");
@@ -234,7 +235,7 @@ static int use_avx2(int path) {
 }
 
 /* the tap products' 128-bit paths: NEON on 64-bit ARM (path 1 or 2), SSE2 on an x86-64 CPU
-   without AVX2 (path 1; path 2 takes it even there) */
+   without AVX2 (path 1; path 2 takes it even on an AVX2 CPU) */
 static int use_neon(int path) {
 #ifdef HAVE_NEON_PATH
     return path >= 1;
