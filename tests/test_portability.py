@@ -618,50 +618,6 @@ def test_the_compiled_float_products_are_the_exact_sums(path, monkeypatch):
     assert torch.equal(got, expected)
 
 
-def test_a_build_without_openmp_splits_the_products_between_python_threads(monkeypatch, tmp_path):
-    """Built without OpenMP (as on macOS), the loops run on one thread each, so the products'
-    rows are split between Python threads: the same numbers as one OpenMP call, for any split
-    (odd row counts, parts that are not whole tiles)."""
-    import torch
-
-    from diffcodec.model import compiled
-    from diffcodec.model import exact_network as en
-
-    if compiled.library() is None:
-        pytest.skip("no C compiler here: the torch code runs instead")
-    generator = torch.Generator().manual_seed(7)
-    rows = torch.randint(-32767, 32768, (3100, 34), generator=generator)
-    taps = torch.randint(-127, 128, (9, 34, 37), generator=generator)
-    frows = en.quantize(50 * torch.randn(3100, 7, generator=generator, dtype=torch.float64), en.FOURIER_FRACTION_BITS)
-    ftaps = en.round_weight(torch.randn(9, 7, 21, generator=generator).permute(2, 1, 0)).permute(2, 1, 0)
-    bias, factor = (torch.randn(n, generator=generator, dtype=torch.float64) for n in (21, 37))
-    offsets = [0, 1, 2, 50, 51, 52, 100, 101, 102]
-
-    def products(count):
-        return (compiled.tap_products(rows, count, offsets, compiled.pack(taps), 37),
-                compiled.tap_products(rows, count, offsets, compiled.pack(taps), 37, factor, factor / 3),
-                compiled.float_products(frows, count, offsets, compiled.pack_float(ftaps.contiguous()), 21, bias))
-
-    expected = {count: products(count) for count in (2997, 9)}
-    builds = compiled._builds
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(compiled, "_builds", lambda: [c for c in builds() if "-fopenmp" not in c])
-    monkeypatch.setattr(compiled, "PARALLEL_WORK", 0)
-    monkeypatch.setattr(compiled, "_POOL", None)
-    threads = torch.get_num_threads()
-    compiled.library.cache_clear()
-    try:
-        assert compiled.library().openmp() == 0
-        for count in (1, 2, 3, 5):
-            torch.set_num_threads(count)
-            for n, want in expected.items():
-                assert all(torch.equal(a, b) for a, b in zip(products(n), want))
-        assert compiled._POOL is not None  # the rows were split
-    finally:
-        torch.set_num_threads(threads)
-        compiled.library.cache_clear()
-
-
 @pytest.mark.parametrize("patch", [1, 2, 3])
 def test_the_compiled_stem_input_agrees_at_its_edges(patch, monkeypatch):
     """The stem's input (z on its grid and its Fourier features, unshuffled) on values beyond

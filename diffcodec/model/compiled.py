@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -86,8 +85,6 @@ def _load(path: Path) -> ctypes.CDLL | None:
         lib.fixed_sum.restype = i64
         lib.ordered_products.argtypes = [pointer, i64, i64, pointer, i64, i64, pointer, i32]
         lib.ordered_products.restype = None
-        lib.openmp.argtypes = []
-        lib.openmp.restype = i32
         return lib
     except (OSError, AttributeError):  # not a library for this machine, or not this source's
         return None
@@ -138,31 +135,12 @@ def _threads(work: int) -> int:
     """torch's thread count for a loop of about ``work`` operations; one for less than
     PARALLEL_WORK (waking a second thread costs more than it saves: the network's deep levels
     run hundreds of such loops per pass), and in a process forked after the library was loaded
-    (an OpenMP runtime's thread pool does not survive a fork). Without OpenMP (macOS) the
-    products' rows are split between Python threads instead (:func:`_split_rows`). Any count
-    gives the same numbers."""
+    (an OpenMP runtime's thread pool does not survive a fork; without OpenMP, as on macOS, always
+    one). Any count gives the same numbers."""
     return torch.get_num_threads() if work >= PARALLEL_WORK and os.getpid() == _PID else 1
 
 
 _PID = os.getpid()
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _split_rows(rows: int, threads: int, run) -> None:
-    """run(start, count, threads) over rows 0 .. rows - 1: in one call that splits them between
-    ``threads`` OpenMP threads, or, in a build without OpenMP (macOS), in calls on about equal
-    parts (multiples of the tiles' 4 rows) from as many Python threads (ctypes lets go of the
-    GIL). Each row's sums are its own, so any split gives the same numbers."""
-    global _POOL
-    if threads <= 1 or rows < 8 or library().openmp():
-        run(0, rows, threads)
-        return
-    if _POOL is None or _POOL[0] != os.getpid():
-        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1))
-    step = -(-rows // (4 * threads)) * 4
-    parts = [(start, min(step, rows - start), 1) for start in range(0, rows, step)]
-    for future in [_POOL[1].submit(run, *part) for part in parts]:
-        future.result()
 
 
 _pinned = threading.local()
@@ -296,15 +274,10 @@ def tap_products(rows: torch.Tensor, base: torch.Tensor | int, offsets: list[int
     scale = shift = None
     if factor is not None:
         scale, shift = _padded(factor, width), _padded(bias, width)
-    path = _path()
-
-    def run(start: int, count: int, threads: int) -> None:
-        lib.intconv(data.data_ptr(), base.data_ptr() + 8 * start, count, offset.data_ptr(), len(offsets),
-                    packed.data_ptr(), inputs, width, out.data_ptr() + 8 * width * start, chunk,
-                    None if scale is None else scale.data_ptr(), None if shift is None else shift.data_ptr(),
-                    threads, path)
-
-    _split_rows(base.numel(), _threads(base.numel() * len(offsets) * inputs * width), run)
+    lib.intconv(data.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets), packed.data_ptr(),
+                inputs, width, out.data_ptr(), chunk, None if scale is None else scale.data_ptr(),
+                None if shift is None else shift.data_ptr(),
+                _threads(base.numel() * len(offsets) * inputs * width), _path())
     return out[:, :outputs] if width != outputs else out
 
 
@@ -330,14 +303,9 @@ def float_products(rows: torch.Tensor, base: torch.Tensor | int, offsets: list[i
     width = packed.shape[2]
     shift = _padded(bias, width)
     out = torch.empty(base.numel(), width, dtype=torch.float64)
-    lib, path = library(), _path()
-
-    def run(start: int, count: int, threads: int) -> None:
-        lib.floatconv(rows.data_ptr(), base.data_ptr() + 8 * start, count, offset.data_ptr(), len(offsets),
-                      packed.data_ptr(), packed.shape[1], width, shift.data_ptr(), out.data_ptr() + 8 * width * start,
-                      threads, path)
-
-    _split_rows(base.numel(), _threads(4 * base.numel() * len(offsets) * packed.shape[1] * width), run)
+    library().floatconv(rows.data_ptr(), base.data_ptr(), base.numel(), offset.data_ptr(), len(offsets),
+                        packed.data_ptr(), packed.shape[1], width, shift.data_ptr(), out.data_ptr(),
+                        _threads(4 * base.numel() * len(offsets) * packed.shape[1] * width), _path())
     return out[:, :outputs] if width != outputs else out
 
 

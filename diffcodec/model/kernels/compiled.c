@@ -293,16 +293,6 @@ int intconv(const int16_t *in, const int64_t *base, int64_t rows, const int64_t 
     return avx2 ? 1 : (sse2 || neon) ? 2 : 0;
 }
 
-/* 1 where this build splits its loops' rows between OpenMP threads; 0 where it was built
-   without OpenMP (macOS): compiled.py then splits the products' rows between its own threads */
-int openmp(void) {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
-
 /* x (h, w, c) float64 on any grid finer than 2^e, times scale = 2^-e (exact), rounded half to
    even (the default rounding mode), clamped to +-(2^15 - 1), into the int16 image out (rows
    of out_w pixels) at row top, column left; the rest of out is left as it is (zeros). */
