@@ -424,9 +424,9 @@ def _run(pairs: list, batch: bool, work, quiet: bool, as_json: bool, what: str) 
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
               help="The .dfc file to write; with several inputs or a folder, the folder to write them into.")
 @click.option("--mode", type=click.Choice(["progressive", "lossless"]), default="progressive", show_default=True,
-              help="progressive: truncatable layers; lossless: bits-back, smallest file, not truncatable.")
+              help="progressive: truncatable layers; lossless: bits-back only, not truncatable.")
 @click.option("--steps", default=None, type=click.IntRange(1, 1024),
-              help="Progressive: layers placed by rate, ending at 0.05, 0.2, 0.8, 3.2 ... bpp [default: 2] (the bits-back tail follows); lossless: chain length [default: 32].")
+              help="Progressive: layers placed by rate, ending at 0.05, 0.2, 0.8, 3.2 ... bpp [default: 2] (the bits-back tail follows); lossless: chain length [default: 16].")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**64 - 1), help="Seed of the shared dither.")
 @click.option("--bpp", "target_bpp", type=FiniteFloat(min=0, min_open=True),
               help="A lossy file of at most B bits per pixel: layers on the ladder, the last ending there, no tail.")

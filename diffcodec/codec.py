@@ -176,7 +176,7 @@ class Codec:
 
         ``mode="progressive"``: truncatable layers, one per reverse step, ``steps`` placed by
         rate (default 2: 0.05 and 0.2 bpp), then a bits-back tail that makes the whole file exact.
-        ``mode="lossless"``: bits-back coding over a ``steps``-step chain (default 32); where
+        ``mode="lossless"``: bits-back coding over a ``steps``-step chain (default 16); where
         a coder without the model does better, the file uses it instead (mode "predictive" or
         "stored", coding/stored.py), unless ``stored_fallback`` is False (which holds a
         progressive file's tail to bits-back coding as well).
