@@ -41,6 +41,17 @@ static inline double scaled(int64_t sum, const double *factor, const double *bia
     return factor ? (double)sum * factor[n] + bias[n] : (double)sum;
 }
 
+/* the tiles' shared ends: 32-bit partial sums moved into the 64-bit ones, and a row of n
+   finished sums written (scaled) from column col on */
+static inline void add_partial(int64_t *acc, const int32_t *part, int n) {
+    for (int s = 0; s < n; ++s) acc[s] += part[s];
+}
+
+static inline void write_sums(double *out, const int64_t *acc, const int32_t *part, int n, const double *factor,
+                              const double *bias, int64_t col) {
+    for (int s = 0; s < n; ++s) out[s] = scaled(acc[s] + part[s], factor, bias, col + s);
+}
+
 static void tile_plain(const int16_t *in, const int64_t *base, int64_t r0, int rows, const int64_t *offset,
                        int taps, const int16_t *w, int cin, int64_t n_pad, int64_t j, double *out, int chunk,
                        const double *factor, const double *bias) {
@@ -63,18 +74,13 @@ static void tile_plain(const int16_t *in, const int64_t *base, int64_t r0, int r
                 for (int s = 0; s < COLS; ++s) part[r][s] += x0 * wp[2 * s] + x1 * wp[2 * s + 1];
             }
             if (++counted == chunk) {
-                for (int r = 0; r < ROWS; ++r)
-                    for (int s = 0; s < COLS; ++s) {
-                        acc[r][s] += part[r][s];
-                        part[r][s] = 0;
-                    }
+                for (int r = 0; r < ROWS; ++r) add_partial(acc[r], part[r], COLS);
+                memset(part, 0, sizeof part);
                 counted = 0;
             }
         }
     }
-    for (int r = 0; r < rows; ++r)
-        for (int s = 0; s < COLS; ++s)
-            out[(r0 + r) * n_pad + j + s] = scaled(acc[r][s] + part[r][s], factor, bias, j + s);
+    for (int r = 0; r < rows; ++r) write_sums(out + (r0 + r) * n_pad + j, acc[r], part[r], COLS, factor, bias, j);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -109,7 +115,7 @@ __attribute__((target("avx2"))) static void tile_avx2(const int16_t *in, const i
                 for (int r = 0; r < ROWS; ++r) {
                     _mm256_storeu_si256((__m256i *)spill, sum[r][0]);
                     _mm256_storeu_si256((__m256i *)(spill + 8), sum[r][1]);
-                    for (int s = 0; s < COLS; ++s) acc[r][s] += spill[s];
+                    add_partial(acc[r], spill, COLS);
                     sum[r][0] = sum[r][1] = _mm256_setzero_si256();
                 }
                 counted = 0;
@@ -119,7 +125,7 @@ __attribute__((target("avx2"))) static void tile_avx2(const int16_t *in, const i
     for (int r = 0; r < rows; ++r) {
         _mm256_storeu_si256((__m256i *)spill, sum[r][0]);
         _mm256_storeu_si256((__m256i *)(spill + 8), sum[r][1]);
-        for (int s = 0; s < COLS; ++s) out[(r0 + r) * n_pad + j + s] = scaled(acc[r][s] + spill[s], factor, bias, j + s);
+        write_sums(out + (r0 + r) * n_pad + j, acc[r], spill, COLS, factor, bias, j);
     }
 }
 #endif
@@ -157,7 +163,7 @@ static void tile_sse2(const int16_t *in, const int64_t *base, int64_t r0, int ro
                     for (int r = 0; r < ROWS; ++r) {
                         _mm_storeu_si128((__m128i *)spill, sum[r][0]);
                         _mm_storeu_si128((__m128i *)(spill + 4), sum[r][1]);
-                        for (int s = 0; s < 8; ++s) acc[r][s] += spill[s];
+                        add_partial(acc[r], spill, 8);
                         sum[r][0] = sum[r][1] = _mm_setzero_si128();
                     }
                     counted = 0;
@@ -167,7 +173,7 @@ static void tile_sse2(const int16_t *in, const int64_t *base, int64_t r0, int ro
         for (int r = 0; r < rows; ++r) {
             _mm_storeu_si128((__m128i *)spill, sum[r][0]);
             _mm_storeu_si128((__m128i *)(spill + 4), sum[r][1]);
-            for (int s = 0; s < 8; ++s) out[(r0 + r) * n_pad + h + s] = scaled(acc[r][s] + spill[s], factor, bias, h + s);
+            write_sums(out + (r0 + r) * n_pad + h, acc[r], spill, 8, factor, bias, h);
         }
     }
 }
@@ -210,7 +216,7 @@ static void tile_neon(const int16_t *in, const int64_t *base, int64_t r0, int ro
                         vst1q_s32(spill + 4 * k, sum[r][k]);
                         sum[r][k] = vdupq_n_s32(0);
                     }
-                    for (int s = 0; s < COLS; ++s) acc[r][s] += spill[s];
+                    add_partial(acc[r], spill, COLS);
                 }
                 counted = 0;
             }
@@ -218,7 +224,7 @@ static void tile_neon(const int16_t *in, const int64_t *base, int64_t r0, int ro
     }
     for (int r = 0; r < rows; ++r) {
         for (int k = 0; k < 4; ++k) vst1q_s32(spill + 4 * k, sum[r][k]);
-        for (int s = 0; s < COLS; ++s) out[(r0 + r) * n_pad + j + s] = scaled(acc[r][s] + spill[s], factor, bias, j + s);
+        write_sums(out + (r0 + r) * n_pad + j, acc[r], spill, COLS, factor, bias, j);
     }
 }
 #endif
